@@ -1,0 +1,1 @@
+"""pushrelay: push for iOS chat apps on Azure Communication Services."""
