@@ -1,0 +1,72 @@
+"""The composition root: builds the real adapters from settings, lazily, once per process.
+
+Importing this module is cheap (no SDKs); each getter imports what it needs on first use, so a
+cold start pays only for the functions actually invoked. Tests and the local host call
+:func:`reset` with their own environment.
+
+Convention: one async getter per collaborator on :class:`Container`, cached in ``self._cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar, cast
+
+from shared.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+class Container:
+    """Holds the settings and every adapter built from them."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._settings: Settings | None = None
+        self._cache: dict[str, object] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, read on first use. Raises SettingsError naming a bad setting."""
+        if self._settings is None:
+            self._settings = load_settings(self._env)
+        return self._settings
+
+    async def _once(self, name: str, build: Callable[[], Awaitable[T]]) -> T:
+        """Build ``name`` once, even when first asked for by concurrent invocations."""
+        if name in self._cache:
+            return cast(T, self._cache[name])
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._cache:
+                self._cache[name] = await build()
+        return cast(T, self._cache[name])
+
+    async def aclose(self) -> None:
+        """Close every adapter that has an ``aclose``; the container can be rebuilt after."""
+        for value in list(self._cache.values()):
+            close = getattr(value, "aclose", None)
+            if close is not None:
+                await close()
+        self._cache.clear()
+
+
+_container: Container | None = None
+
+
+def container() -> Container:
+    """The process-wide container, built from ``os.environ`` on first use."""
+    global _container  # noqa: PLW0603 - one composition root per process, by design
+    if _container is None:
+        _container = Container(os.environ)
+    return _container
+
+
+def reset(env: Mapping[str, str] | None = None) -> Container:
+    """Replace the process-wide container (tests, the local host). Does not close the old one."""
+    global _container  # noqa: PLW0603
+    _container = Container(os.environ if env is None else env)
+    return _container
