@@ -65,8 +65,8 @@ class Settings:
         "STORAGE_CONNECTION",
         "",
         "Table Storage for the app's state: a connection string (Azurite: "
-        "UseDevelopmentStorage=true) or a table endpoint URL (https://ACCOUNT.table.core.windows.net) "
-        "reached with managed identity.",
+        "UseDevelopmentStorage=true) or a table endpoint URL "
+        "(https://ACCOUNT.table.core.windows.net) reached with managed identity.",
         secret=True,
         required=True,
     )
@@ -104,7 +104,9 @@ class Settings:
         "APNs production endpoint (port 443 or 2197); overridden to point at the simulator.",
     )
     apns_ca_file: str = _setting(
-        "APNS_CA_FILE", "", "Extra CA bundle to trust for APNs (the simulator's CA); empty: system CAs."
+        "APNS_CA_FILE",
+        "",
+        "Extra CA bundle to trust for APNs (the simulator's CA); empty: system CAs.",
     )
     apns_connections: int = _setting(
         "APNS_CONNECTIONS", 2, "HTTP/2 connections per APNs environment and credential."
@@ -217,9 +219,7 @@ class Settings:
     auth_jwt_audience: str = _setting(
         "AUTH_JWT_AUDIENCE", "", "Expected 'aud' of the app's identity-provider JWTs."
     )
-    auth_jwks_url: str = _setting(
-        "AUTH_JWKS_URL", "", "JWKS URL of the app's identity provider."
-    )
+    auth_jwks_url: str = _setting("AUTH_JWKS_URL", "", "JWKS URL of the app's identity provider.")
     auth_jwt_algorithms: tuple[str, ...] = _setting(
         "AUTH_JWT_ALGORITHMS", ("RS256", "ES256"), "Allowed JWT signature algorithms."
     )
@@ -263,9 +263,9 @@ def _specs() -> tuple[SettingSpec, ...]:
     hints = get_type_hints(Settings)
     rows: list[SettingSpec] = []
     for f in dataclasses.fields(Settings):
-        default: object = (
-            f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        )
+        default: object = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         rows.append(
             SettingSpec(
                 name=f.metadata["name"],
@@ -333,7 +333,9 @@ def _check(s: Settings) -> None:
     if not 60 <= s.acs_token_lifetime_minutes <= 1440:
         raise SettingsError("setting ACS_TOKEN_LIFETIME_MINUTES must be between 60 and 1440")
     if not s.table_prefix.isalnum() or not s.table_prefix[:1].isalpha():
-        raise SettingsError("setting TABLE_PREFIX must be letters and digits, starting with a letter")
+        raise SettingsError(
+            "setting TABLE_PREFIX must be letters and digits, starting with a letter"
+        )
     if s.apns_apps.strip():
         try:
             apps = json.loads(s.apns_apps)
