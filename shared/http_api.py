@@ -1,0 +1,175 @@
+"""HTTP translation shared by every HTTP trigger: JSON answers, JSON errors, bounded JSON bodies.
+
+Errors become answers here and nowhere else:
+
+    RequestError (InputError)   its own status, reason, field and headers (400, 401, 404, 413, 429…)
+    InputError                  400 invalid_request
+    TransientError              503 with Retry-After (storage or ACS did not answer)
+    SettingsError               500 server_misconfigured (logged; the answer names no setting)
+    PushRelayError (other)      502 bad_gateway (a dependency answered with a refusal)
+
+Bodies are JSON objects ``{"error": reason, "field"?: field}``; never a stack trace, never a secret.
+The full exception text is only logged; an error class may set ``public_reason`` (a short text safe
+to show callers, such as "acs_unavailable") to replace the generic reason of its row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+import azure.functions as func
+
+from shared.errors import InputError, PushRelayError, SettingsError, TransientError
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH: Final = 16
+TRANSIENT_RETRY_AFTER_SECONDS: Final = 5
+_JSON: Final = "application/json"
+
+
+class RequestError(InputError):
+    """A request a retry cannot fix, answered with ``status`` and a JSON reason.
+
+    ``field`` names the offending body field (validation); ``headers`` are added to the answer
+    (``WWW-Authenticate`` on 401, ``Retry-After`` on 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(reason if field is None else f"{field}: {reason}")
+        self.status = status
+        self.reason = reason
+        self.field = field
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+def json_response(
+    status: int, body: object, headers: Mapping[str, str] | None = None
+) -> func.HttpResponse:
+    """A JSON answer with ``Cache-Control: no-store`` (answers may carry tokens)."""
+    all_headers = {"Cache-Control": "no-store", **(headers or {})}
+    return func.HttpResponse(
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        headers=all_headers,
+        mimetype=_JSON,
+        charset="utf-8",
+    )
+
+
+def json_error(
+    status: int,
+    reason: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> func.HttpResponse:
+    """A JSON error answer ``{"error": reason, "field"?: field}``."""
+    body: dict[str, str] = {"error": reason}
+    if field is not None:
+        body["field"] = field
+    return json_response(status, body, headers)
+
+
+def error_response(exc: PushRelayError) -> func.HttpResponse:
+    """Translate one of our errors into its HTTP answer (see the module docstring)."""
+    if isinstance(exc, RequestError):
+        return json_error(exc.status, exc.reason, field=exc.field, headers=exc.headers)
+    if isinstance(exc, InputError):
+        return json_error(400, "invalid_request")
+    if isinstance(exc, TransientError):
+        log.warning("dependency unavailable: %s", exc)
+        retry = {"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)}
+        return json_error(503, _public(exc, "service_unavailable"), headers=retry)
+    if isinstance(exc, SettingsError):
+        log.error("server misconfigured: %s", exc)
+        return json_error(500, "server_misconfigured")
+    log.warning("dependency refused: %s", exc)
+    return json_error(502, _public(exc, "bad_gateway"))
+
+
+def _public(exc: PushRelayError, default: str) -> str:
+    reason = getattr(exc, "public_reason", None)
+    return reason if isinstance(reason, str) and reason else default
+
+
+def read_json_body(req: func.HttpRequest, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object of at most ``limit`` bytes.
+
+    Raises RequestError: 413 over the limit; 400 for invalid UTF-8, invalid JSON (including
+    NaN/Infinity and duplicate keys), lone surrogates, a non-object, or nesting deeper than
+    :data:`MAX_JSON_DEPTH`.
+    """
+    declared = req.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body larger than {limit} bytes")
+    raw = req.get_body() or b""
+    if len(raw) > limit:
+        raise RequestError(413, f"body larger than {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(400, "body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError(400, "body is nested too deeply") from None
+    except ValueError as exc:
+        raise RequestError(400, f"body is not valid JSON: {_short(exc)}") from None
+    if not isinstance(value, dict):
+        raise RequestError(400, "body must be a JSON object")
+    _check_tree(value)
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins; refusing them closes that gap.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _short(exc: ValueError) -> str:
+    return str(exc).split(":", 1)[0][:80]
+
+
+def _check_tree(root: object) -> None:
+    """Reject deep nesting and strings that are not Unicode scalar values (lone surrogates)."""
+    stack: list[tuple[object, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node)
+            continue
+        if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+            raise RequestError(400, "body is nested too deeply")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                _check_text(key)
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(400, "body contains a lone surrogate") from None
