@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shared.auth import Authenticator
 
 T = TypeVar("T")
 
@@ -44,6 +47,16 @@ class Container:
             if name not in self._cache:
                 self._cache[name] = await build()
         return cast(T, self._cache[name])
+
+    async def authenticator(self) -> Authenticator:
+        """Caller authentication (JWKS fetched lazily on the first bearer token)."""
+
+        async def build() -> Authenticator:
+            from shared.auth import Authenticator, build_jwks
+
+            return Authenticator(self.settings, build_jwks(self.settings))
+
+        return await self._once("authenticator", build)
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose``; the container can be rebuilt after."""
