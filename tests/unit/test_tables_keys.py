@@ -1,0 +1,87 @@
+"""Key encoding, batching and INT64 helpers of shared.tables (no storage)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from azure.data.tables import EdmType, EntityProperty
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared import tables
+
+pytestmark = pytest.mark.unit
+
+# What Table Storage forbids in PartitionKey/RowKey.
+FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+
+
+@given(st.text())
+def test_any_text_round_trips_through_the_key_encoding(text: str) -> None:
+    assert tables.decode_key(tables.encode_key(text)) == text
+
+
+@given(st.text())
+def test_encoded_keys_hold_no_forbidden_character(text: str) -> None:
+    assert FORBIDDEN.search(tables.encode_key(text)) is None
+
+
+@given(st.text(), st.text())
+def test_distinct_texts_get_distinct_keys(a: str, b: str) -> None:
+    if a != b:
+        assert tables.encode_key(a) != tables.encode_key(b)
+
+
+def test_acs_raw_ids_are_kept_readable() -> None:
+    raw = "8:acs:1b5cc06b-f352-4571-b1e6-d9b259b7c776_00000019-3f1e-4c1b-bf8c-0e9d6ee1b9f6"
+    assert tables.encode_key(raw) == raw
+
+
+def test_escapes_are_percent_style() -> None:
+    assert tables.encode_key("a/b\\c#d?e%f\ng") == "a%2Fb%5Cc%23d%3Fe%25f%0Ag"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "100%", "%zz", "%2f", "%41", "tab\there"])
+def test_decoding_text_that_encode_cannot_produce_raises(bad: str) -> None:
+    with pytest.raises(ValueError, match="not an encoded key"):
+        tables.decode_key(bad)
+
+
+def _upsert(pk: str, rk: str) -> tables.Operation:
+    return ("upsert", {"PartitionKey": pk, "RowKey": rk})
+
+
+def test_batches_hold_at_most_100_operations_of_one_partition() -> None:
+    ops = [_upsert("a", str(i)) for i in range(250)] + [_upsert("b", str(i)) for i in range(3)]
+    chunks = tables.batches(ops)
+    assert [len(c) for c in chunks] == [100, 100, 50, 3]
+    assert all(len({op[1]["PartitionKey"] for op in c}) == 1 for c in chunks)
+
+
+def test_batches_keep_every_operation_in_order() -> None:
+    ops = [_upsert("ab"[i % 2], str(i)) for i in range(301)]
+    flat = [op for chunk in tables.batches(ops) for op in chunk]
+    assert sorted(flat, key=lambda op: int(op[1]["RowKey"])) == ops
+    assert [op for op in flat if op[1]["PartitionKey"] == "a"] == ops[::2]
+
+
+@pytest.mark.parametrize("limit", [0, 101])
+def test_a_batch_limit_beyond_the_service_limit_is_refused(limit: int) -> None:
+    with pytest.raises(ValueError, match="1 to 100"):
+        tables.batches([_upsert("a", "1")], limit)
+
+
+def test_large_integers_are_typed_int64() -> None:
+    prop = tables.int_property(2**31)
+    assert isinstance(prop, EntityProperty)
+    assert prop.edm_type == EdmType.INT64
+    assert tables.int_property(2**31 - 1) == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [(7, 7), (EntityProperty(2**40, EdmType.INT64), 2**40), (None, 0), ("12", 12)],
+)
+def test_integers_read_back_whatever_their_wire_type(stored: object, expected: int) -> None:
+    assert tables.read_int(stored) == expected
