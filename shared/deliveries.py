@@ -1,0 +1,734 @@
+"""Delivery claims and the delivery log (the deliveries table).
+
+A push is *claimed* before it is sent, so that a redelivered Event Grid event never pushes a
+device twice, and its outcome is written to the same row afterwards: the claim *is* the log.
+
+Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded part)::
+
+    PartitionKey        RowKey                                  holds
+    m|<user>|<thread>   <message>|<kind>|<version>|<deviceId>   one claim and its outcome
+    m|<user>|<thread>   !thread                                 muted or not, and since when
+    i|<YYYYMMDD>        m|<user>|<thread>|<message>             purge index: touched that day
+    c|purge             cursor                                  last day purged
+
+- "What happened to message M in thread T for user U" is one partition query: the partition of
+  (U, T), RowKeys from ``M|`` up to ``M}``.
+- A redelivery of one event for one recipient touches one partition, so claims and outcomes for
+  all of the recipient's devices go in one transaction each: round trips per event do not grow
+  with the number of devices.
+- Table Storage has no TTL; the purge walks the per-day index partitions (never a full scan),
+  deletes the claims older than the retention, then the index rows, then moves its cursor.
+
+States: ``pending`` (with a lease: an expired pending claim may be claimed again, so a crash
+mid-send does not strand the device), ``delivered``, ``failed`` (permanent: never retried) and
+``released`` (retryable failure: a redelivery claims it again). Claims are created with
+``create_entity`` semantics (409: someone else has it) and changed with ETag-guarded updates
+(412: someone else changed it).
+
+Storage errors are :mod:`shared.tables`' (``StorageUnavailableError`` is transient: retry later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.errors import PushRelayError
+from shared.tables import (
+    MAX_BATCH,
+    EntityChangedError,
+    EntityExistsError,
+    EntityNotFoundError,
+    encode_key,
+    storage_errors,
+)
+
+log = logging.getLogger(__name__)
+
+MUTE_ROW = "!thread"
+CURSOR_PARTITION = "c|purge"
+CURSOR_ROW = "cursor"
+PURGE_FIRST_LOOKBACK_DAYS = 60  # how far back a purge with no cursor yet starts
+
+
+class UnreadableRecordError(PushRelayError):
+    """A deliveries row that is not a record this module wrote (retrying will not help)."""
+
+
+class DeliveryKind(enum.StrEnum):
+    """Which chat event a push is for; an edit or a delete of a message is a new delivery."""
+
+    RECEIVED = "received"
+    EDITED = "edited"
+    DELETED = "deleted"
+
+
+class DeliveryState(enum.StrEnum):
+    """Where one device's push for one (message, kind, version) stands."""
+
+    PENDING = "pending"  # claimed, lease running, outcome not written yet
+    DELIVERED = "delivered"  # APNs answered 200
+    FAILED = "failed"  # permanent: no retry can fix it (410, BadDeviceToken, a rejected request)
+    RELEASED = "released"  # retryable failure: the next delivery of the event claims it again
+    SKIPPED = "skipped"  # decided not to push (over the background budget, no key, ...)
+
+
+FINAL_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.SKIPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """What is delivered: one version of one message (kind) in one thread, to one user."""
+
+    user_id: str
+    thread_id: str
+    message_id: str
+    kind: DeliveryKind
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """The parts of a device the log keeps (never the full token)."""
+
+    device_id: str
+    short_token: str
+    topic: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one push: the state it ends in and APNs' answer."""
+
+    state: DeliveryState
+    status: int | None = None
+    reason: str | None = None
+    apns_id: str | None = None
+    attempts: int = 0
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One row of the delivery log: a device's claim and, once known, its outcome."""
+
+    key: DeliveryKey
+    device: DeviceTarget
+    state: DeliveryState
+    claimed_at: datetime
+    lease_until: datetime
+    claims: int = 1  # how many times the push was claimed (redeliveries after a release)
+    event_id: str = ""
+    completed_at: datetime | None = None
+    status: int | None = None
+    reason: str | None = None
+    apns_id: str | None = None
+    apns_attempts: int = 0
+    detail: str | None = None
+    etag: str | None = field(default=None, compare=False)
+
+    def with_outcome(self, outcome: Outcome, now: datetime) -> DeliveryRecord:
+        """This record with ``outcome`` written (the lease ends)."""
+        return replace(
+            self,
+            state=outcome.state,
+            completed_at=now,
+            lease_until=now,
+            status=outcome.status,
+            reason=outcome.reason,
+            apns_id=outcome.apns_id,
+            apns_attempts=outcome.attempts,
+            detail=outcome.detail,
+        )
+
+
+class ClaimVerdict(enum.StrEnum):
+    """What a claimer may do with a device, given what the log already holds."""
+
+    CLAIM = "claim"  # nothing there yet: create
+    RECLAIM = "reclaim"  # released, or pending with an expired lease: take it over (ETag)
+    DONE = "done"  # delivered, failed or skipped: never push again
+    IN_FLIGHT = "in_flight"  # pending under someone else's live lease
+
+
+def verdict(record: DeliveryRecord | None, now: datetime) -> ClaimVerdict:
+    """Decide whether a device may be claimed at ``now`` given its existing record."""
+    if record is None:
+        return ClaimVerdict.CLAIM
+    if record.state in FINAL_STATES:
+        return ClaimVerdict.DONE
+    if record.state is DeliveryState.RELEASED or record.lease_until <= now:
+        return ClaimVerdict.RECLAIM
+    return ClaimVerdict.IN_FLIGHT
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSet:
+    """The result of claiming a fan-out: ours to send, already finished, and in flight elsewhere."""
+
+    claimed: tuple[DeliveryRecord, ...] = ()
+    done: tuple[DeliveryRecord, ...] = ()
+    in_flight: tuple[DeliveryRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What one purge run removed."""
+
+    days: int = 0
+    records: int = 0
+    index_rows: int = 0
+
+
+class DeliveryStore(Protocol):
+    """Port: claims, outcomes, muted threads and the log (see the module docstring)."""
+
+    async def claim(
+        self,
+        key: DeliveryKey,
+        devices: Sequence[DeviceTarget],
+        *,
+        now: datetime,
+        lease: timedelta,
+        event_id: str,
+    ) -> ClaimSet:
+        """Claim ``key`` for each device; returns which were claimed by us."""
+        ...
+
+    async def complete(
+        self, results: Sequence[tuple[DeliveryRecord, Outcome]], now: datetime
+    ) -> None:
+        """Write each claim's outcome (releasing it when the state is ``released``)."""
+        ...
+
+    async def is_muted(self, user_id: str, thread_id: str) -> bool:
+        """True when pushes of this thread to this user are stopped."""
+        ...
+
+    async def set_muted(self, user_id: str, thread_id: str, *, muted: bool, at: datetime) -> bool:
+        """Mute or un-mute; an older event than the last change is ignored. True if applied."""
+        ...
+
+    async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
+        """Every record of one message in one thread for one user, oldest claim first."""
+        ...
+
+    async def purge(self, *, now: datetime, retention: timedelta) -> PurgeReport:
+        """Remove records claimed before ``now - retention`` through the per-day index."""
+        ...
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _part(text: str) -> str:
+    """One key component: Table-safe, and never containing the ``|`` separator."""
+    return encode_key(text).replace("|", "%7C")
+
+
+def partition_key(user_id: str, thread_id: str) -> str:
+    """The partition of one user's deliveries (and mute state) in one thread."""
+    return f"m|{_part(user_id)}|{_part(thread_id)}"
+
+
+def message_prefix(message_id: str) -> str:
+    """RowKey prefix of every record of one message."""
+    return f"{_part(message_id)}|"
+
+
+def claim_prefix(key: DeliveryKey) -> str:
+    """RowKey prefix of the records of one (message, kind, version)."""
+    return f"{message_prefix(key.message_id)}{key.kind.value}|{key.version:020d}|"
+
+
+def row_key(key: DeliveryKey, device_id: str) -> str:
+    """RowKey of one device's claim for one (message, kind, version)."""
+    return claim_prefix(key) + _part(device_id)
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Lower (inclusive) and upper (exclusive) RowKey bounds of a ``|``-terminated prefix."""
+    return prefix, prefix[:-1] + "}"  # "}" sorts right after "|"
+
+
+def index_partition(day: date) -> str:
+    """The purge-index partition of one UTC day."""
+    return f"i|{day:%Y%m%d}"
+
+
+def index_row(key: DeliveryKey) -> str:
+    """The purge-index RowKey naming one message's records in one (user, thread) partition."""
+    return f"{partition_key(key.user_id, key.thread_id)}|{_part(key.message_id)}"
+
+
+def split_index_row(row: str) -> tuple[str, str]:
+    """(partition key, message RowKey prefix) named by a purge-index row."""
+    pk, _, message = row.rpartition("|")
+    return pk, message + "|"
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+
+def to_entity(record: DeliveryRecord) -> dict[str, Any]:
+    """The table entity of a record (the version as text: it is an int64)."""
+    key = record.key
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key(key.user_id, key.thread_id),
+        "RowKey": row_key(key, record.device.device_id),
+        "userId": key.user_id,
+        "threadId": key.thread_id,
+        "messageId": key.message_id,
+        "kind": key.kind.value,
+        "version": str(key.version),
+        "deviceId": record.device.device_id,
+        "token": record.device.short_token,
+        "topic": record.device.topic,
+        "environment": record.device.environment,
+        "state": record.state.value,
+        "claimedAt": record.claimed_at,
+        "leaseUntil": record.lease_until,
+        "claims": record.claims,
+        "eventId": record.event_id,
+        "apnsAttempts": record.apns_attempts,
+    }
+    optional: dict[str, object | None] = {
+        "completedAt": record.completed_at,
+        "status": record.status,
+        "reason": record.reason,
+        "apnsId": record.apns_id,
+        "detail": record.detail,
+    }
+    entity.update({k: v for k, v in optional.items() if v is not None})
+    return entity
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise UnreadableRecordError(
+            f"deliveries row holds a non-time value: {type(value).__name__}"
+        )
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _opt_str(entity: Mapping[str, Any], name: str) -> str | None:
+    value = entity.get(name)
+    return None if value is None else str(value)
+
+
+def from_entity(entity: Mapping[str, Any], etag: str | None = None) -> DeliveryRecord:
+    """The record of a table entity. Raises UnreadableRecordError on a row it cannot read."""
+    try:
+        key = DeliveryKey(
+            user_id=str(entity["userId"]),
+            thread_id=str(entity["threadId"]),
+            message_id=str(entity["messageId"]),
+            kind=DeliveryKind(entity["kind"]),
+            version=int(entity["version"]),
+        )
+        device = DeviceTarget(
+            device_id=str(entity["deviceId"]),
+            short_token=str(entity.get("token", "")),
+            topic=str(entity.get("topic", "")),
+            environment=str(entity.get("environment", "")),
+        )
+        completed = entity.get("completedAt")
+        status = entity.get("status")
+        return DeliveryRecord(
+            key=key,
+            device=device,
+            state=DeliveryState(entity["state"]),
+            claimed_at=_utc(entity["claimedAt"]),
+            lease_until=_utc(entity["leaseUntil"]),
+            claims=int(entity.get("claims", 1)),
+            event_id=str(entity.get("eventId", "")),
+            completed_at=None if completed is None else _utc(completed),
+            status=None if status is None else int(status),
+            reason=_opt_str(entity, "reason"),
+            apns_id=_opt_str(entity, "apnsId"),
+            apns_attempts=int(entity.get("apnsAttempts", 0)),
+            detail=_opt_str(entity, "detail"),
+            etag=etag,
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnreadableRecordError(f"unreadable deliveries row: {exc}") from exc
+
+
+def new_claim(
+    key: DeliveryKey,
+    device: DeviceTarget,
+    *,
+    now: datetime,
+    lease: timedelta,
+    event_id: str,
+    previous: DeliveryRecord | None = None,
+) -> DeliveryRecord:
+    """A pending record for ``device`` (a re-claim keeps the count of earlier claims)."""
+    return DeliveryRecord(
+        key=key,
+        device=device,
+        state=DeliveryState.PENDING,
+        claimed_at=now,
+        lease_until=now + lease,
+        claims=1 if previous is None else previous.claims + 1,
+        event_id=event_id,
+        etag=None if previous is None else previous.etag,
+    )
+
+
+def chunks(items: Sequence[Any], size: int = MAX_BATCH) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (one transaction each)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def days_to_purge(cursor: date | None, now: datetime, retention: timedelta) -> list[date]:
+    """The UTC days whose index partitions a purge at ``now`` walks, oldest first."""
+    last = (now - retention).date() - timedelta(days=1)
+    first = (
+        cursor + timedelta(days=1)
+        if cursor is not None
+        else last - timedelta(days=PURGE_FIRST_LOOKBACK_DAYS)
+    )
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+# --- the Table Storage adapter ----------------------------------------------------------------
+
+
+class TableDeliveryStore:
+    """:class:`DeliveryStore` on an (already created) ``azure.data.tables.aio.TableClient``.
+
+    Raises :class:`~shared.tables.StorageUnavailableError` when storage does not answer,
+    :class:`~shared.tables.StorageRejectedError` on a request it refuses, and
+    :class:`UnreadableRecordError`.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    async def claim(
+        self,
+        key: DeliveryKey,
+        devices: Sequence[DeviceTarget],
+        *,
+        now: datetime,
+        lease: timedelta,
+        event_id: str,
+    ) -> ClaimSet:
+        """Claim ``key`` for each device: one transaction; a read and one more on redelivery."""
+        if not devices:
+            return ClaimSet()
+        fresh = [new_claim(key, d, now=now, lease=lease, event_id=event_id) for d in devices]
+        created, indexed = await asyncio.gather(
+            self._create_all(fresh), self._touch_index(key, now), return_exceptions=True
+        )
+        if isinstance(indexed, BaseException):
+            raise indexed
+        if isinstance(created, EntityExistsError):
+            return await self._claim_existing(key, devices, now=now, lease=lease, event_id=event_id)
+        if isinstance(created, BaseException):
+            raise created
+        return ClaimSet(claimed=tuple(created))
+
+    async def _touch_index(self, key: DeliveryKey, now: datetime) -> None:
+        entity = {"PartitionKey": index_partition(now.date()), "RowKey": index_row(key)}
+        with storage_errors("index a delivery"):
+            await self._table.upsert_entity(entity)
+
+    async def _create_all(self, records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
+        out: list[DeliveryRecord] = []
+        for part in chunks(records):
+            with storage_errors("claim deliveries"):
+                answers = await self._table.submit_transaction(
+                    [("create", to_entity(r)) for r in part]
+                )
+            out += [replace(r, etag=_etag(a)) for r, a in zip(part, answers, strict=True)]
+        return out
+
+    async def _claim_existing(
+        self,
+        key: DeliveryKey,
+        devices: Sequence[DeviceTarget],
+        *,
+        now: datetime,
+        lease: timedelta,
+        event_id: str,
+    ) -> ClaimSet:
+        pk = partition_key(key.user_id, key.thread_id)
+        existing = {
+            r.device.device_id: r async for r in self._records(pk, *prefix_range(claim_prefix(key)))
+        }
+        wanted: list[tuple[ClaimVerdict, DeliveryRecord]] = []
+        done: list[DeliveryRecord] = []
+        busy: list[DeliveryRecord] = []
+        for device in devices:
+            prior = existing.get(device.device_id)
+            what = verdict(prior, now)
+            if prior is not None and what is ClaimVerdict.DONE:
+                done.append(prior)
+            elif prior is not None and what is ClaimVerdict.IN_FLIGHT:
+                busy.append(prior)
+            else:
+                claim = new_claim(
+                    key, device, now=now, lease=lease, event_id=event_id, previous=prior
+                )
+                wanted.append((what, claim))
+        claimed, lost = await self._write_claims(wanted)
+        return ClaimSet(claimed=tuple(claimed), done=tuple(done), in_flight=tuple(busy + lost))
+
+    async def _write_claims(
+        self, wanted: Sequence[tuple[ClaimVerdict, DeliveryRecord]]
+    ) -> tuple[list[DeliveryRecord], list[DeliveryRecord]]:
+        """Create or take over claims in one transaction, or one by one after a race."""
+        if not wanted:
+            return [], []
+        if len(wanted) <= MAX_BATCH:
+            try:
+                with storage_errors("claim deliveries again"):
+                    answers = await self._table.submit_transaction(
+                        [_claim_op(what, record) for what, record in wanted]
+                    )
+            except (EntityExistsError, EntityChangedError):
+                pass
+            else:
+                pairs = zip(wanted, answers, strict=True)
+                return [replace(r, etag=_etag(a)) for (_, r), a in pairs], []
+        claimed: list[DeliveryRecord] = []
+        lost: list[DeliveryRecord] = []
+        for what, record in wanted:
+            mine = await self._write_one_claim(what, record)
+            if mine is None:
+                lost.append(record)
+            else:
+                claimed.append(mine)
+        return claimed, lost
+
+    async def _write_one_claim(
+        self, what: ClaimVerdict, record: DeliveryRecord
+    ) -> DeliveryRecord | None:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        try:
+            with storage_errors("claim a delivery"):
+                if what is ClaimVerdict.CLAIM:
+                    answer = await self._table.create_entity(to_entity(record))
+                else:
+                    answer = await self._table.update_entity(
+                        to_entity(record),
+                        mode=UpdateMode.REPLACE,
+                        etag=record.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+        except (EntityExistsError, EntityChangedError, EntityNotFoundError):
+            log.info(
+                "claim lost to a concurrent delivery thread=%s message=%s device=%s",
+                record.key.thread_id,
+                record.key.message_id,
+                record.device.short_token,
+            )
+            return None
+        return replace(record, etag=_etag(answer))
+
+    async def complete(
+        self, results: Sequence[tuple[DeliveryRecord, Outcome]], now: datetime
+    ) -> None:
+        """Write outcomes: one ETag-guarded transaction per partition, row by row after a race."""
+        by_partition: dict[str, list[DeliveryRecord]] = {}
+        for record, outcome in results:
+            pk = partition_key(record.key.user_id, record.key.thread_id)
+            by_partition.setdefault(pk, []).append(record.with_outcome(outcome, now))
+        for records in by_partition.values():
+            for part in chunks(records):
+                try:
+                    with storage_errors("record outcomes"):
+                        await self._table.submit_transaction([_replace_op(r) for r in part])
+                except (EntityChangedError, EntityNotFoundError):
+                    for record in part:
+                        await self._complete_one(record)
+
+    async def _complete_one(self, record: DeliveryRecord) -> None:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        try:
+            with storage_errors("record an outcome"):
+                await self._table.update_entity(
+                    to_entity(record),
+                    mode=UpdateMode.REPLACE,
+                    etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (EntityChangedError, EntityNotFoundError):
+            # Our lease ran out and another delivery took the claim over; its outcome wins.
+            log.warning(
+                "outcome not recorded, claim taken over thread=%s message=%s device=%s state=%s",
+                record.key.thread_id,
+                record.key.message_id,
+                record.device.short_token,
+                record.state,
+            )
+
+    async def is_muted(self, user_id: str, thread_id: str) -> bool:
+        """True when the thread's mute row says muted (one point read)."""
+        row = await self._mute_row(user_id, thread_id)
+        return bool(row is not None and row.get("muted"))
+
+    async def _mute_row(self, user_id: str, thread_id: str) -> Mapping[str, Any] | None:
+        try:
+            with storage_errors("read a thread's mute state"):
+                row: Mapping[str, Any] = await self._table.get_entity(
+                    partition_key(user_id, thread_id), MUTE_ROW
+                )
+        except EntityNotFoundError:
+            return None
+        return row
+
+    async def set_muted(self, user_id: str, thread_id: str, *, muted: bool, at: datetime) -> bool:
+        """Mute or un-mute unless a later change is already recorded (events may come late).
+
+        Raises :class:`~shared.tables.StorageConflictError` when a concurrent change won (retry).
+        """
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        row = await self._mute_row(user_id, thread_id)
+        if row is not None and _utc(row["changedAt"]) > at:
+            return False
+        entity = {
+            "PartitionKey": partition_key(user_id, thread_id),
+            "RowKey": MUTE_ROW,
+            "userId": user_id,
+            "threadId": thread_id,
+            "muted": muted,
+            "changedAt": at,
+        }
+        with storage_errors("write a thread's mute state"):
+            if row is None:
+                await self._table.create_entity(entity)
+            else:
+                await self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=_meta_etag(row),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        return True
+
+    async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
+        """Every record of the message for the user: one partition query."""
+        pk = partition_key(user_id, thread_id)
+        records = [r async for r in self._records(pk, *prefix_range(message_prefix(message_id)))]
+        return sorted(records, key=lambda r: (r.claimed_at, r.key.kind, r.device.device_id))
+
+    async def purge(self, *, now: datetime, retention: timedelta) -> PurgeReport:
+        """Walk the index partitions of the days past ``retention``, oldest first."""
+        cutoff = now - retention
+        days = records = rows = 0
+        for day in days_to_purge(await self._cursor(), now, retention):
+            gone, index_rows = await self._purge_day(day, cutoff)
+            days, records, rows = days + 1, records + gone, rows + index_rows
+            await self._set_cursor(day)
+        if records:
+            log.info("purged %d delivery records over %d days", records, days)
+        return PurgeReport(days=days, records=records, index_rows=rows)
+
+    async def _purge_day(self, day: date, cutoff: datetime) -> tuple[int, int]:
+        rows = [e async for e in self._query(index_partition(day))]
+        deleted = 0
+        for row in rows:
+            pk, prefix = split_index_row(str(row["RowKey"]))
+            lo, hi = prefix_range(prefix)
+            old = [e async for e in self._query(pk, lo, hi) if _utc(e["claimedAt"]) < cutoff]
+            await self._delete_rows(old)
+            deleted += len(old)
+        await self._delete_rows(rows)
+        return deleted, len(rows)
+
+    async def _delete_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        by_partition: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            by_partition.setdefault(str(row["PartitionKey"]), []).append(row)
+        for group in by_partition.values():
+            for part in chunks(group):
+                ops = [
+                    ("delete", {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]})
+                    for r in part
+                ]
+                try:
+                    with storage_errors("purge deliveries"):
+                        await self._table.submit_transaction(ops)
+                except EntityNotFoundError:
+                    # A purge that crashed half-way: delete what is still there, one by one.
+                    for _, entity in ops:
+                        await self._delete_one(entity)
+
+    async def _delete_one(self, entity: Mapping[str, Any]) -> None:
+        try:
+            with storage_errors("purge a delivery"):
+                await self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except EntityNotFoundError:
+            pass
+
+    async def _cursor(self) -> date | None:
+        try:
+            with storage_errors("read the purge cursor"):
+                row = await self._table.get_entity(CURSOR_PARTITION, CURSOR_ROW)
+        except EntityNotFoundError:
+            return None
+        return datetime.strptime(str(row["day"]), "%Y%m%d").replace(tzinfo=UTC).date()
+
+    async def _set_cursor(self, day: date) -> None:
+        entity = {"PartitionKey": CURSOR_PARTITION, "RowKey": CURSOR_ROW, "day": f"{day:%Y%m%d}"}
+        with storage_errors("move the purge cursor"):
+            await self._table.upsert_entity(entity)
+
+    async def _records(self, pk: str, lo: str, hi: str) -> AsyncIterator[DeliveryRecord]:
+        async for entity in self._query(pk, lo, hi):
+            yield from_entity(entity, _meta_etag(entity))
+
+    async def _query(
+        self, pk: str, lo: str | None = None, hi: str | None = None
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        flt = "PartitionKey eq @pk"
+        params: dict[str, str] = {"pk": pk}
+        if lo is not None and hi is not None:
+            flt += " and RowKey ge @lo and RowKey lt @hi"
+            params |= {"lo": lo, "hi": hi}
+        with storage_errors("query deliveries"):
+            async for entity in self._table.query_entities(flt, parameters=params):
+                yield entity
+
+
+def _etag(answer: Mapping[str, Any] | None) -> str | None:
+    value = None if not answer else answer.get("etag")
+    return None if value is None else str(value)
+
+
+def _meta_etag(entity: Any) -> str | None:
+    metadata = getattr(entity, "metadata", None)
+    value = metadata.get("etag") if isinstance(metadata, Mapping) else None
+    return None if value is None else str(value)
+
+
+def _claim_op(what: ClaimVerdict, record: DeliveryRecord) -> tuple[Any, ...]:
+    return ("create", to_entity(record)) if what is ClaimVerdict.CLAIM else _replace_op(record)
+
+
+def _replace_op(record: DeliveryRecord) -> tuple[Any, ...]:
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    options = {
+        "mode": UpdateMode.REPLACE,
+        "etag": record.etag,
+        "match_condition": MatchConditions.IfNotModified,
+    }
+    return ("update", to_entity(record), options)

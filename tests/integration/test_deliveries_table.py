@@ -1,0 +1,166 @@
+"""The deliveries table on Azurite: claims, leases, outcomes, mutes, the log and the purge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devtools.azurite import Azurite
+from shared.deliveries import (
+    DeliveryKey,
+    DeliveryKind,
+    DeliveryState,
+    DeviceTarget,
+    Outcome,
+    TableDeliveryStore,
+)
+from shared.tables import Tables
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+USER = "8:acs:res_00000008-578d-7d05-83fe-084822000f6d"
+THREAD = "19:6e5d6ca1d75044a49a36a7965ec4a906@thread.v2"
+KEY = DeliveryKey(USER, THREAD, "1613694358927", DeliveryKind.RECEIVED, 1613694358927)
+DEVICES = [DeviceTarget(f"{n:064x}", f"dev{n}", "com.example.chat", "sandbox") for n in range(3)]
+DELIVERED = Outcome(DeliveryState.DELIVERED, 200, None, "0a0a0a0a-0000-4000-8000-000000000000", 1)
+RELEASED = Outcome(DeliveryState.RELEASED, 503, "ServiceUnavailable", None, 3)
+
+
+@pytest.fixture
+async def store(azurite: Azurite, table_prefix: str) -> AsyncIterator[TableDeliveryStore]:
+    tables = Tables.connect(azurite.connection_string, table_prefix)
+    try:
+        yield TableDeliveryStore(await tables.table("deliveries"))
+    finally:
+        await tables.aclose()
+
+
+async def claim(store: TableDeliveryStore, now: datetime = NOW, key: DeliveryKey = KEY):
+    return await store.claim(key, DEVICES, now=now, lease=LEASE, event_id="e1")
+
+
+async def test_first_delivery_claims_every_device(store: TableDeliveryStore) -> None:
+    got = await claim(store)
+    assert sorted(r.device.device_id for r in got.claimed) == [d.device_id for d in DEVICES]
+
+
+async def test_redelivery_during_the_lease_claims_nothing(store: TableDeliveryStore) -> None:
+    await claim(store)
+    again = await claim(store, NOW + timedelta(seconds=5))
+    assert (len(again.claimed), len(again.in_flight)) == (0, 3)
+
+
+async def test_delivered_devices_are_done_on_redelivery(store: TableDeliveryStore) -> None:
+    first = await claim(store)
+    await store.complete([(r, DELIVERED) for r in first.claimed], NOW)
+    again = await claim(store, NOW + timedelta(hours=1))
+    assert (len(again.claimed), len(again.done)) == (0, 3)
+
+
+async def test_released_device_is_claimed_again_and_only_it(store: TableDeliveryStore) -> None:
+    first = await claim(store)
+    released, *delivered = first.claimed
+    await store.complete([(released, RELEASED)] + [(r, DELIVERED) for r in delivered], NOW)
+    again = await claim(store, NOW + timedelta(seconds=10))
+    assert [(r.device.device_id, r.claims) for r in again.claimed] == [
+        (released.device.device_id, 2)
+    ]
+
+
+async def test_expired_lease_is_claimed_again(store: TableDeliveryStore) -> None:
+    await claim(store)
+    again = await claim(store, NOW + LEASE + timedelta(seconds=1))
+    assert len(again.claimed) == 3
+
+
+async def test_outcome_after_a_takeover_does_not_overwrite_the_new_claim(
+    store: TableDeliveryStore,
+) -> None:
+    first = await claim(store)
+    late = NOW + LEASE + timedelta(seconds=1)
+    second = await claim(store, late)
+    await store.complete([(r, RELEASED) for r in first.claimed], late)
+    records = await store.history(USER, THREAD, KEY.message_id)
+    assert {r.state for r in records} == {DeliveryState.PENDING}
+    assert len(second.claimed) == 3
+
+
+async def test_concurrent_claims_give_each_device_to_exactly_one(
+    store: TableDeliveryStore,
+) -> None:
+    sets = await asyncio.gather(*(claim(store) for _ in range(6)))
+    claimed = [r.device.device_id for s in sets for r in s.claimed]
+    assert sorted(claimed) == [d.device_id for d in DEVICES]
+
+
+async def test_an_edit_is_a_new_delivery(store: TableDeliveryStore) -> None:
+    first = await claim(store)
+    await store.complete([(r, DELIVERED) for r in first.claimed], NOW)
+    edit = DeliveryKey(USER, THREAD, KEY.message_id, DeliveryKind.EDITED, KEY.version + 5)
+    assert len((await claim(store, NOW, edit)).claimed) == 3
+
+
+async def test_history_tells_what_happened_to_the_message(store: TableDeliveryStore) -> None:
+    first = await claim(store)
+    other = DeliveryKey(USER, THREAD, "999", DeliveryKind.RECEIVED, 999)
+    await claim(store, NOW, other)
+    await store.complete([(r, DELIVERED) for r in first.claimed], NOW + timedelta(seconds=1))
+    records = await store.history(USER, THREAD, KEY.message_id)
+    assert [(r.device.short_token, r.state, r.status, r.apns_id) for r in records] == [
+        (d.short_token, DeliveryState.DELIVERED, 200, DELIVERED.apns_id) for d in DEVICES
+    ]
+
+
+async def test_history_of_another_user_is_empty(store: TableDeliveryStore) -> None:
+    await claim(store)
+    assert await store.history("8:acs:res_other", THREAD, KEY.message_id) == []
+
+
+async def test_muted_thread_reads_muted(store: TableDeliveryStore) -> None:
+    await store.set_muted(USER, THREAD, muted=True, at=NOW)
+    assert await store.is_muted(USER, THREAD)
+
+
+async def test_unmuted_after_a_later_add(store: TableDeliveryStore) -> None:
+    await store.set_muted(USER, THREAD, muted=True, at=NOW)
+    await store.set_muted(USER, THREAD, muted=False, at=NOW + timedelta(minutes=1))
+    assert not await store.is_muted(USER, THREAD)
+
+
+async def test_a_late_older_mute_does_not_undo_a_newer_unmute(store: TableDeliveryStore) -> None:
+    await store.set_muted(USER, THREAD, muted=False, at=NOW + timedelta(minutes=1))
+    applied = await store.set_muted(USER, THREAD, muted=True, at=NOW)
+    assert (applied, await store.is_muted(USER, THREAD)) == (False, False)
+
+
+async def test_purge_removes_old_records_and_keeps_recent_ones(
+    store: TableDeliveryStore,
+) -> None:
+    old = NOW - timedelta(days=10)
+    await claim(store, old)
+    recent = DeliveryKey(USER, THREAD, "2000", DeliveryKind.RECEIVED, 2000)
+    await claim(store, NOW, recent)
+    report = await store.purge(now=NOW, retention=timedelta(days=7))
+    assert (report.records, await store.history(USER, THREAD, KEY.message_id)) == (3, [])
+    assert len(await store.history(USER, THREAD, "2000")) == 3
+
+
+async def test_purge_keeps_a_later_redelivery_of_an_old_message(store: TableDeliveryStore) -> None:
+    old = NOW - timedelta(days=10)
+    await claim(store, old)
+    edit = DeliveryKey(USER, THREAD, KEY.message_id, DeliveryKind.EDITED, KEY.version + 1)
+    await claim(store, NOW, edit)
+    await store.purge(now=NOW, retention=timedelta(days=7))
+    kinds = {r.key.kind for r in await store.history(USER, THREAD, KEY.message_id)}
+    assert kinds == {DeliveryKind.EDITED}
+
+
+async def test_second_purge_walks_no_day_twice(store: TableDeliveryStore) -> None:
+    await store.purge(now=NOW, retention=timedelta(days=7))
+    report = await store.purge(now=NOW + timedelta(hours=1), retention=timedelta(days=7))
+    assert report.days == 0
