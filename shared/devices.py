@@ -1,18 +1,62 @@
-"""The device registry: what a registered device is.
+"""The device registry: what a registered device is, and its Table Storage adapter.
 
 A registration (APNs token, topic, environment, kind) lives until it is removed, reported dead by
 APNs, or stale. Its preview key lasts ``PREVIEW_KEY_LIFETIME_MINUTES`` (45 by default: the ACS
 SDK's notification service extension discards older keys).
+
+Tables (see docs/architecture.md)::
+
+    devices       PK encode_key(rawId)      RK deviceId   the registration (preview key wrapped)
+    tokenowners   PK deviceId               RK "owner"    owner = rawId: a token has one user
+
+Ownership: registering a token another user holds moves it. The ``tokenowners`` row is the
+serialization point: every (re)claim writes it under its ETag, and the previous owner's device row
+is deleted *before* the claim, so a crash midway never leaves the token reachable from the
+previous user's partition. A renewal (the token is already in the caller's partition) is one
+ETag-free merge that requires the row to exist, so it never resurrects a device moved away.
+One race remains, documented rather than paid for on every registration: two users claiming the
+same token within milliseconds may both end up with a row; the token is one phone's, so this
+only happens when someone registers a token that is not theirs, which already moves it.
+
+Storage round trips: a renewal 1; a first registration 4 (failed merge, owner read, owner
+create, device write); taking a token over from another user 5.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from azure.core import MatchConditions
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
 
 from shared.apns.notification import Environment
+from shared.errors import TransientError
+from shared.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
+from shared.tables import (
+    EntityChangedError,
+    EntityNotFoundError,
+    StorageConflictError,
+    decode_key,
+    encode_key,
+    int_property,
+    read_int,
+    storage_errors,
+)
+
+log = logging.getLogger(__name__)
+
+DEVICES_TABLE: Final = "devices"
+OWNERS_TABLE: Final = "tokenowners"
+OWNER_ROW: Final = "owner"
+_ATTEMPTS: Final = 4
+BACKGROUND_KEEP: Final = 16  # recent background pushes kept per device (the budget needs few)
 
 
 class DeviceKind(enum.StrEnum):
@@ -33,13 +77,13 @@ class Device:
 
     user_id: str  # ACS rawId, e.g. 8:acs:<resource>_<guid>
     device_id: str  # SHA-256 hex of the token
-    token: str  # lowercase hex APNs (or PushKit) token
+    token: str = field(repr=False)  # lowercase hex APNs (or PushKit) token
     kind: DeviceKind
     topic: str  # bundle ID; VoIP pushes go to topic + ".voip"
     environment: Environment
     registered_at: datetime
     renewed_at: datetime
-    preview_key: bytes | None = None  # 64 bytes, unwrapped; None when absent
+    preview_key: bytes | None = field(default=None, repr=False)  # 64 bytes, unwrapped
     key_expires_at: datetime | None = None
     app_version: str | None = None
     locale: str | None = None
@@ -49,6 +93,7 @@ class Device:
     background_sent: tuple[datetime, ...] = ()  # recent background pushes (budget)
     unanswered_wakes: int = 0  # renewal pushes not followed by a renewal
     etag: str | None = None
+    last_result_at: datetime | None = None
 
     def live_key(self, now: datetime) -> bytes | None:
         """The preview key if it has not expired at ``now``, else None."""
@@ -60,3 +105,426 @@ class Device:
     def short_token(self) -> str:
         """A token shortened for logs and listings (never log a full device token)."""
         return f"{self.token[:6]}…{self.token[-4:]}"
+
+
+class RegistrationOutcome(enum.StrEnum):
+    """What a registration did."""
+
+    CREATED = "created"  # the token was nobody's
+    RENEWED = "renewed"  # the caller already had it: fields and key refreshed
+    MOVED = "moved"  # another user had it: removed there, now the caller's
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The result of :meth:`DeviceStore.register`."""
+
+    outcome: RegistrationOutcome
+    previous_owner: str | None = None  # set when MOVED
+
+
+class RegistrationContendedError(TransientError):
+    """The token's ownership kept changing under us; the caller should retry shortly."""
+
+
+class DeviceRegistry(Protocol):
+    """The registry port used by the use cases (``DeviceStore`` and the test fake)."""
+
+    async def register(self, device: Device) -> Registered:
+        """Register or renew ``device``, moving its token from any previous owner."""
+        ...
+
+    async def list_for_user(self, user_id: str) -> list[Device]:
+        """Every device of ``user_id``."""
+        ...
+
+    async def get(self, user_id: str, device_id: str) -> Device | None:
+        """One device of ``user_id``, or None."""
+        ...
+
+    async def remove(self, user_id: str, device_id: str) -> Device | None:
+        """Remove one device of ``user_id``; the removed device, or None if it had none."""
+        ...
+
+    async def remove_if_registered_before(
+        self, user_id: str, device_id: str, when: datetime
+    ) -> Device | None:
+        """Remove the device unless it (re-)registered after ``when`` (APNs 410)."""
+        ...
+
+    async def record_result(
+        self, user_id: str, device_id: str, result: str, *, bad_token: bool, at: datetime
+    ) -> int | None:
+        """Record an APNs result; returns the bad-token count, or None if the device is gone."""
+        ...
+
+    async def record_background_push(
+        self, user_id: str, device_id: str, at: datetime, *, renewal: bool
+    ) -> Device | None:
+        """Record a background push for the budget; returns the updated device or None."""
+        ...
+
+    async def mark_stale(self, user_id: str, device_id: str) -> bool:
+        """Mark the device stale (no longer woken); False if it is gone."""
+        ...
+
+
+# --- entity mapping -------------------------------------------------------------------------------
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime property, got {type(value).__name__}")
+    # The SDK returns a datetime subclass; normalise to a plain aware UTC datetime.
+    v = value.astimezone(UTC)
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
+
+
+def _text(entity: Mapping[str, Any], name: str) -> str | None:
+    value = entity.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def _times(text: str | None) -> tuple[datetime, ...]:
+    if not text:
+        return ()
+    return tuple(datetime.fromisoformat(part) for part in text.split(","))
+
+
+def _times_text(times: Sequence[datetime]) -> str:
+    return ",".join(t.astimezone(UTC).isoformat() for t in times)
+
+
+class DeviceStore:
+    """The device registry on Table Storage (devices + tokenowners tables)."""
+
+    def __init__(self, devices: TableClient, owners: TableClient, keys: KeyWrapper) -> None:
+        self._devices = devices
+        self._owners = owners
+        self._keys = keys
+
+    # --- mapping ----------------------------------------------------------------------------------
+
+    def _registration_fields(self, device: Device) -> dict[str, Any]:
+        """The fields a (re-)registration sets; bookkeeping fields are left alone."""
+        wrapped = ""
+        if device.preview_key is not None:
+            wrapped = self._keys.wrap(
+                device.preview_key, user_id=device.user_id, device_id=device.device_id
+            ).to_text()
+        return {
+            "PartitionKey": encode_key(device.user_id),
+            "RowKey": encode_key(device.device_id),
+            "token": device.token,
+            "kind": device.kind.value,
+            "topic": device.topic,
+            "environment": device.environment.value,
+            "previewKey": wrapped,
+            # Without a key, "expires" at registration: never live, nothing to keep.
+            "keyExpiresAt": device.key_expires_at or device.renewed_at,
+            "renewedAt": device.renewed_at,
+            "appVersion": device.app_version or "",
+            "locale": device.locale or "",
+            "stale": False,
+            "unansweredWakes": 0,
+        }
+
+    def _new_entity(self, device: Device) -> dict[str, Any]:
+        return {
+            **self._registration_fields(device),
+            "registeredAt": device.registered_at,
+            "badTokenCount": 0,
+            "lastResult": "",
+            "backgroundSent": "",
+        }
+
+    def _to_device(self, entity: Mapping[str, Any]) -> Device:
+        user_id = decode_key(str(entity["PartitionKey"]))
+        device_id = decode_key(str(entity["RowKey"]))
+        renewed = _utc(entity["renewedAt"])
+        key, expires = self._unwrap(entity, user_id, device_id)
+        metadata = getattr(entity, "metadata", {})
+        last_at = entity.get("lastResultAt")
+        return Device(
+            user_id=user_id,
+            device_id=device_id,
+            token=str(entity["token"]),
+            kind=DeviceKind(entity["kind"]),
+            topic=str(entity["topic"]),
+            environment=Environment(entity["environment"]),
+            registered_at=_utc(entity.get("registeredAt") or entity["renewedAt"]),
+            renewed_at=renewed,
+            preview_key=key,
+            key_expires_at=expires,
+            app_version=_text(entity, "appVersion"),
+            locale=_text(entity, "locale"),
+            stale=bool(entity.get("stale", False)),
+            bad_token_count=read_int(entity.get("badTokenCount")),
+            last_result=_text(entity, "lastResult"),
+            background_sent=_times(_text(entity, "backgroundSent")),
+            unanswered_wakes=read_int(entity.get("unansweredWakes")),
+            etag=metadata.get("etag"),
+            last_result_at=_utc(last_at) if last_at is not None else None,
+        )
+
+    def _unwrap(
+        self, entity: Mapping[str, Any], user_id: str, device_id: str
+    ) -> tuple[bytes | None, datetime | None]:
+        text = _text(entity, "previewKey")
+        if text is None:
+            return None, None
+        try:
+            key = self._keys.unwrap(
+                WrappedKey.from_text(text), user_id=user_id, device_id=device_id
+            )
+        except KeyUnwrapError as exc:
+            # A retired KEK or a damaged row: push with the generic text until the next renewal.
+            log.warning("preview key of device %s unusable: %s", device_id, exc)
+            return None, None
+        return key, _utc(entity["keyExpiresAt"])
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def get(self, user_id: str, device_id: str) -> Device | None:
+        """One device of ``user_id``, or None. Raises StorageUnavailableError."""
+        try:
+            with storage_errors("read device"):
+                entity = await self._devices.get_entity(encode_key(user_id), encode_key(device_id))
+        except EntityNotFoundError:
+            return None
+        return self._to_device(entity)
+
+    async def list_for_user(self, user_id: str) -> list[Device]:
+        """Every device of ``user_id`` (one partition query). Raises StorageUnavailableError."""
+        with storage_errors("list devices"):
+            entities = [
+                e
+                async for e in self._devices.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": encode_key(user_id)}
+                )
+            ]
+        return [self._to_device(e) for e in entities]
+
+    # --- registration -----------------------------------------------------------------------------
+
+    async def register(self, device: Device) -> Registered:
+        """Register or renew ``device``; a token held by another user moves to this one.
+
+        Raises RegistrationContendedError when the token's owner keeps changing concurrently,
+        StorageUnavailableError on an outage.
+        """
+        if await self._renew(device):
+            return Registered(RegistrationOutcome.RENEWED)
+        for _ in range(_ATTEMPTS):
+            owner, etag = await self._owner(device.device_id)
+            previous = owner if owner not in (None, device.user_id) else None
+            if previous is not None:
+                await self._delete_row(previous, device.device_id)
+            try:
+                await self._claim(device, etag)
+            except StorageConflictError:
+                continue
+            with storage_errors("write device"):
+                await self._devices.upsert_entity(self._new_entity(device), mode=UpdateMode.REPLACE)
+            if previous is not None:
+                log.info("device %s moved to another user", device.device_id)
+                return Registered(RegistrationOutcome.MOVED, previous)
+            return Registered(RegistrationOutcome.CREATED)
+        raise RegistrationContendedError("device token ownership kept changing; retry")
+
+    async def _renew(self, device: Device) -> bool:
+        """Merge the registration into an existing row of this user; False if there is none."""
+        try:
+            with storage_errors("renew device"):
+                # No ETag: If-Match * — updates only an existing row, never creates one.
+                await self._devices.update_entity(
+                    self._registration_fields(device), mode=UpdateMode.MERGE
+                )
+        except EntityNotFoundError:
+            return False
+        return True
+
+    async def _owner(self, device_id: str) -> tuple[str | None, str | None]:
+        try:
+            with storage_errors("read token owner"):
+                entity = await self._owners.get_entity(encode_key(device_id), OWNER_ROW)
+        except EntityNotFoundError:
+            return None, None
+        return str(entity["owner"]), entity.metadata["etag"]
+
+    async def _claim(self, device: Device, etag: str | None) -> None:
+        """Write the owner row under its ETag (create if absent). Raises StorageConflictError."""
+        entity = {
+            "PartitionKey": encode_key(device.device_id),
+            "RowKey": OWNER_ROW,
+            "owner": device.user_id,
+            "since": device.renewed_at,
+        }
+        with storage_errors("claim token"):
+            if etag is None:
+                await self._owners.create_entity(entity)
+            else:
+                await self._owners.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+
+    async def _delete_row(self, user_id: str, device_id: str, etag: str | None = None) -> None:
+        """Delete one device row (absent is fine). Raises EntityChangedError on a stale ETag."""
+        with storage_errors("delete device"):
+            if etag is None:
+                await self._devices.delete_entity(encode_key(user_id), encode_key(device_id))
+            else:
+                await self._devices.delete_entity(
+                    encode_key(user_id),
+                    encode_key(device_id),
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+
+    async def _release_owner(self, user_id: str, device_id: str) -> None:
+        """Drop the owner row if it still names ``user_id``."""
+        owner, etag = await self._owner(device_id)
+        if owner != user_id:
+            return
+        try:
+            with storage_errors("release token"):
+                await self._owners.delete_entity(
+                    encode_key(device_id),
+                    OWNER_ROW,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except EntityChangedError:
+            log.info("token of device %s was claimed while being released", device_id)
+
+    # --- removal ----------------------------------------------------------------------------------
+
+    async def remove(self, user_id: str, device_id: str) -> Device | None:
+        """Remove a device of ``user_id`` only; returns it, or None if this user has no such one.
+
+        Raises StorageUnavailableError.
+        """
+        return await self._remove_when(user_id, device_id, lambda _d: True)
+
+    async def remove_if_registered_before(
+        self, user_id: str, device_id: str, when: datetime
+    ) -> Device | None:
+        """Remove the device unless it (re-)registered after ``when`` (APNs 410 timestamp).
+
+        ETag-guarded: a renewal racing with this keeps the device. Returns the removed device.
+        """
+        return await self._remove_when(user_id, device_id, lambda d: d.renewed_at <= when)
+
+    async def _remove_when(
+        self, user_id: str, device_id: str, condition: Callable[[Device], bool]
+    ) -> Device | None:
+        for _ in range(_ATTEMPTS):
+            device = await self.get(user_id, device_id)
+            if device is None or not condition(device):
+                return None
+            try:
+                await self._delete_row(user_id, device_id, device.etag)
+            except EntityChangedError:
+                continue
+            await self._release_owner(user_id, device_id)
+            return device
+        raise RegistrationContendedError("device kept changing while being removed; retry")
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    async def _merge(self, user_id: str, device_id: str, fields: Mapping[str, Any]) -> bool:
+        entity = {"PartitionKey": encode_key(user_id), "RowKey": encode_key(device_id), **fields}
+        try:
+            with storage_errors("update device"):
+                await self._devices.update_entity(entity, mode=UpdateMode.MERGE)
+        except EntityNotFoundError:
+            return False
+        return True
+
+    async def _merge_guarded(self, device: Device, fields: Mapping[str, Any]) -> str | None:
+        """Merge under the device's ETag: the new ETag, or None when it changed (re-read)."""
+        entity = {
+            "PartitionKey": encode_key(device.user_id),
+            "RowKey": encode_key(device.device_id),
+            **fields,
+        }
+        try:
+            with storage_errors("update device"):
+                metadata = await self._devices.update_entity(
+                    entity,
+                    mode=UpdateMode.MERGE,
+                    etag=device.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except EntityChangedError:
+            return None
+        return str(metadata["etag"])
+
+    async def record_result(
+        self, user_id: str, device_id: str, result: str, *, bad_token: bool, at: datetime
+    ) -> int | None:
+        """Record an APNs result text; a bad token increments the count, anything else resets it.
+
+        Returns the new bad-token count, or None when the device is gone. One round trip unless
+        ``bad_token`` (read, then an ETag-guarded write).
+        """
+        fields: dict[str, Any] = {"lastResult": result[:200], "lastResultAt": at}
+        if not bad_token:
+            ok = await self._merge(user_id, device_id, {**fields, "badTokenCount": 0})
+            return 0 if ok else None
+        for _ in range(_ATTEMPTS):
+            device = await self.get(user_id, device_id)
+            if device is None:
+                return None
+            count = device.bad_token_count + 1
+            try:
+                written = await self._merge_guarded(
+                    device, {**fields, "badTokenCount": int_property(count)}
+                )
+            except EntityNotFoundError:
+                return None
+            if written is not None:
+                return count
+        raise RegistrationContendedError("device kept changing while recording a result")
+
+    async def record_background_push(
+        self,
+        user_id: str,
+        device_id: str,
+        at: datetime,
+        *,
+        renewal: bool,
+        window: timedelta = timedelta(hours=24),
+    ) -> Device | None:
+        """Record a background push sent at ``at`` (the per-device budget), ETag-guarded.
+
+        Keeps the pushes of the last ``window`` (at most 16). A ``renewal`` push counts as
+        unanswered until the device renews. Returns the updated device, or None if it is gone.
+        """
+        for _ in range(_ATTEMPTS):
+            device = await self.get(user_id, device_id)
+            if device is None:
+                return None
+            recent = [t for t in device.background_sent if t > at - window] + [at]
+            recent = recent[-BACKGROUND_KEEP:]
+            wakes = device.unanswered_wakes + (1 if renewal else 0)
+            fields = {"backgroundSent": _times_text(recent), "unansweredWakes": wakes}
+            try:
+                written = await self._merge_guarded(device, fields)
+            except EntityNotFoundError:
+                return None
+            if written is not None:
+                return replace(
+                    device,
+                    background_sent=tuple(recent),
+                    unanswered_wakes=wakes,
+                    etag=written,
+                )
+        raise RegistrationContendedError("device kept changing while recording a push")
+
+    async def mark_stale(self, user_id: str, device_id: str) -> bool:
+        """Mark the device stale: renewal stops waking it. False when it is gone."""
+        return await self._merge(user_id, device_id, {"stale": True})
