@@ -103,6 +103,14 @@ class JwksSource(Protocol):
         ...
 
 
+class KeyFetcher(Protocol):
+    """What HttpJwks needs of ``jwt.PyJWKClient`` (a stand-in in unit tests)."""
+
+    def get_signing_keys(self, refresh: bool = False) -> list[PyJWK]:
+        """Fetch the JWKS; raises PyJWKClientConnectionError or PyJWKClientError."""
+        ...
+
+
 class HttpJwks:
     """A JWKS fetched over HTTP with PyJWT's ``PyJWKClient``, cached, and refreshed carefully.
 
@@ -119,8 +127,11 @@ class HttpJwks:
         lifespan: float = 3600.0,
         cooldown: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
+        fetcher: KeyFetcher | None = None,
     ) -> None:
-        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=timeout)
+        self._client: KeyFetcher = fetcher or jwt.PyJWKClient(
+            url, cache_jwk_set=False, timeout=timeout
+        )
         self._lifespan = lifespan
         self._cooldown = cooldown
         self._monotonic = monotonic
@@ -152,7 +163,8 @@ class HttpJwks:
                 log.warning("JWKS refresh failed, keeping %d cached keys", len(self._keys))
                 return
             raise AuthUnavailableError("the identity provider's JWKS could not be fetched") from exc
-        except jwt.PyJWKClientError as exc:
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError, ValueError) as exc:
+            # ValueError: a body that is not JSON (PyJWKClient lets json.load's error through).
             if self._keys:
                 log.warning("JWKS refresh returned no usable keys, keeping cached ones")
                 return

@@ -1,0 +1,88 @@
+"""HTTP translation: bounded JSON bodies and the error-to-answer mapping."""
+
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+import pytest
+
+from shared.errors import InputError, PushRelayError, SettingsError, TransientError
+from shared.http_api import RequestError, error_response, json_error, read_json_body
+
+pytestmark = pytest.mark.unit
+
+
+def _req(body: bytes, headers: dict[str, str] | None = None) -> func.HttpRequest:
+    return func.HttpRequest(
+        "PUT", "http://x/api/devices", headers=headers or {}, params={}, route_params={}, body=body
+    )
+
+
+def _status_of(body: bytes, limit: int = 1024) -> tuple[int, str]:
+    with pytest.raises(RequestError) as caught:
+        read_json_body(_req(body), limit)
+    return caught.value.status, caught.value.reason
+
+
+def test_object_body_is_returned() -> None:
+    assert read_json_body(_req(b'{"kind": "alert", "n": [1, {"a": null}]}'), 1024) == {
+        "kind": "alert",
+        "n": [1, {"a": None}],
+    }
+
+
+def test_body_over_the_limit_is_413() -> None:
+    assert _status_of(b'{"a": "' + b"x" * 2000 + b'"}')[0] == 413
+
+
+def test_declared_length_over_the_limit_is_413() -> None:
+    with pytest.raises(RequestError) as caught:
+        read_json_body(_req(b"{}", {"Content-Length": "999999"}), 1024)
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"a": "\xff"}', "body is not valid UTF-8"),
+        (b'{"a": "\\ud800"}', "body contains a lone surrogate"),
+        (b'{"\\udfff": 1}', "body contains a lone surrogate"),
+        (b"[1, 2]", "body must be a JSON object"),
+        (b'"text"', "body must be a JSON object"),
+        (b"", "body is not valid JSON: Expecting value"),
+        (b'{"a": NaN}', "body is not valid JSON: NaN is not JSON"),
+        (b'{"a": 1, "a": 2}', "body is not valid JSON: duplicate key 'a'"),
+        (b'{"a": ' + b"[" * 20 + b"]" * 20 + b"}", "body is nested too deeply"),
+        (b"[" * 5000 + b"]" * 5000, "body is nested too deeply"),
+    ],
+)
+def test_malformed_bodies_are_400(body: bytes, reason: str) -> None:
+    assert _status_of(body, limit=20000) == (400, reason)
+
+
+def test_json_error_names_the_field() -> None:
+    response = json_error(400, "must be alert or voip", field="kind")
+    assert json.loads(response.get_body()) == {"error": "must be alert or voip", "field": "kind"}
+    assert response.mimetype == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "body"),
+    [
+        (RequestError(404, "not_found"), 404, {"error": "not_found"}),
+        (InputError("secret detail"), 400, {"error": "invalid_request"}),
+        (TransientError("storage said x"), 503, {"error": "service_unavailable"}),
+        (SettingsError("setting X is bad"), 500, {"error": "server_misconfigured"}),
+        (PushRelayError("dependency refused"), 502, {"error": "bad_gateway"}),
+    ],
+)
+def test_errors_map_to_answers_without_internal_detail(
+    error: PushRelayError, status: int, body: dict[str, str]
+) -> None:
+    response = error_response(error)
+    assert (response.status_code, json.loads(response.get_body())) == (status, body)
+
+
+def test_answers_are_not_cached() -> None:
+    assert error_response(RequestError(400, "x")).headers["Cache-Control"] == "no-store"
