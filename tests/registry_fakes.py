@@ -1,0 +1,172 @@
+"""In-memory fakes of the device registry and the renewal schedule.
+
+``FakeDeviceStore`` follows ``shared.devices.DeviceStore``'s rules: one row per (user, device),
+one owner per token (registering moves it), a renewal keeps the bookkeeping fields, removal is
+per user only, the 410 guard keeps a device renewed after the timestamp. Every call yields to the
+event loop so concurrent callers interleave as they do against storage. Usable by any use-case
+test that needs devices (chat push, renewal, outcomes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from shared.devices import BACKGROUND_KEEP, Device, Registered, RegistrationOutcome
+from shared.renewal_schedule import ScheduleEntry, bucket_for
+
+
+class FakeDeviceStore:
+    """The devices and tokenowners tables in memory."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Device] = {}
+        self.owners: dict[str, str] = {}
+        self.calls = 0
+        self._etags = itertools.count(1)
+
+    async def _tick(self) -> None:
+        self.calls += 1
+        await asyncio.sleep(0)
+
+    def _put(self, device: Device) -> Device:
+        stored = replace(device, etag=f'W/"{next(self._etags)}"')
+        self.rows[(device.user_id, device.device_id)] = stored
+        return stored
+
+    async def register(self, device: Device) -> Registered:
+        await self._tick()
+        key = (device.user_id, device.device_id)
+        old = self.rows.get(key)
+        if old is not None:
+            self._put(
+                replace(
+                    device,
+                    registered_at=old.registered_at,
+                    bad_token_count=old.bad_token_count,
+                    last_result=old.last_result,
+                    last_result_at=old.last_result_at,
+                    background_sent=old.background_sent,
+                )
+            )
+            return Registered(RegistrationOutcome.RENEWED)
+        previous = self.owners.get(device.device_id)
+        if previous is not None and previous != device.user_id:
+            self.rows.pop((previous, device.device_id), None)
+        self.owners[device.device_id] = device.user_id
+        self._put(replace(device, stale=False, unanswered_wakes=0, bad_token_count=0))
+        if previous is not None and previous != device.user_id:
+            return Registered(RegistrationOutcome.MOVED, previous)
+        return Registered(RegistrationOutcome.CREATED)
+
+    async def list_for_user(self, user_id: str) -> list[Device]:
+        await self._tick()
+        return [d for (user, _), d in self.rows.items() if user == user_id]
+
+    async def get(self, user_id: str, device_id: str) -> Device | None:
+        await self._tick()
+        return self.rows.get((user_id, device_id))
+
+    def _drop(self, device: Device) -> None:
+        del self.rows[(device.user_id, device.device_id)]
+        if self.owners.get(device.device_id) == device.user_id:
+            del self.owners[device.device_id]
+
+    async def remove(self, user_id: str, device_id: str) -> Device | None:
+        await self._tick()
+        device = self.rows.get((user_id, device_id))
+        if device is not None:
+            self._drop(device)
+        return device
+
+    async def remove_if_registered_before(
+        self, user_id: str, device_id: str, when: datetime
+    ) -> Device | None:
+        await self._tick()
+        device = self.rows.get((user_id, device_id))
+        if device is None or device.renewed_at > when:
+            return None
+        self._drop(device)
+        return device
+
+    async def record_result(
+        self, user_id: str, device_id: str, result: str, *, bad_token: bool, at: datetime
+    ) -> int | None:
+        await self._tick()
+        device = self.rows.get((user_id, device_id))
+        if device is None:
+            return None
+        count = device.bad_token_count + 1 if bad_token else 0
+        self._put(
+            replace(device, bad_token_count=count, last_result=result[:200], last_result_at=at)
+        )
+        return count
+
+    async def record_background_push(
+        self,
+        user_id: str,
+        device_id: str,
+        at: datetime,
+        *,
+        renewal: bool,
+        window: timedelta = timedelta(hours=24),
+    ) -> Device | None:
+        await self._tick()
+        device = self.rows.get((user_id, device_id))
+        if device is None:
+            return None
+        recent = [t for t in device.background_sent if t > at - window] + [at]
+        wakes = device.unanswered_wakes + (1 if renewal else 0)
+        return self._put(
+            replace(
+                device, background_sent=tuple(recent[-BACKGROUND_KEEP:]), unanswered_wakes=wakes
+            )
+        )
+
+    async def mark_stale(self, user_id: str, device_id: str) -> bool:
+        await self._tick()
+        device = self.rows.get((user_id, device_id))
+        if device is None:
+            return False
+        self._put(replace(device, stale=True))
+        return True
+
+
+class FakeRenewalSchedule:
+    """The renewals table in memory: bucket -> set of (user, device)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, set[tuple[str, str]]] = {}
+
+    async def schedule(self, user_id: str, device_id: str, due: datetime) -> None:
+        await asyncio.sleep(0)
+        self.buckets.setdefault(bucket_for(due), set()).add((user_id, device_id))
+
+    async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
+        await asyncio.sleep(0)
+        self.buckets.get(bucket_for(due), set()).discard((user_id, device_id))
+
+    async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
+        await asyncio.sleep(0)
+        return [
+            ScheduleEntry(bucket, user, device)
+            for bucket in sorted(self.buckets)
+            if from_bucket <= bucket <= to_bucket
+            for user, device in sorted(self.buckets[bucket])
+        ]
+
+    async def remove(self, entries: Sequence[ScheduleEntry]) -> None:
+        await asyncio.sleep(0)
+        for e in entries:
+            self.buckets.get(e.bucket, set()).discard((e.user_id, e.device_id))
+
+    def entries(self) -> list[ScheduleEntry]:
+        """Every entry, in bucket order."""
+        return [
+            ScheduleEntry(bucket, user, device)
+            for bucket in sorted(self.buckets)
+            for user, device in sorted(self.buckets[bucket])
+        ]
