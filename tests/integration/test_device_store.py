@@ -1,0 +1,338 @@
+"""The device registry and renewal schedule on Azurite: ownership, ETags, the 410 guard, batches,
+key encoding, and IDs that try to escape a filter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devtools.azurite import Azurite
+from shared.apns.notification import Environment
+from shared.devices import (
+    DEVICES_TABLE,
+    OWNERS_TABLE,
+    Device,
+    DeviceKind,
+    DeviceStore,
+    RegistrationOutcome,
+    device_id_for,
+)
+from shared.key_wrap import KeyWrapper
+from shared.renewal_schedule import (
+    RENEWALS_TABLE,
+    ScheduleEntry,
+    TableRenewalSchedule,
+    bucket_for,
+)
+from shared.tables import Tables, round_trips
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+ALICE = "8:acs:res_00000008-578d-7d05-83fe-084822000f6d"
+BOB = "8:acs:res_00000009-1111-2222-3333-444455556666"
+KEY = bytes(range(64))
+KEK = "k1=" + base64.b64encode(b"\x07" * 32).decode()
+
+
+class Registry:
+    """The store plus raw access to its tables (to check what is really stored)."""
+
+    def __init__(self, tables: Tables, store: DeviceStore, schedule: TableRenewalSchedule) -> None:
+        self.tables = tables
+        self.store = store
+        self.schedule = schedule
+
+    async def raw_devices(self) -> list[dict[str, object]]:
+        table = await self.tables.table(DEVICES_TABLE)
+        return [dict(e) async for e in table.list_entities()]
+
+    async def owner(self, device_id: str) -> str | None:
+        table = await self.tables.table(OWNERS_TABLE)
+        rows = [e async for e in table.list_entities() if e["PartitionKey"] == device_id]
+        return str(rows[0]["owner"]) if rows else None
+
+
+@pytest.fixture
+async def registry(azurite: Azurite, table_prefix: str) -> AsyncIterator[Registry]:
+    tables = Tables.connect(azurite.connection_string, table_prefix)
+    try:
+        store = DeviceStore(
+            await tables.table(DEVICES_TABLE),
+            await tables.table(OWNERS_TABLE),
+            KeyWrapper.from_setting(KEK),
+        )
+        yield Registry(tables, store, TableRenewalSchedule(await tables.table(RENEWALS_TABLE)))
+    finally:
+        await tables.aclose()
+
+
+def device(user: str = ALICE, token: str = "a1" * 32, at: datetime = NOW, **kw: object) -> Device:
+    fields: dict[str, object] = {
+        "user_id": user,
+        "device_id": device_id_for(token),
+        "token": token,
+        "kind": DeviceKind.ALERT,
+        "topic": "com.example.chat",
+        "environment": Environment.SANDBOX,
+        "registered_at": at,
+        "renewed_at": at,
+        "preview_key": KEY,
+        "key_expires_at": at + timedelta(minutes=45),
+    }
+    fields.update(kw)
+    return Device(**fields)  # type: ignore[arg-type]
+
+
+async def test_a_registered_device_reads_back_whole(registry: Registry) -> None:
+    sent = device(app_version="1.2", locale="fr_CA")
+    assert (await registry.store.register(sent)).outcome is RegistrationOutcome.CREATED
+    got = await registry.store.get(ALICE, sent.device_id)
+    assert got is not None
+    assert replace(got, etag=None) == sent
+
+
+async def test_the_preview_key_is_stored_encrypted(registry: Registry) -> None:
+    await registry.store.register(device())
+    (row,) = await registry.raw_devices()
+    stored = str(row["previewKey"])
+    assert stored.startswith("k1:")
+    assert base64.b64encode(KEY).decode() not in stored
+    assert KEY.hex() not in stored
+
+
+async def test_a_renewal_refreshes_the_key_and_keeps_the_bookkeeping(registry: Registry) -> None:
+    first = device()
+    await registry.store.register(first)
+    await registry.store.record_result(
+        ALICE, first.device_id, "400 BadDeviceToken", bad_token=True, at=NOW
+    )
+    later = NOW + timedelta(minutes=40)
+    new_key = bytes(64)
+    renewed = device(at=later, preview_key=new_key, environment=Environment.PRODUCTION)
+    assert (await registry.store.register(renewed)).outcome is RegistrationOutcome.RENEWED
+    got = await registry.store.get(ALICE, first.device_id)
+    assert got is not None
+    assert (got.registered_at, got.renewed_at, got.preview_key) == (NOW, later, new_key)
+    assert (got.environment, got.bad_token_count) == (Environment.PRODUCTION, 1)
+
+
+async def test_a_renewal_without_a_key_drops_the_old_key(registry: Registry) -> None:
+    await registry.store.register(device())
+    await registry.store.register(device(preview_key=None, key_expires_at=None))
+    got = await registry.store.get(ALICE, device_id_for("a1" * 32))
+    assert got is not None
+    assert (got.preview_key, got.live_key(NOW)) == (None, None)
+
+
+async def test_a_token_registered_by_another_user_moves_to_them(registry: Registry) -> None:
+    await registry.store.register(device(ALICE))
+    result = await registry.store.register(device(BOB))
+    assert (result.outcome, result.previous_owner) == (RegistrationOutcome.MOVED, ALICE)
+    assert await registry.store.list_for_user(ALICE) == []
+    assert [d.user_id for d in await registry.store.list_for_user(BOB)] == [BOB]
+    assert await registry.owner(device_id_for("a1" * 32)) == BOB
+
+
+async def test_a_token_can_move_back(registry: Registry) -> None:
+    for user in (ALICE, BOB, ALICE):
+        await registry.store.register(device(user))
+    assert len(await registry.store.list_for_user(ALICE)) == 1
+    assert await registry.store.list_for_user(BOB) == []
+    assert await registry.owner(device_id_for("a1" * 32)) == ALICE
+
+
+async def test_a_move_leaves_the_previous_owners_other_devices(registry: Registry) -> None:
+    await registry.store.register(device(ALICE, token="b2" * 32))
+    await registry.store.register(device(ALICE))
+    await registry.store.register(device(BOB))
+    assert [d.device_id for d in await registry.store.list_for_user(ALICE)] == [
+        device_id_for("b2" * 32)
+    ]
+
+
+async def test_another_user_cannot_remove_a_device(registry: Registry) -> None:
+    await registry.store.register(device(BOB))
+    assert await registry.store.remove(ALICE, device_id_for("a1" * 32)) is None
+    assert len(await registry.store.list_for_user(BOB)) == 1
+    assert await registry.owner(device_id_for("a1" * 32)) == BOB
+
+
+async def test_the_owner_removes_the_device_and_its_token_ownership(registry: Registry) -> None:
+    await registry.store.register(device())
+    removed = await registry.store.remove(ALICE, device_id_for("a1" * 32))
+    assert removed is not None
+    assert removed.preview_key == KEY
+    assert await registry.raw_devices() == []
+    assert await registry.owner(device_id_for("a1" * 32)) is None
+
+
+async def test_a_device_renewed_after_the_410_timestamp_is_kept(registry: Registry) -> None:
+    await registry.store.register(device(at=NOW))
+    gone_at = NOW - timedelta(seconds=1)
+    assert (
+        await registry.store.remove_if_registered_before(ALICE, device_id_for("a1" * 32), gone_at)
+        is None
+    )
+    assert len(await registry.store.list_for_user(ALICE)) == 1
+
+
+async def test_a_device_not_renewed_since_the_410_timestamp_is_removed(registry: Registry) -> None:
+    await registry.store.register(device(at=NOW))
+    gone_at = NOW + timedelta(seconds=1)
+    removed = await registry.store.remove_if_registered_before(
+        ALICE, device_id_for("a1" * 32), gone_at
+    )
+    assert removed is not None
+    assert await registry.store.list_for_user(ALICE) == []
+
+
+async def test_concurrent_bad_token_results_are_all_counted(registry: Registry) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    counts = await asyncio.gather(
+        *(
+            registry.store.record_result(ALICE, device_id, "BadDeviceToken", bad_token=True, at=NOW)
+            for _ in range(3)
+        )
+    )
+    assert sorted(c for c in counts if c is not None) == [1, 2, 3]
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert got.bad_token_count == 3
+
+
+async def test_a_success_resets_the_bad_token_count(registry: Registry) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    await registry.store.record_result(ALICE, device_id, "BadDeviceToken", bad_token=True, at=NOW)
+    assert await registry.store.record_result(ALICE, device_id, "200", bad_token=False, at=NOW) == 0
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert (got.bad_token_count, got.last_result, got.last_result_at) == (0, "200", NOW)
+
+
+async def test_results_for_a_removed_device_do_not_recreate_it(registry: Registry) -> None:
+    device_id = device_id_for("a1" * 32)
+    assert (
+        await registry.store.record_result(ALICE, device_id, "200", bad_token=False, at=NOW) is None
+    )
+    assert await registry.store.record_result(ALICE, device_id, "x", bad_token=True, at=NOW) is None
+    assert await registry.store.mark_stale(ALICE, device_id) is False
+    assert await registry.raw_devices() == []
+
+
+async def test_background_pushes_are_recorded_for_the_budget(registry: Registry) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    times = [NOW + timedelta(minutes=m) for m in (0, 25, 50)]
+    for t in times:
+        await registry.store.record_background_push(ALICE, device_id, t, renewal=True)
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert (got.background_sent, got.unanswered_wakes) == (tuple(times), 3)
+
+
+async def test_a_renewal_answers_the_wakes_and_clears_staleness(registry: Registry) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    await registry.store.record_background_push(ALICE, device_id, NOW, renewal=True)
+    await registry.store.mark_stale(ALICE, device_id)
+    await registry.store.register(device(at=NOW + timedelta(minutes=5)))
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert (got.stale, got.unanswered_wakes, got.background_sent) == (False, 0, (NOW,))
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "x' or PartitionKey ne 'x",
+        "' or '1' eq '1",
+        "a') or (RowKey ge '",
+        "8:acs:res_1 / # ? % \\ \t",
+    ],
+)
+async def test_ids_with_quotes_and_operators_stay_inside_their_partition(
+    registry: Registry, evil: str
+) -> None:
+    await registry.store.register(device(ALICE))
+    await registry.store.register(device(evil, token="c3" * 32))
+    assert [d.device_id for d in await registry.store.list_for_user(evil)] == [
+        device_id_for("c3" * 32)
+    ]
+    assert [d.user_id for d in await registry.store.list_for_user(evil)] == [evil]
+    assert await registry.store.get(evil, device_id_for("a1" * 32)) is None
+    assert await registry.store.remove(evil, device_id_for("a1" * 32)) is None
+    assert await registry.store.get(ALICE, evil) is None
+    assert len(await registry.store.list_for_user(ALICE)) == 1
+
+
+async def test_round_trips_of_a_renewal_a_first_registration_and_a_move(registry: Registry) -> None:
+    async def trips(d: Device) -> int:
+        before = round_trips()
+        await registry.store.register(d)
+        return round_trips() - before
+
+    assert await trips(device(ALICE)) == 4
+    assert await trips(device(ALICE)) == 1
+    assert await trips(device(BOB)) == 5
+
+
+# --- renewal schedule -----------------------------------------------------------------------------
+
+
+async def test_read_due_returns_the_entries_of_the_bucket_range(registry: Registry) -> None:
+    due = datetime(2026, 3, 1, 12, 7, tzinfo=UTC)
+    await registry.schedule.schedule(ALICE, "d1", due)
+    await registry.schedule.schedule(BOB, "d2", due + timedelta(minutes=5))
+    await registry.schedule.schedule(BOB, "d3", due + timedelta(minutes=10))
+    got = await registry.schedule.read_due("202603011205", "202603011210")
+    assert got == [
+        ScheduleEntry("202603011205", ALICE, "d1"),
+        ScheduleEntry("202603011210", BOB, "d2"),
+    ]
+
+
+async def test_unschedule_removes_the_entry(registry: Registry) -> None:
+    await registry.schedule.schedule(ALICE, "d1", NOW)
+    await registry.schedule.unschedule(ALICE, "d1", NOW)
+    assert await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW)) == []
+
+
+async def test_removing_250_entries_of_one_bucket_takes_three_transactions(
+    registry: Registry,
+) -> None:
+    bucket = bucket_for(NOW)
+    entries = [ScheduleEntry(bucket, f"8:acs:user{i:03}", f"{i:064x}") for i in range(250)]
+    for e in entries:
+        await registry.schedule.schedule(e.user_id, e.device_id, NOW)
+    assert len(await registry.schedule.read_due(bucket, bucket)) == 250
+    before = round_trips()
+    await registry.schedule.remove(entries)
+    assert round_trips() - before == 3
+    assert await registry.schedule.read_due(bucket, bucket) == []
+
+
+async def test_removing_entries_already_gone_still_removes_the_rest(registry: Registry) -> None:
+    bucket = bucket_for(NOW)
+    await registry.schedule.schedule(ALICE, "d1", NOW)
+    await registry.schedule.schedule(ALICE, "d2", NOW)
+    await registry.schedule.unschedule(ALICE, "d1", NOW)
+    await registry.schedule.remove(
+        [ScheduleEntry(bucket, ALICE, "d1"), ScheduleEntry(bucket, ALICE, "d2")]
+    )
+    assert await registry.schedule.read_due(bucket, bucket) == []
+
+
+async def test_schedule_rows_round_trip_awkward_user_ids(registry: Registry) -> None:
+    user = "8:acs:weird~id/with#chars?%"
+    await registry.schedule.schedule(user, "d1", NOW)
+    assert await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW)) == [
+        ScheduleEntry(bucket_for(NOW), user, "d1")
+    ]
