@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from shared.auth import Authenticator
+    from shared.devices import DeviceStore
+    from shared.key_wrap import KeyWrapper
+    from shared.registration import RegistrationRules
+    from shared.renewal_schedule import TableRenewalSchedule
+    from shared.tables import Tables
 
 T = TypeVar("T")
 
@@ -57,6 +63,62 @@ class Container:
             return Authenticator(self.settings, build_jwks(self.settings))
 
         return await self._once("authenticator", build)
+
+    async def tables(self) -> Tables:
+        """The storage account (one shared transport); each table is created on first use."""
+
+        async def build() -> Tables:
+            from shared.tables import Tables
+
+            return Tables.connect(self.settings.storage_connection, self.settings.table_prefix)
+
+        return await self._once("tables", build)
+
+    async def key_wrapper(self) -> KeyWrapper:
+        """Encrypts preview keys at rest under ``KEY_ENCRYPTION_KEYS``."""
+
+        async def build() -> KeyWrapper:
+            from shared.key_wrap import KeyWrapper
+
+            return KeyWrapper.from_setting(self.settings.key_encryption_keys)
+
+        return await self._once("key_wrapper", build)
+
+    async def device_registry(self) -> DeviceStore:
+        """The device registry (devices + tokenowners tables)."""
+
+        async def build() -> DeviceStore:
+            from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
+
+            tables = await self.tables()
+            return DeviceStore(
+                await tables.table(DEVICES_TABLE),
+                await tables.table(OWNERS_TABLE),
+                await self.key_wrapper(),
+            )
+
+        return await self._once("device_registry", build)
+
+    async def renewal_schedule(self) -> TableRenewalSchedule:
+        """The renewal schedule (renewals table)."""
+
+        async def build() -> TableRenewalSchedule:
+            from shared.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
+
+            return TableRenewalSchedule(await (await self.tables()).table(RENEWALS_TABLE))
+
+        return await self._once("renewal_schedule", build)
+
+    def registration_rules(self) -> RegistrationRules:
+        """What device registration accepts: topics from APNS_APPS, key lifetime, renewal lead."""
+        from shared.registration import RegistrationRules, allowed_topics
+
+        s = self.settings
+        return RegistrationRules(
+            allowed_topics=allowed_topics(s.apns_apps),
+            key_lifetime=timedelta(minutes=s.preview_key_lifetime_minutes),
+            renewal_lead=timedelta(minutes=s.renewal_lead_minutes),
+        )
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose``; the container can be rebuilt after."""
