@@ -1,0 +1,341 @@
+"""What an APNs answer does to a device and to its delivery claim.
+
+Apple (reference "Handling notification responses from APNs") and our reading of it:
+
+- 200: delivered.
+- 410 Unregistered / ExpiredToken: failed; remove the device unless it registered again after
+  the 410's timestamp (a reinstalled app may register the same device again).
+- 400 BadDeviceToken / DeviceTokenNotForTopic: failed; counted on the device, which is removed
+  only when the reason repeats ``BAD_TOKEN_REMOVE_AFTER`` times over time, and never when
+  ``CONFIG_ERROR_THRESHOLD`` or more devices of one app fail together: that is a wrong
+  environment, topic or key (configuration), so log an error and delete nothing.
+- 400 BadTopic: failed; configuration (the app's bundle ID).
+- 403 provider token or certificate (InvalidProviderToken, Forbidden, ...): released, logged as
+  an error, and the invocation fails, so Event Grid retries once the key is fixed.
+- 429 / 5xx / no answer within the budget: released; the invocation fails, Event Grid redelivers.
+- Any other rejection: failed; a request we built wrong (logged as an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+from shared.apns.errors import ApnsError, ApnsUnavailable, CredentialError
+from shared.apns.response import PushResult, Reason
+from shared.deliveries import DeliveryRecord, DeliveryState, Outcome
+from shared.devices import Device
+
+log = logging.getLogger(__name__)
+
+
+class Disposition(enum.StrEnum):
+    """The class of an APNs answer that decides what happens next."""
+
+    DELIVERED = "delivered"
+    UNREGISTERED = "unregistered"  # 410
+    BAD_TOKEN = "bad_token"  # noqa: S105 - BadDeviceToken, DeviceTokenNotForTopic
+    CONFIGURATION = "configuration"  # many bad tokens of one app at once, BadTopic
+    CREDENTIALS = "credentials"  # provider token or certificate: fail the invocation
+    RETRY = "retry"  # 429, 5xx, no answer: release and let Event Grid redeliver
+    REJECTED = "rejected"  # a request APNs will never accept as built
+
+
+TOKEN_REASONS: Final = frozenset({Reason.BAD_DEVICE_TOKEN, Reason.DEVICE_TOKEN_NOT_FOR_TOPIC})
+CREDENTIAL_REASONS: Final = frozenset(
+    {
+        Reason.BAD_CERTIFICATE,
+        Reason.BAD_CERTIFICATE_ENVIRONMENT,
+        Reason.EXPIRED_PROVIDER_TOKEN,  # still expired after the client's new-token retry
+        Reason.FORBIDDEN,
+        Reason.INVALID_PROVIDER_TOKEN,
+        Reason.MISSING_PROVIDER_TOKEN,
+        Reason.UNRELATED_KEY_ID_IN_TOKEN,
+        Reason.BAD_ENVIRONMENT_KEY_ID_IN_TOKEN,
+        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
+        Reason.TOPIC_DISALLOWED,
+    }
+)
+CONFIGURATION_REASONS: Final = frozenset({Reason.BAD_TOPIC})
+BAD_TOKEN_SPACING: Final = timedelta(minutes=10)
+RETRY_REASONS: Final = frozenset(
+    {
+        Reason.TOO_MANY_REQUESTS,
+        Reason.INTERNAL_SERVER_ERROR,
+        Reason.SERVICE_UNAVAILABLE,
+        Reason.SHUTDOWN,
+        Reason.IDLE_TIMEOUT,
+    }
+)
+
+
+def classify(answer: PushResult | ApnsError) -> Disposition:
+    """The disposition of one APNs answer (a result, or the error its send raised)."""
+    if isinstance(answer, ApnsUnavailable):
+        return Disposition.RETRY
+    if isinstance(answer, CredentialError):
+        return Disposition.CREDENTIALS
+    if isinstance(answer, ApnsError):
+        return Disposition.REJECTED
+    if answer.ok:
+        return Disposition.DELIVERED
+    if answer.status == 410:
+        return Disposition.UNREGISTERED
+    reason = answer.reason
+    if reason in TOKEN_REASONS:
+        return Disposition.BAD_TOKEN
+    if reason in CREDENTIAL_REASONS or answer.status == 403:
+        return Disposition.CREDENTIALS
+    if reason in CONFIGURATION_REASONS:
+        return Disposition.CONFIGURATION
+    if reason in RETRY_REASONS or answer.status in (429, 500, 502, 503, 504):
+        return Disposition.RETRY
+    return Disposition.REJECTED
+
+
+class DeviceOutcomes(Protocol):
+    """Port: the registry operations an outcome may call for (``shared.devices.DeviceStore``)."""
+
+    async def remove_if_registered_before(
+        self, user_id: str, device_id: str, when: datetime
+    ) -> Device | None:
+        """Remove the device unless it (re-)registered after ``when``; the removed device."""
+        ...
+
+    async def record_result(
+        self, user_id: str, device_id: str, result: str, *, bad_token: bool, at: datetime
+    ) -> int | None:
+        """Record a push result; the bad-token count after it, or None if the device is gone."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One device's push in a fan-out: the claim, the device, and what its send came back with."""
+
+    record: DeliveryRecord
+    device: Device
+    answer: PushResult | ApnsError
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcomes of one fan-out, ready for the delivery log, and whether to retry."""
+
+    outcomes: tuple[tuple[DeliveryRecord, Outcome], ...] = ()
+    delivered: int = 0
+    failed: int = 0
+    released: int = 0
+    removed: int = 0
+
+    @property
+    def retry_needed(self) -> bool:
+        """True when a claim was released: the invocation must fail so Event Grid redelivers."""
+        return self.released > 0
+
+
+@dataclass
+class ConfigAlarm:
+    """Counts token/topic failures per (app, reason) over a short window, across fan-outs.
+
+    One user's fan-out rarely has ``threshold`` devices; a misconfigured app makes every
+    recipient fail at once, which this catches within one process. ``clock`` is injected.
+    """
+
+    threshold: int
+    clock: Callable[[], datetime]
+    window: timedelta = timedelta(minutes=5)
+    _seen: dict[tuple[str, str], dict[str, datetime]] = field(default_factory=dict)
+
+    def observe(self, topic: str, reason: str, device_ids: Sequence[str]) -> int:
+        """Add failing devices; returns how many distinct devices failed so within the window."""
+        now = self.clock()
+        seen = self._seen.setdefault((topic, reason), {})
+        for device_id in device_ids:
+            seen[device_id] = now
+        for device_id, at in list(seen.items()):
+            if now - at > self.window:
+                del seen[device_id]
+        return len(seen)
+
+
+def _outcome(state: DeliveryState, answer: PushResult | ApnsError, detail: str) -> Outcome:
+    if isinstance(answer, PushResult):
+        reason = None if answer.reason is None else answer.reason.value
+        return Outcome(
+            state, answer.status, reason, answer.apns_id, answer.attempts, detail or None
+        )
+    apns_id = getattr(answer, "apns_id", None) or None
+    attempts = int(getattr(answer, "attempts", 0))
+    name = type(answer).__name__
+    text = f"{name}: {answer}" if not detail else f"{name}: {answer} ({detail})"
+    return Outcome(state, None, name, apns_id, attempts, text[:500])
+
+
+def _reason_text(answer: PushResult | ApnsError) -> str:
+    if isinstance(answer, PushResult):
+        return answer.reason.value if answer.reason is not None else str(answer.status)
+    return type(answer).__name__
+
+
+def configuration_failures(
+    attempts: Sequence[Attempt], threshold: int, alarm: ConfigAlarm | None = None
+) -> set[str]:
+    """Device ids whose token/topic failures look like configuration, not dead devices."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for a in attempts:
+        if classify(a.answer) is Disposition.BAD_TOKEN:
+            key = (a.device.topic, _reason_text(a.answer))
+            groups.setdefault(key, []).append(a.device.device_id)
+    suspects: set[str] = set()
+    for (topic, reason), ids in groups.items():
+        count = len(ids) if alarm is None else max(len(ids), alarm.observe(topic, reason, ids))
+        if count >= threshold:
+            log.error(
+                "configuration error suspected: %d devices of app %s answered %s together; "
+                "deleting nothing (check the APNs environment, topic and key)",
+                count,
+                topic,
+                reason,
+            )
+            suspects.update(ids)
+    return suspects
+
+
+async def settle(
+    attempts: Sequence[Attempt],
+    *,
+    devices: DeviceOutcomes,
+    now: datetime,
+    bad_token_remove_after: int,
+    config_error_threshold: int,
+    alarm: ConfigAlarm | None = None,
+    correlation: str = "",
+) -> Settlement:
+    """Decide each attempt's outcome and apply it to the registry (concurrently)."""
+    config = configuration_failures(attempts, config_error_threshold, alarm)
+    decided = await asyncio.gather(
+        *(
+            _settle_one(a, devices, now, bad_token_remove_after, a.device.device_id in config)
+            for a in attempts
+        )
+    )
+    counts: Counter[str] = Counter()
+    for (record, outcome), removed in decided:
+        counts[outcome.state.value] += 1
+        counts["removed"] += int(removed)
+        _log_outcome(correlation, record, outcome)
+    return Settlement(
+        outcomes=tuple(pair for pair, _ in decided),
+        delivered=counts[DeliveryState.DELIVERED.value],
+        failed=counts[DeliveryState.FAILED.value],
+        released=counts[DeliveryState.RELEASED.value],
+        removed=counts["removed"],
+    )
+
+
+async def _settle_one(
+    a: Attempt,
+    devices: DeviceOutcomes,
+    now: datetime,
+    remove_after: int,
+    configuration: bool,
+) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+    kind = Disposition.CONFIGURATION if configuration else classify(a.answer)
+    device = a.device
+    if kind is Disposition.DELIVERED:
+        if device.bad_token_count:
+            await devices.record_result(
+                device.user_id, device.device_id, "200", bad_token=False, at=now
+            )
+        return (a.record, _outcome(DeliveryState.DELIVERED, a.answer, "")), False
+    if kind is Disposition.UNREGISTERED:
+        return await _unregistered(a, devices, now)
+    if kind is Disposition.BAD_TOKEN and isinstance(a.answer, PushResult):
+        return await _bad_token(a, a.answer, devices, now, remove_after)
+    if kind is Disposition.CONFIGURATION:
+        detail = "configuration error suspected: device kept"
+        return (a.record, _outcome(DeliveryState.FAILED, a.answer, detail)), False
+    if kind is Disposition.CREDENTIALS:
+        log.error(
+            "APNs refused our credentials for app %s: %s; the event will be retried",
+            device.topic,
+            _reason_text(a.answer),
+        )
+        detail = "credentials refused: released for retry"
+        return (a.record, _outcome(DeliveryState.RELEASED, a.answer, detail)), False
+    if kind is Disposition.RETRY:
+        detail = "no answer within the retry budget: released"
+        return (a.record, _outcome(DeliveryState.RELEASED, a.answer, detail)), False
+    log.error(
+        "APNs rejected a push we built device=%s app=%s: %s",
+        device.short_token,
+        device.topic,
+        _reason_text(a.answer),
+    )
+    return (a.record, _outcome(DeliveryState.FAILED, a.answer, "request rejected")), False
+
+
+async def _unregistered(
+    a: Attempt, devices: DeviceOutcomes, now: datetime
+) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+    answer = a.answer
+    when = answer.unregistered_at if isinstance(answer, PushResult) else None
+    removed = (
+        await devices.remove_if_registered_before(a.device.user_id, a.device.device_id, when or now)
+        is not None
+    )
+    detail = "device removed" if removed else "device kept: registered again after the 410"
+    return (a.record, _outcome(DeliveryState.FAILED, answer, detail)), removed
+
+
+def counts_again(device: Device, reason: str, now: datetime) -> bool:
+    """Whether a token failure counts towards removal: once per ``BAD_TOKEN_SPACING`` per reason.
+
+    Repeats "over time" means separate occasions: a burst of pushes (a busy chat, a retry) that
+    fail within minutes of each other is one piece of evidence, not several.
+    """
+    last = device.last_result_at
+    return not (
+        device.last_result == reason and last is not None and now - last < BAD_TOKEN_SPACING
+    )
+
+
+async def _bad_token(
+    a: Attempt, answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
+) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+    device = a.device
+    reason = _reason_text(answer)
+    count: int | None = device.bad_token_count
+    if counts_again(device, reason, now):
+        count = await devices.record_result(
+            device.user_id, device.device_id, reason, bad_token=True, at=now
+        )
+    removed = False
+    if count is not None and count >= remove_after:
+        gone = await devices.remove_if_registered_before(device.user_id, device.device_id, now)
+        removed = gone is not None
+    detail = f"{reason} {count or 0}/{remove_after}" + (": device removed" if removed else "")
+    return (a.record, _outcome(DeliveryState.FAILED, answer, detail)), removed
+
+
+def _log_outcome(correlation: str, record: DeliveryRecord, outcome: Outcome) -> None:
+    level = logging.INFO if outcome.state is DeliveryState.DELIVERED else logging.WARNING
+    log.log(
+        level,
+        "push %s device=%s %s status=%s reason=%s apns_id=%s attempts=%d %s",
+        correlation,
+        record.device.short_token,
+        outcome.state,
+        outcome.status,
+        outcome.reason,
+        outcome.apns_id,
+        outcome.attempts,
+        outcome.detail or "",
+    )
