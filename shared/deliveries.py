@@ -36,7 +36,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from shared.errors import PushRelayError
 from shared.tables import (
@@ -50,6 +50,7 @@ from shared.tables import (
 
 log = logging.getLogger(__name__)
 
+DELIVERIES_TABLE: Final = "deliveries"
 MUTE_ROW = "!thread"
 CURSOR_PARTITION = "c|purge"
 CURSOR_ROW = "cursor"

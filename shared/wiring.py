@@ -12,20 +12,28 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from shared.apns_apps import AppClients
     from shared.auth import Authenticator
+    from shared.deliveries import TableDeliveryStore
     from shared.devices import DeviceStore
     from shared.key_wrap import KeyWrapper
+    from shared.outcomes import ConfigAlarm
     from shared.registration import RegistrationRules
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.tables import Tables
 
 T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    """The wall clock (UTC) the use cases are given in production."""
+    return datetime.now(UTC)
 
 
 class Container:
@@ -119,6 +127,36 @@ class Container:
             key_lifetime=timedelta(minutes=s.preview_key_lifetime_minutes),
             renewal_lead=timedelta(minutes=s.renewal_lead_minutes),
         )
+
+    async def deliveries(self) -> TableDeliveryStore:
+        """Delivery claims and the delivery log (deliveries table)."""
+
+        async def build() -> TableDeliveryStore:
+            from shared.deliveries import DELIVERIES_TABLE, TableDeliveryStore
+
+            return TableDeliveryStore(await (await self.tables()).table(DELIVERIES_TABLE))
+
+        return await self._once("deliveries", build)
+
+    async def pushers(self) -> AppClients:
+        """One APNs client per app of ``APNS_APPS`` (token key or certificate), by bundle ID."""
+
+        async def build() -> AppClients:
+            from shared.apns_apps import build_clients, parse_apns_apps
+
+            return build_clients(parse_apns_apps(self.settings.apns_apps), self.settings)
+
+        return await self._once("pushers", build)
+
+    def config_alarm(self) -> ConfigAlarm:
+        """Counts token/topic failures per app across this process's fan-outs."""
+        from shared.outcomes import ConfigAlarm
+
+        alarm = self._cache.get("config_alarm")
+        if not isinstance(alarm, ConfigAlarm):
+            alarm = ConfigAlarm(self.settings.config_error_threshold, utc_now)
+            self._cache["config_alarm"] = alarm
+        return alarm
 
     async def aclose(self) -> None:
         """Close every adapter that has an ``aclose``; the container can be rebuilt after."""
