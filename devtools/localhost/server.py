@@ -386,6 +386,8 @@ class LocalHost:
             else:
                 state = "" if self.options.queues else ", not polled"
                 lines.append(f"  {spec.name}: queueTrigger ({t.get('queueName')}{state})")
+        if not self.catalog.functions:
+            lines.append("  (the app has no functions yet)")
         for name, reason in self.disabled.items():
             lines.append(f"  {name}: NOT SERVED: {reason}")
         return "\n".join(lines)

@@ -1,0 +1,459 @@
+"""The local run behind ``bash scripts/run-local.sh``: everything the app needs, then the app.
+
+1. Install (unless ``--no-install``): ``requirements-dev.txt`` into this interpreter's venv and
+   the npm packages (Azurite) when they are missing.
+2. ``local.settings.json``: copied from ``local.settings.sample.json`` on first run, with a freshly
+   generated ``KEY_ENCRYPTION_KEYS`` (kept across runs, or stored preview keys would be lost).
+3. Azurite on disk under ``.local/azurite`` (ports 10000-10002 unless busy).
+4. The development services, each by the same command-line contract
+   (``python -m devtools.<name> --state-dir DIR`` prints one JSON line with ``settings``): the
+   APNs simulator unless real APNs credentials (``APNS_APPS``) are configured, the local ACS
+   identity service unless ``ACS_CONNECTION_STRING`` is, the local identity provider unless
+   ``AUTH_JWKS_URL`` is. A service whose module does not exist is skipped, and said so.
+5. Settings: defaults <- local.settings.json ``Values`` <- the services' settings (Azurite's
+   connection string replaces ``UseDevelopmentStorage=true``).
+6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
+   everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_STORAGE = "UseDevelopmentStorage=true"
+STORAGE_SETTINGS = ("AzureWebJobsStorage", "STORAGE_CONNECTION")
+AZURITE_PORTS = (10000, 10001, 10002)
+DEV_BUNDLE_ID = "com.example.pushrelay"
+READY_TIMEOUT = 60.0
+
+
+class RunError(RuntimeError):
+    """The local run cannot continue; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DevService:
+    """A development service started by the command-line contract."""
+
+    name: str
+    module: str
+    title: str
+    # The setting that, when configured, means the real service is used instead.
+    real_when: str
+    args: tuple[str, ...] = ()
+
+    def module_exists(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+
+DEV_SERVICES: tuple[DevService, ...] = (
+    DevService(
+        "apns_simulator",
+        "devtools.apns_simulator",
+        "APNs simulator",
+        "APNS_APPS",
+        ("--dev-app", DEV_BUNDLE_ID),
+    ),
+    DevService(
+        "acs_identity_service",
+        "devtools.acs_identity_service",
+        "local ACS identity service",
+        "ACS_CONNECTION_STRING",
+    ),
+    DevService(
+        "dev_identity_provider",
+        "devtools.dev_identity_provider",
+        "local identity provider",
+        "AUTH_JWKS_URL",
+    ),
+)
+
+
+@dataclass
+class Started:
+    """A running development service and what it reported."""
+
+    service: DevService
+    process: subprocess.Popen[bytes]
+    report: dict[str, Any]
+    log_path: Path
+
+
+@dataclass
+class Plan:
+    """What the run decided: settings, and which services it started or skipped and why."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+    started: list[Started] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def say(text: str = "", out: IO[str] | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# --- installing ---------------------------------------------------------------------------------
+def install(repo: Path = REPO) -> None:
+    """Install the Python and npm dependencies. Raises RunError when a step fails."""
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    steps: list[list[str]] = [[*pip, "-r", str(repo / "requirements-dev.txt")]]
+    if not (repo / "node_modules" / "azurite" / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RunError("npm is not on PATH: install Node.js 20 (Azurite needs it)")
+        steps.append([npm, "ci", "--no-audit", "--no-fund", "--silent"])
+    for step in steps:
+        say(f"== {Path(step[0]).name} {' '.join(step[1:])}")
+        if subprocess.run(step, cwd=repo, check=False).returncode != 0:
+            raise RunError(f"installing failed: {' '.join(step)}")
+
+
+# --- settings -----------------------------------------------------------------------------------
+def new_key_encryption_keys() -> str:
+    """A fresh key-encryption key in the KEY_ENCRYPTION_KEYS format ``id=base64(32 bytes)``."""
+    return "local1=" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def prepare_local_settings(path: Path, sample: Path) -> tuple[dict[str, str], bool]:
+    """The ``Values`` of local.settings.json, created from the sample on first run.
+
+    An empty KEY_ENCRYPTION_KEYS is filled with a fresh key and written back. Returns the values
+    and whether the file was created.
+    """
+    created = not path.exists()
+    if created:
+        data = json.loads(sample.read_text(encoding="utf-8"))
+    else:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    values = data.setdefault("Values", {})
+    changed = created
+    if not str(values.get("KEY_ENCRYPTION_KEYS") or "").strip():
+        values["KEY_ENCRYPTION_KEYS"] = new_key_encryption_keys()
+        changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    return {str(k): "" if v is None else str(v) for k, v in values.items()}, created
+
+
+def merge_settings(
+    defaults: Mapping[str, str],
+    local_values: Mapping[str, str],
+    services: list[Mapping[str, str]],
+    storage_connection: str,
+) -> dict[str, str]:
+    """defaults <- local values <- services' settings; Azurite replaces development storage."""
+    merged = {**defaults, **local_values}
+    for reported in services:
+        merged.update({str(k): str(v) for k, v in reported.items()})
+    for name in STORAGE_SETTINGS:
+        if merged.get(name, "").strip() in ("", DEV_STORAGE):
+            merged[name] = storage_connection
+    return merged
+
+
+# --- processes ----------------------------------------------------------------------------------
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _read_ready_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """The first stdout line of a service, or b"" when it exited or took too long."""
+    assert process.stdout is not None
+    result: list[bytes] = []
+    stdout = process.stdout
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else b""
+
+
+def _drain(stream: IO[bytes], sink: Path) -> None:
+    with sink.open("ab") as fh:
+        for line in stream:
+            fh.write(line)
+
+
+def start_service(
+    service: DevService, state_dir: Path, log_dir: Path, timeout: float = READY_TIMEOUT
+) -> Started:
+    """Start a service by the contract and wait for its JSON line. Raises RunError."""
+    state = state_dir / service.name
+    state.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{service.name}.log"
+    command = [sys.executable, "-m", service.module, "--state-dir", str(state), *service.args]
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    line = _read_ready_line(process, timeout)
+    try:
+        report = json.loads(line)
+        if not isinstance(report, dict) or not isinstance(report.get("settings"), dict):
+            raise ValueError("no settings object")
+    except ValueError:
+        stop_process(process)
+        raise RunError(
+            f"{service.title} did not report ready within {timeout:.0f} s; see {log_path}"
+        ) from None
+    assert process.stdout is not None
+    threading.Thread(target=_drain, args=(process.stdout, log_path), daemon=True).start()
+    return Started(service, process, report, log_path)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+    """SIGTERM the process (its session), then SIGKILL after ``timeout``; returns its code."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+# --- the run ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """Where the run keeps its files and which ports it uses."""
+
+    repo: Path = REPO
+    local_dir: Path = REPO / ".local"
+    settings_file: Path = REPO / "local.settings.json"
+    host: str = "127.0.0.1"
+    port: int = 7071
+    azurite_auto_ports: bool = False
+    skip: frozenset[str] = frozenset()
+    extra_services: tuple[str, ...] = ()
+    timers: bool = True
+
+
+def _services(options: Options) -> list[DevService]:
+    extra = [
+        DevService(m.rsplit(".", 1)[-1], m, m.rsplit(".", 1)[-1], "")
+        for m in options.extra_services
+    ]
+    return [*DEV_SERVICES, *extra]
+
+
+def start_services(options: Options, local_values: Mapping[str, str], plan: Plan) -> None:
+    """Start every development service that is needed and present; record the others."""
+    for service in _services(options):
+        if service.name in options.skip:
+            plan.skipped.append(f"{service.title}: skipped (--skip {service.name})")
+            continue
+        if service.real_when and str(local_values.get(service.real_when, "")).strip():
+            plan.skipped.append(
+                f"{service.title}: not started ({service.real_when} is configured in "
+                f"{options.settings_file.name}: the real service is used)"
+            )
+            continue
+        if not service.module_exists():
+            plan.skipped.append(f"{service.title}: not started (module {service.module} is absent)")
+            continue
+        say(f"== starting the {service.title}")
+        plan.started.append(start_service(service, options.local_dir, options.local_dir / "logs"))
+
+
+def summary(plan: Plan, base_url: str, azurite: Any, banner: str) -> str:
+    """What runs where, what is simulated and what was skipped."""
+    lines = [
+        "",
+        "=" * 78,
+        banner,
+        "",
+        f"Azurite (data in {azurite.location}): blob {azurite.blob_port}, "
+        f"queue {azurite.queue_port}, table {azurite.table_port}",
+    ]
+    for started in plan.started:
+        extras = {k: v for k, v in started.report.items() if k != "settings" and isinstance(v, str)}
+        detail = ", ".join(f"{k} {v}" for k, v in extras.items())
+        lines.append(f"{started.service.title} (simulated; log {started.log_path}): {detail}")
+    lines += plan.skipped
+    lines += [
+        "",
+        f"Event Grid webhook: {base_url}/runtime/webhooks/eventgrid?functionName=on_chat_event",
+        "Stop with Ctrl-C.",
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
+    if options.azurite_auto_ports:
+        return None
+    if all(port_is_free(p) for p in AZURITE_PORTS):
+        return AZURITE_PORTS
+    say("Azurite's usual ports 10000-10002 are busy: using free ports instead")
+    return None
+
+
+def run(
+    options: Options,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> int:
+    """Start everything, serve until stopped, stop everything. Returns the exit code."""
+    from devtools.azurite import Azurite
+    from devtools.localhost.__main__ import serve
+    from devtools.localhost.server import HostJson, HostOptions, LocalHost
+    from devtools.settings_doc import defaults
+
+    if not port_is_free(options.port, options.host):
+        raise RunError(
+            f"port {options.port} is busy (another local run or `func start`?); use --port"
+        )
+    local_values, created = prepare_local_settings(
+        options.settings_file, options.repo / "local.settings.sample.json"
+    )
+    if created:
+        say(f"created {options.settings_file} from the sample, with a new KEY_ENCRYPTION_KEYS")
+    plan = Plan()
+    say("== starting Azurite")
+    azurite = Azurite.start(
+        options.local_dir / "azurite",
+        ports=_azurite_ports(options),
+        log=options.local_dir / "logs" / "azurite.log",
+    )
+    try:
+        start_services(options, local_values, plan)
+        plan.settings = merge_settings(
+            defaults(),
+            local_values,
+            [s.report["settings"] for s in plan.started],
+            azurite.connection_string,
+        )
+        host_json = HostJson.read(options.repo / "host.json")
+        host_options = HostOptions(
+            host=options.host,
+            port=options.port,
+            route_prefix=host_json.route_prefix,
+            timers=options.timers,
+            queue=host_json.queue_options(),
+        )
+
+        def ready(host: LocalHost) -> None:
+            say(summary(plan, host.base_url, azurite, host.banner()))
+            if on_ready is not None:
+                on_ready(host.base_url)
+
+        asyncio.run(
+            serve(
+                plan.settings,
+                app_dir=options.repo,
+                options=host_options,
+                on_ready=ready,
+                stop=stop,
+            )
+        )
+    finally:
+        for started in reversed(plan.started):
+            code = stop_process(started.process)
+            say(f"stopped the {started.service.title} (exit {code})")
+        azurite.stop()
+        say("stopped Azurite")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
+    """(install or not, options) from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.run_local",
+        description="Run the app locally: Azurite, development services, the local host.",
+    )
+    parser.add_argument("--no-install", action="store_true", help="skip pip and npm installs")
+    parser.add_argument("--port", type=int, default=7071, help="the app's port (7071)")
+    parser.add_argument("--local-dir", type=Path, default=REPO / ".local", help="run data")
+    parser.add_argument("--settings", type=Path, default=REPO / "local.settings.json")
+    parser.add_argument(
+        "--azurite-free-ports", action="store_true", help="Azurite on free ports, not 10000-10002"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=[s.name for s in DEV_SERVICES],
+        help="do not start this development service",
+    )
+    parser.add_argument(
+        "--extra-service",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also start this module by the development-service command-line contract",
+    )
+    parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
+    args = parser.parse_args(argv)
+    return not args.no_install, Options(
+        local_dir=args.local_dir.resolve(),
+        settings_file=args.settings.resolve(),
+        port=args.port,
+        azurite_auto_ports=args.azurite_free_ports,
+        skip=frozenset(args.skip),
+        extra_services=tuple(args.extra_service),
+        timers=not args.no_timers,
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    wants_install, options = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Until the host's event loop takes over SIGINT/SIGTERM, SIGTERM unwinds like Ctrl-C, so
+    # whatever already started (Azurite, services) is stopped by `run`'s cleanup.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if wants_install:
+            install(options.repo)
+        return run(options)
+    except RunError as exc:
+        say(f"error: {exc}", sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

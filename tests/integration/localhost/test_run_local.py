@@ -1,0 +1,133 @@
+"""The local run's orchestration (``devtools/run_local.py``), as ``scripts/run-local.sh`` runs it.
+
+Launched without installs (``--no-install``), on free ports, with its data in a temporary folder
+and a contract-following fake service in place of the real development services.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.azurite import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLE = REPO / "tests" / "samples" / "subscription_validation.eventgrid.json"
+READY = "Stop with Ctrl-C."
+
+
+class Run:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "devtools.run_local", "--no-install",
+                "--port", str(self.port),
+                "--local-dir", str(tmp / ".local"),
+                "--settings", str(tmp / "local.settings.json"),
+                "--azurite-free-ports", "--no-timers",
+                "--skip", "apns_simulator", "--skip", "acs_identity_service",
+                "--skip", "dev_identity_provider",
+                "--extra-service", "tests.integration.localhost.fake_dev_service",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.strip() == READY:
+                self.ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    r = Run(tmp_path_factory.mktemp("run-local"))
+    try:
+        assert r.ready.wait(90), f"the local run did not come up:\n{r.output}"
+        yield r
+    finally:
+        if r.process.poll() is None:
+            r.process.kill()
+            r.process.wait()
+
+
+def test_the_app_is_served_on_the_chosen_port(run: Run) -> None:
+    r = httpx.get(f"http://127.0.0.1:{run.port}/")
+
+    assert "LOCAL DEVELOPMENT HOST" in r.text
+
+
+def test_the_webhook_answers_the_validation_handshake(run: Run) -> None:
+    from function_app import app
+
+    names = [
+        f.get_function_name()
+        for f in app.get_functions()
+        if any(
+            b["type"] == "eventGridTrigger" for b in json.loads(f.get_function_json())["bindings"]
+        )
+    ]
+    if not names:
+        pytest.skip("function_app has no Event Grid function yet")
+    function = "on_chat_event" if "on_chat_event" in names else names[0]
+
+    r = httpx.post(
+        f"http://127.0.0.1:{run.port}/runtime/webhooks/eventgrid",
+        params={"functionName": function},
+        headers={"aeg-event-type": "SubscriptionValidation"},
+        content=SAMPLE.read_bytes(),
+    )
+
+    assert r.json() == {
+        "validationResponse": json.loads(SAMPLE.read_text())[0]["data"]["validationCode"]
+    }
+
+
+def test_first_run_creates_local_settings_with_a_fresh_key(run: Run) -> None:
+    values = json.loads((run.tmp / "local.settings.json").read_text())["Values"]
+
+    key_id, _, key = values["KEY_ENCRYPTION_KEYS"].partition("=")
+    assert key_id and len(base64.b64decode(key, validate=True)) == 32
+    assert "created" in run.output
+
+
+def test_the_summary_names_started_and_skipped_services(run: Run) -> None:
+    assert "fake_dev_service (simulated" in run.output
+    assert "token_url http://x" in run.output
+    assert "APNs simulator: skipped (--skip apns_simulator)" in run.output
+    assert f"http://127.0.0.1:{run.port}/runtime/webhooks/eventgrid" in run.output
+
+
+def test_sigterm_stops_everything_cleanly(run: Run) -> None:
+    run.process.send_signal(signal.SIGTERM)
+
+    assert run.process.wait(timeout=30) == 0
+    run.reader.join(timeout=10)
+    assert "stopped Azurite" in run.output
+    assert (run.tmp / ".local" / "fake_dev_service" / "stopped").read_text() == "cleanly"
+    assert "fake_dev_service (exit 0)" in run.output
