@@ -10,3 +10,53 @@ from __future__ import annotations
 import azure.functions as func
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.function_name(name="on_chat_event")
+@app.event_grid_trigger(arg_name="event")
+async def on_chat_event(event: func.EventGridEvent) -> None:
+    """An ACS chat event: one push per device of its recipient; raises so Event Grid redelivers."""
+    from shared.notify import ChatPushIncompleteError, handle_chat_event
+    from shared.wiring import container, utc_now
+
+    c = container()
+    summary = await handle_chat_event(
+        event,
+        devices=await c.device_registry(),
+        deliveries=await c.deliveries(),
+        pushers=await c.pushers(),
+        settings=c.settings,
+        clock=utc_now,
+        alarm=c.config_alarm(),
+    )
+    if summary.retry_needed:
+        raise ChatPushIncompleteError(summary)
+
+
+@app.function_name(name="delivery_log")
+@app.route(route="deliveries", methods=["GET"])
+async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
+    """What happened to message M in thread T for user U (DELIVERY_LOG_ADMINS only)."""
+    from shared.delivery_log import answer_log_request
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response
+    from shared.wiring import container
+
+    c = container()
+    try:
+        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        body = await answer_log_request(req.params, caller, c.settings, await c.deliveries())
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, body)
+
+
+@app.function_name(name="purge")
+@app.timer_trigger(arg_name="timer", schedule="%PURGE_SCHEDULE%")
+async def purge(timer: func.TimerRequest) -> None:
+    """Remove delivery records older than DELIVERY_RETENTION_DAYS, day by day (no full scan)."""
+    from shared.delivery_log import purge_deliveries
+    from shared.wiring import container, utc_now
+
+    c = container()
+    await purge_deliveries(await c.deliveries(), c.settings, utc_now)

@@ -42,6 +42,7 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
+from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
     Ignored,
@@ -60,6 +61,14 @@ log = logging.getLogger(__name__)
 
 LEASE_MARGIN: Final = timedelta(seconds=5)
 SEND_GRACE_SECONDS: Final = 2.0  # past the retry budget before unfinished sends are abandoned
+
+
+class ChatPushIncompleteError(TransientError):
+    """Some devices were not pushed yet (released, or in flight elsewhere): redeliver the event."""
+
+    def __init__(self, summary: ChatPushSummary) -> None:
+        super().__init__(f"chat push incomplete, Event Grid should redeliver: {summary}")
+        self.summary = summary
 
 
 class Pusher(Protocol):
