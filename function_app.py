@@ -33,6 +33,24 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         raise ChatPushIncompleteError(summary)
 
 
+@app.function_name(name="issue_token")
+@app.route(route="token", methods=["POST"])
+async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
+    """An ACS user access token for the caller's own ACS identity (created on first use)."""
+    from shared.access_tokens import issue_token as issue
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response
+    from shared.wiring import container
+
+    c = container()
+    try:
+        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        issued = await issue(caller, await c.identities(), await c.acs_identity(), c.token_policy())
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, issued.as_json())
+
+
 @app.function_name(name="delivery_log")
 @app.route(route="deliveries", methods=["GET"])
 async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:

@@ -200,6 +200,7 @@ class AcsIdentityClient:
         retries: int = 2,
         backoff: float = 0.2,
         sleep: Sleep = asyncio.sleep,
+        close_also: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._client = httpx.AsyncClient(
@@ -213,6 +214,7 @@ class AcsIdentityClient:
         self._retries = retries
         self._backoff = backoff
         self._sleep = sleep
+        self._close_also = close_also
 
     async def create_identity(self) -> str:
         """Create an identity and return its rawId (``8:acs:…``).
@@ -244,8 +246,10 @@ class AcsIdentityClient:
         await self._call("DELETE", f"/identities/{_segment(user_id)}", None)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the managed-identity credential, if any)."""
         await self._client.aclose()
+        if self._close_also is not None:
+            await self._close_also()
 
     async def _call(
         self, method: str, path: str, body: object | None, *, idempotent: bool = True
@@ -347,3 +351,25 @@ def _unavailable(
         what = type(failure).__name__
     log.warning("ACS %s %s unavailable: %s", method, _route(path), what)
     return AcsUnavailableError(f"ACS {method} {_route(path)} did not succeed: {what}")
+
+
+def build_acs_client(connection_string: str, endpoint: str, ca_file: str = "") -> AcsIdentityClient:
+    """The client the settings ask for: HMAC with ``ACS_CONNECTION_STRING``, else managed
+    identity (``DefaultAzureCredential``) at ``ACS_ENDPOINT``.
+
+    Raises SettingsError when neither is set or the connection string is malformed.
+    """
+    verify = tls_context(ca_file)
+    if connection_string.strip():
+        conn = parse_connection_string(connection_string)
+        return AcsIdentityClient(conn.endpoint, HmacAuth(conn.access_key), verify=verify)
+    if not endpoint.strip().lower().startswith("https://"):
+        raise SettingsError(
+            "setting ACS_CONNECTION_STRING or ACS_ENDPOINT (https://…) is required to issue tokens"
+        )
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    return AcsIdentityClient(
+        endpoint.strip(), EntraAuth(credential), verify=verify, close_also=credential.close
+    )

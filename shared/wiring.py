@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from shared.access_tokens import TokenPolicy
+    from shared.acs_identity import AcsIdentityClient
     from shared.apns_apps import AppClients
     from shared.auth import Authenticator
     from shared.deliveries import TableDeliveryStore
     from shared.devices import DeviceStore
+    from shared.identities import TableIdentityStore
     from shared.key_wrap import KeyWrapper
     from shared.outcomes import ConfigAlarm
     from shared.registration import RegistrationRules
@@ -71,6 +74,36 @@ class Container:
             return Authenticator(self.settings, build_jwks(self.settings))
 
         return await self._once("authenticator", build)
+
+    async def identities(self) -> TableIdentityStore:
+        """App user → ACS identity mapping (identities table)."""
+
+        async def build() -> TableIdentityStore:
+            from shared.identities import TABLE, TableIdentityStore
+
+            return TableIdentityStore(await (await self.tables()).table(TABLE))
+
+        return await self._once("identities", build)
+
+    async def acs_identity(self) -> AcsIdentityClient:
+        """The ACS Identity API client (HMAC with a connection string, else managed identity)."""
+
+        async def build() -> AcsIdentityClient:
+            from shared.acs_identity import build_acs_client
+
+            s = self.settings
+            return build_acs_client(s.acs_connection_string, s.acs_endpoint, s.acs_ca_file)
+
+        return await self._once("acs_identity", build)
+
+    def token_policy(self) -> TokenPolicy:
+        """Scopes, lifetime and per-caller rate of issued ACS tokens (from settings)."""
+        from shared.access_tokens import TokenPolicy
+
+        s = self.settings
+        return TokenPolicy(
+            s.acs_token_scopes, s.acs_token_lifetime_minutes, s.token_rate_limit_per_minute
+        )
 
     async def tables(self) -> Tables:
         """The storage account (one shared transport); each table is created on first use."""

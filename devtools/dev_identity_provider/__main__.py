@@ -1,0 +1,66 @@
+"""Command line: ``python -m devtools.dev_identity_provider --state-dir DIR [--port N]
+[--audience AUD]``.
+
+Prints one JSON line (issuer, JWKS URL, ``token_url`` and the app ``settings`` AUTH_JWT_ISSUER,
+AUTH_JWT_AUDIENCE, AUTH_JWKS_URL), serves until SIGINT/SIGTERM, then stops cleanly with exit
+code 0. Logs go to stderr. DEVELOPMENT ONLY: it hands a token to anyone who asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from devtools.dev_identity_provider.server import (
+    DEFAULT_AUDIENCE,
+    WARNING,
+    DevIdentityProvider,
+)
+
+log = logging.getLogger("devtools.dev_identity_provider")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the provider until SIGINT/SIGTERM; returns the exit code."""
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    parser = argparse.ArgumentParser(prog="python -m devtools.dev_identity_provider")
+    parser.add_argument("--state-dir", type=Path, required=True, help="signing key")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    parser.add_argument("--audience", default=DEFAULT_AUDIENCE, help="'aud' of issued tokens")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    idp = DevIdentityProvider.start(args.state_dir, port=args.port, audience=args.audience)
+    try:
+        line = {
+            "issuer": idp.issuer,
+            "jwks_url": idp.jwks_url,
+            "token_url": idp.token_url,
+            "warning": WARNING,
+            "settings": idp.settings,
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        idp.stop()
+    log.info("development identity provider stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
