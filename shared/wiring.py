@@ -96,6 +96,16 @@ class Container:
 
         return await self._once("acs_identity", build)
 
+    async def caller_acs_user(self, headers: Mapping[str, str]) -> str:
+        """Authenticate the request's caller; their ACS rawId (the identity made on first use).
+
+        Raises AuthError (401), AuthUnavailableError and the identity mapping's errors.
+        """
+        from shared.access_tokens import acs_user_for
+
+        caller = await (await self.authenticator()).authenticate(headers)
+        return await acs_user_for(caller, await self.identities(), await self.acs_identity())
+
     def token_policy(self) -> TokenPolicy:
         """Scopes, lifetime and per-caller rate of issued ACS tokens (from settings)."""
         from shared.access_tokens import TokenPolicy
