@@ -51,6 +51,69 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(200, issued.as_json())
 
 
+@app.function_name(name="put_device")
+@app.route(route="devices", methods=["PUT"])
+async def put_device(req: func.HttpRequest) -> func.HttpResponse:
+    """Register or renew the caller's device; the token travels in the body, never in a URL."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response, read_json_body
+    from shared.registration import register_device
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        body = read_json_body(req, c.settings.max_request_body_bytes)
+        registry, schedule = await c.device_registry(), await c.renewal_schedule()
+        rules = c.registration_rules()
+        done = await register_device(
+            user_id, body, utc_now(), registry=registry, schedule=schedule, rules=rules
+        )
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, done.as_json())
+
+
+@app.function_name(name="list_devices")
+@app.route(route="devices", methods=["GET"])
+async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller's devices, without keys and with tokens shortened."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response
+    from shared.registration import list_devices as listing
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        devices = await listing(user_id, utc_now(), registry=await c.device_registry())
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, {"devices": devices})
+
+
+@app.function_name(name="delete_device")
+@app.route(route="devices/{deviceId}", methods=["DELETE"])
+async def delete_device(req: func.HttpRequest) -> func.HttpResponse:
+    """Remove one of the caller's devices (404 for anyone else's, as for a missing one)."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response
+    from shared.registration import remove_device
+    from shared.wiring import container
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        registry, schedule = await c.device_registry(), await c.renewal_schedule()
+        device_id = req.route_params.get("deviceId", "")
+        await remove_device(
+            user_id, device_id, registry=registry, schedule=schedule, rules=c.registration_rules()
+        )
+    except PushRelayError as exc:
+        return error_response(exc)
+    return func.HttpResponse(status_code=204)
+
+
 @app.function_name(name="delivery_log")
 @app.route(route="deliveries", methods=["GET"])
 async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
