@@ -144,11 +144,23 @@ def describe(function: Any, env: Mapping[str, str]) -> FunctionSpec:
     )
 
 
+def app_functions(app: func.FunctionApp) -> list[Any]:
+    """``app.get_functions()``, callable more than once on the same app.
+
+    azure-functions 1.26 remembers the names it indexed and rejects a second call as duplicate
+    names; the worker indexes once per process, but tests and the local host index one imported
+    app many times.
+    """
+    if getattr(app, "functions_bindings", None):
+        app.functions_bindings = {}
+    return list(app.get_functions())
+
+
 def build_catalog(app: func.FunctionApp, env: Mapping[str, str]) -> Catalog:
     """Describe every function of ``app``; one that cannot be served lands in ``errors``."""
     functions: dict[str, FunctionSpec] = {}
     errors: dict[str, str] = {}
-    for function in app.get_functions():
+    for function in app_functions(app):
         name = function.get_function_name()
         try:
             functions[name] = describe(function, env)

@@ -18,11 +18,12 @@ WEBHOOK = "/runtime/webhooks/eventgrid"
 
 def _chat_function() -> str:
     """on_chat_event; until it exists, any Event Grid function of the app."""
+    from devtools.localhost.catalog import app_functions
     from function_app import app
 
     names = [
         f.get_function_name()
-        for f in app.get_functions()
+        for f in app_functions(app)
         if any(
             b["type"] == "eventGridTrigger" for b in json.loads(f.get_function_json())["bindings"]
         )

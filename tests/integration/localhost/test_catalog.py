@@ -83,3 +83,16 @@ async def test_the_banner_lists_every_function_and_says_local(serve: Serve) -> N
     assert f"{s.host.base_url}/api/hello/{{name}}" in banner
     assert "eventgrid?functionName=on_event" in banner
     assert "/admin/functions/tick" in banner
+
+
+def test_the_same_app_can_be_indexed_again() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="again")
+    def again(req: func.HttpRequest) -> str:
+        return "again"
+
+    first = build_catalog(app, {})
+    second = build_catalog(app, {})
+
+    assert list(first.functions) == list(second.functions) == ["again"]

@@ -83,11 +83,12 @@ def test_the_app_is_served_on_the_chosen_port(run: Run) -> None:
 
 
 def test_the_webhook_answers_the_validation_handshake(run: Run) -> None:
+    from devtools.localhost.catalog import app_functions
     from function_app import app
 
     names = [
         f.get_function_name()
-        for f in app.get_functions()
+        for f in app_functions(app)
         if any(
             b["type"] == "eventGridTrigger" for b in json.loads(f.get_function_json())["bindings"]
         )
