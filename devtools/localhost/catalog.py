@@ -149,11 +149,14 @@ def app_functions(app: func.FunctionApp) -> list[Any]:
 
     azure-functions 1.26 remembers the names it indexed and rejects a second call as duplicate
     names; the worker indexes once per process, but tests and the local host index one imported
-    app many times.
+    app many times. The memory is cleared before and after, so a plain ``get_functions()``
+    elsewhere in the same process still works.
     """
-    if getattr(app, "functions_bindings", None):
+    app.functions_bindings = {}
+    try:
+        return list(app.get_functions())
+    finally:
         app.functions_bindings = {}
-    return list(app.get_functions())
 
 
 def build_catalog(app: func.FunctionApp, env: Mapping[str, str]) -> Catalog:

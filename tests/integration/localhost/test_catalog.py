@@ -96,3 +96,15 @@ def test_the_same_app_can_be_indexed_again() -> None:
     second = build_catalog(app, {})
 
     assert list(first.functions) == list(second.functions) == ["again"]
+
+
+def test_indexing_leaves_a_plain_get_functions_working() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="plain")
+    def plain(req: func.HttpRequest) -> str:
+        return "plain"
+
+    build_catalog(app, {})
+
+    assert [f.get_function_name() for f in app.get_functions()] == ["plain"]
