@@ -65,13 +65,17 @@ resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' =
         'Microsoft.Communication.ChatParticipantAddedToThreadWithUser'
         'Microsoft.Communication.ChatParticipantRemovedFromThreadWithUser'
       ]
-      // Only ACS users have devices here; Teams users and bots are not pushed to.
+      // Only ACS users have devices here (not phone numbers or Teams users). The prefixes are
+      // shared.events.ACS_USER_PREFIXES: public cloud, the older spool form, GCC High, DoD.
       advancedFilters: [
         {
           operatorType: 'StringBeginsWith'
           key: 'data.recipientCommunicationIdentifier.rawId'
           values: [
             '8:acs:'
+            '8:spool:'
+            '8:gcch-acs:'
+            '8:dod-acs:'
           ]
         }
       ]
@@ -112,6 +116,7 @@ resource calls 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' 
       }
     }
     filter: {
+      // Exactly shared.events.CALL_EVENT_TYPES.
       includedEventTypes: [
         'Microsoft.Communication.IncomingCall'
       ]
@@ -121,6 +126,9 @@ resource calls 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' 
           key: 'data.to.rawId'
           values: [
             '8:acs:'
+            '8:spool:'
+            '8:gcch-acs:'
+            '8:dod-acs:'
           ]
         }
       ]
