@@ -355,16 +355,22 @@ def shorten_to_fit(text: str, fits: Callable[[str], bool]) -> tuple[str | None, 
     if fits(text):
         return text, False
     # Every character encodes to at least one byte, so no longer prefix can fit any APNs limit.
-    cuts = [i for i in range(min(len(text), MAX_VOIP_PAYLOAD_BYTES) + 1) if is_boundary(text, i)]
-    low, high, best = 0, len(cuts) - 1, None
+    low, high, best = 0, min(len(text), MAX_VOIP_PAYLOAD_BYTES), None
     while low <= high:
         mid = (low + high) // 2
-        candidate = text[: cuts[mid]].rstrip() + ELLIPSIS
+        cut = _boundary_at_or_before(text, mid)
+        candidate = text[:cut].rstrip() + ELLIPSIS
         if fits(candidate):
             best, low = candidate, mid + 1
         else:
             high = mid - 1
     return best, True
+
+
+def _boundary_at_or_before(text: str, index: int) -> int:
+    while not is_boundary(text, index):
+        index -= 1
+    return index
 
 
 _ZWJ: Final = "\u200d"

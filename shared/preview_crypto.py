@@ -25,7 +25,7 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Final
 
@@ -69,8 +69,12 @@ class PreviewFields:
     acsChatMessageMetadata: str  # noqa: N815 ("null" or a JSON object encoded as a string)
 
     def to_json_bytes(self) -> bytes:
-        """Compact UTF-8 JSON of the 13 fields."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+        """Compact UTF-8 JSON of the 13 fields, in the order declared."""
+        return _ENCODER.encode({name: getattr(self, name) for name in _FIELD_NAMES}).encode()
+
+
+_FIELD_NAMES: Final = tuple(f.name for f in fields(PreviewFields))
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def metadata_field(metadata: Mapping[str, str]) -> str:
@@ -80,7 +84,7 @@ def metadata_field(metadata: Mapping[str, str]) -> str:
     """
     if not metadata:
         return "null"
-    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(dict(metadata))
 
 
 def arrival_time_field(when: datetime | None) -> str:
