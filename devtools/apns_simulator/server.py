@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import ssl
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from devtools.apns_simulator.state import (
     Environment,
     IncomingRequest,
     SimulatorState,
+    fast_uuid4,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 # Keep at most this much of a body: enough to decode any valid payload, and bounded for floods.
 BODY_CAP = 64 * 1024
 GOAWAY_GRACE_SECONDS = 0.25
+
+
+# Our own response headers are well-formed lowercase bytes: skip h2's per-header outbound checks
+# (the hot path under load). Inbound headers are still validated.
+_H2_CONFIG = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    split_outbound_cookies=False,
+)
 
 
 class _SimulatorEnforcedLimit(Settings):
@@ -96,7 +107,7 @@ class ApnsProtocol(asyncio.Protocol):
             )
         else:
             self.conn = self.state.open_connection(self.environment, "token", None, None)
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = H2Connection(_H2_CONFIG)
         self.h2.local_settings = _SimulatorEnforcedLimit(
             client=False,
             initial_values={
@@ -222,12 +233,12 @@ class ApnsProtocol(asyncio.Protocol):
     def _answer(self, decision: Decision) -> None:
         assert self.h2 is not None and self.conn is not None
         sid = decision.record.stream_id
-        headers = [(":status", str(decision.status)), ("apns-id", decision.apns_id)]
+        headers = [(b":status", b"%d" % decision.status), (b"apns-id", decision.apns_id.encode())]
         if decision.unique_id:
-            headers.append(("apns-unique-id", str(uuid.uuid4())))
+            headers.append((b"apns-unique-id", fast_uuid4().encode()))
         if decision.body:
-            headers.append(("content-type", "application/json"))
-            headers.append(("content-length", str(len(decision.body))))
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"content-length", b"%d" % len(decision.body)))
         del self.streams[sid]
         self.h2.send_headers(sid, headers, end_stream=not decision.body)
         if decision.body:

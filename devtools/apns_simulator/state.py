@@ -9,6 +9,7 @@ import collections
 import datetime as dt
 import hashlib
 import itertools
+import random
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
 # Apple: a new provider token more than once per 20 minutes on one connection -> 429.
 TOKEN_UPDATE_INTERVAL_SECONDS = 20 * 60
 _JWT_CACHE_SIZE = 16
+_random = random.Random()  # noqa: S311 - identifiers in a test double, not secrets
 
 
 class SimClock:
@@ -276,7 +278,7 @@ class SimulatorState:
             stream_id=req.stream_id, method=req.method, path=req.path, token=checked.token,
             headers=_header_dict(req.headers), payload=checked.payload, raw_size=req.raw_size,
             jwt_header=jwt_header, jwt_claims=jwt_claims, status=status, reason=reason,
-            apns_id=apns_id or str(uuid.uuid4()), outcome="answered", received_at=now,
+            apns_id=apns_id or fast_uuid4(), outcome="answered", received_at=now,
             fault_id=fault_id, timestamp_ms=timestamp,
         )  # fmt: skip
         return Decision(
@@ -354,6 +356,12 @@ class SimulatorState:
         if device.topics is not None and not {topic, base_topic(topic)} & device.topics:
             return "DeviceTokenNotForTopic", None
         return None, None
+
+
+def fast_uuid4() -> str:
+    """A random lowercase UUID (version 4). Not for secrets: ``uuid.uuid4()`` reads os.urandom,
+    which costs more than the rest of a request under load."""
+    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
 
 
 def _first(headers: list[tuple[str, str]], name: str) -> str | None:
