@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import io
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -467,3 +468,25 @@ async def test_storage_round_trips_do_not_grow_with_the_devices(stack: Stack) ->
     one = await round_trips_for(stack, 1, "m1")
     three = await round_trips_for(stack, 3, "m3")
     assert (one, three) == (one, one)
+
+
+# --- the delivery log command ---------------------------------------------------------------------
+
+
+async def test_delivery_log_command_prints_the_outcome(
+    stack: Stack, azurite: Azurite, table_prefix: str
+) -> None:
+    from devtools.delivery_log import main
+
+    await stack.register(1)
+    await stack.handle(RECEIVED)
+    out = io.StringIO()
+    args = ["--thread", THREAD, "--message", MESSAGE, "--user", USER]
+    args += ["--storage", azurite.connection_string, "--prefix", table_prefix]
+    status = await asyncio.to_thread(main, args, out)
+    (push,) = stack.pushes()
+    assert (status, "delivered" in out.getvalue(), str(push.apns_id) in out.getvalue()) == (
+        0,
+        True,
+        True,
+    )
