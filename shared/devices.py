@@ -18,8 +18,9 @@ One race remains, documented rather than paid for on every registration: two use
 same token within milliseconds may both end up with a row; the token is one phone's, so this
 only happens when someone registers a token that is not theirs, which already moves it.
 
-Storage round trips: a renewal 1; a first registration 4 (failed merge, owner read, owner
-create, device write); taking a token over from another user 5.
+Storage round trips: a renewal 1 (the merge); a token new to the service 3 (failed merge, owner
+create, device write); taking a token over from another user 6 (failed merge, failed owner
+create, owner read, delete there, owner update, device write).
 """
 
 from __future__ import annotations
@@ -315,14 +316,17 @@ class DeviceStore:
         """
         if await self._renew(device):
             return Registered(RegistrationOutcome.RENEWED)
+        # Optimistic: a token new to the service has no owner row, so try creating it first.
+        owner: str | None = None
+        etag: str | None = None
         for _ in range(_ATTEMPTS):
-            owner, etag = await self._owner(device.device_id)
             previous = owner if owner not in (None, device.user_id) else None
             if previous is not None:
                 await self._delete_row(previous, device.device_id)
             try:
                 await self._claim(device, etag)
             except StorageConflictError:
+                owner, etag = await self._owner(device.device_id)
                 continue
             with storage_errors("write device"):
                 await self._devices.upsert_entity(self._new_entity(device), mode=UpdateMode.REPLACE)

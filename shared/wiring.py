@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from shared.tables import Tables
 
 T = TypeVar("T")
+_ACS_USERS_KEPT = 10_000  # caller -> ACS user mappings remembered per process
 
 
 def utc_now() -> datetime:
@@ -104,7 +105,16 @@ class Container:
         from shared.access_tokens import acs_user_for
 
         caller = await (await self.authenticator()).authenticate(headers)
-        return await acs_user_for(caller, await self.identities(), await self.acs_identity())
+        # A caller's identity row never changes once filled in: remember it and save the
+        # device endpoints a storage round trip per request.
+        known = cast(dict[str, str], self._cache.setdefault("acs_users", {}))
+        user_id = known.get(caller.key)
+        if user_id is None:
+            user_id = await acs_user_for(caller, await self.identities(), await self.acs_identity())
+            if len(known) >= _ACS_USERS_KEPT:
+                known.clear()
+            known[caller.key] = user_id
+        return user_id
 
     def token_policy(self) -> TokenPolicy:
         """Scopes, lifetime and per-caller rate of issued ACS tokens (from settings)."""

@@ -279,9 +279,26 @@ async def test_round_trips_of_a_renewal_a_first_registration_and_a_move(registry
         await registry.store.register(d)
         return round_trips() - before
 
-    assert await trips(device(ALICE)) == 4
+    assert await trips(device(ALICE)) == 3
     assert await trips(device(ALICE)) == 1
-    assert await trips(device(BOB)) == 5
+    assert await trips(device(BOB)) == 6
+
+
+async def test_an_owner_row_left_without_its_device_is_reclaimed(registry: Registry) -> None:
+    await registry.store.register(device())
+    devices = await registry.tables.table(DEVICES_TABLE)
+    await devices.delete_entity(ALICE, device_id_for("a1" * 32))
+    result = await registry.store.register(device())
+    assert result.outcome is RegistrationOutcome.CREATED
+    assert len(await registry.store.list_for_user(ALICE)) == 1
+
+
+async def test_concurrent_first_registrations_of_one_token_make_one_device(
+    registry: Registry,
+) -> None:
+    await asyncio.gather(*(registry.store.register(device()) for _ in range(3)))
+    assert len(await registry.raw_devices()) == 1
+    assert await registry.owner(device_id_for("a1" * 32)) == ALICE
 
 
 # --- renewal schedule -----------------------------------------------------------------------------

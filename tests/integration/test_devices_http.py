@@ -18,6 +18,7 @@ from devtools.dev_identity_provider import DevIdentityProvider
 from devtools.localhost.catalog import app_functions
 from shared import wiring
 from shared.devices import device_id_for
+from shared.tables import round_trips
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +273,17 @@ async def test_a_voip_device_is_registered_without_a_key(
     assert response.status_code == 200
     assert "keyExpiresAt" not in json.loads(response.get_body())
     assert [d["kind"] for d in await listing(app, alice)] == ["voip"]
+
+
+async def test_storage_round_trips_per_put(app: dict[str, Fn], idp: DevIdentityProvider) -> None:
+    alice = bearer(idp, "alice")
+    await put(app, alice, registration(token="99" * 32))  # tables, identity: once per process
+
+    async def trips(body: dict[str, Any]) -> int:
+        before = round_trips()
+        assert (await put(app, alice, body)).status_code == 200
+        return round_trips() - before
+
+    assert await trips(registration()) == 4  # new token: merge 404, owner create, write, schedule
+    assert await trips(registration()) == 2  # renewal: merge, schedule
+    assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 3
