@@ -112,7 +112,9 @@ def _check_config(config: ApnsConfig) -> None:
         if not value > 0:
             raise CredentialError(f"APNs client setting {name} must be positive")
     if config.idle_timeout >= 240:
-        logger.warning("APNs idle timeout %.0f s is not under Azure's 4-minute NAT drop")
+        logger.warning(
+            "APNs idle timeout %.0f s is not under Azure's 4-minute NAT drop", config.idle_timeout
+        )
 
 
 class ApnsClient:

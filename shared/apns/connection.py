@@ -113,6 +113,7 @@ class Connection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.retired = False
         self.closed = False
+        self.alpn: str | None = None
         self.idle_since: float | None = clock()
         self._clock = clock
         self._on_change = on_change
@@ -251,7 +252,8 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)  # stream transports only
         self._transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+        self.alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if ssl_object is not None and self.alpn != "h2":
             self._fail_ready("APNs did not negotiate HTTP/2 (ALPN h2)")
             transport.abort()
             return
