@@ -44,7 +44,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 DEFAULT_LEASE: Final = timedelta(seconds=60)
 WAIT_DELAYS: Final = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-MAX_BUCKET_CONFLICTS: Final = 3
+# Each conflict means another request of the same caller took a token, so this bounds how many
+# of one caller's requests may race; past it the caller is clearly over any sane rate.
+MAX_BUCKET_CONFLICTS: Final = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,17 @@ async def test_concurrent_requests_never_exceed_the_rate(
     assert all(isinstance(r, RateLimitedError) for r in results if not hasattr(r, "as_json"))
 
 
+async def test_concurrent_requests_within_the_rate_all_succeed(
+    store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
+) -> None:
+    policy = TokenPolicy(scopes=("chat",), lifetime_minutes=60, per_minute=10)
+    await acs_user_for(ALICE, store, acs, clock=clock, sleep=no_sleep)
+    await asyncio.gather(
+        *(issue_token(ALICE, store, acs, policy, clock=clock, sleep=no_sleep) for _ in range(6))
+    )
+    assert len(acs.issued) == 6
+
+
 async def test_token_request_costs_two_storage_calls_once_the_identity_exists(
     store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
 ) -> None:
