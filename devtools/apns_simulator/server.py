@@ -129,6 +129,8 @@ class ApnsProtocol(asyncio.Protocol):
             self._close()
             return
         for event in events:
+            if self.goaway_sent or self.closed:
+                break  # streams after a GOAWAY or a dropped connection are never processed
             if isinstance(event, RequestReceived):
                 self._on_request(event)
             elif isinstance(event, DataReceived):
