@@ -441,6 +441,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     wants_install, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The Azure SDKs log every request at INFO; the app's own lines are what a developer reads.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     # Until the host's event loop takes over SIGINT/SIGTERM, SIGTERM unwinds like Ctrl-C, so
     # whatever already started (Azurite, services) is stopped by `run`'s cleanup.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="queue poll seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The Azure SDKs log every request at INFO; the app's own lines are what a developer reads.
+    logging.getLogger("azure").setLevel(logging.WARNING)
 
     env = {**read_local_settings(args.settings), **os.environ}
     host_json = HostJson.read(args.app_dir / "host.json")
