@@ -420,15 +420,15 @@ def is_boundary(text: str, index: int) -> bool:
 
 # --- IncomingCall (VoIP) ---------------------------------------------------------------------
 
-# Keys of the ACS Calling SDK's push dictionary, as the public Event Grid calling sample builds
-# it (Azure-Samples/azure-communication-services-calling-event-grid, Utilities.cs,
-# PushNotificationInfo): eventId, cp, callId, videoCall, recipientId, callerId, displayName.
+# The ACS Calling SDK's push dictionary as the public Event Grid calling sample builds it
+# (Azure-Samples/azure-communication-services-calling-event-grid: Utilities.cs ConvertToPNInfo,
+# Models RootPayloadBody): {"aps": {}, "data": {eventId, cp, callId, recipientId, callerId,
+# displayName, videoCall}}, sent through a Notification Hub's direct send, which hands the body
+# to APNs unchanged. The chat push's encrypted preview uses the same "data" wrapper.
 VERIFIED_CALL_KEYS: Final = frozenset(
     {"eventId", "cp", "callId", "videoCall", "recipientId", "callerId", "displayName"}
 )
-# Not in that sample; ours, for apps that read them (PushNotificationInfo ignores them, unverified):
-# serverCallId. Also unverified: that the SDK's fromDictionary reads these keys at the top level
-# of the PushKit dictionary (the sample hands them to Notification Hubs, not to APNs directly).
+# Ours, outside "data" so the SDK never sees it; for apps that want it (unverified: not needed).
 UNVERIFIED_CALL_KEYS: Final = frozenset({"serverCallId"})
 
 
@@ -455,22 +455,23 @@ def call_context_cc(incoming_call_context: str) -> str:
 def build_call_payload(event: IncomingCallEvent) -> ChatPayload:
     """The VoIP (PushKit) payload for an incoming call, within 5120 bytes.
 
-    Raises :class:`PayloadError` when the call context is unreadable or the payload cannot fit.
+    ``{"aps": {}, "data": {<the SDK's keys>}, "serverCallId": ...}``. Raises
+    :class:`PayloadError` when the call context is unreadable or the payload cannot fit.
     """
     limit = max_payload_bytes(PushType.VOIP)
     cc = call_context_cc(event.incoming_call_context)
 
     def payload(name: str) -> dict[str, object]:
-        return {
+        data = {
             "eventId": INCOMING_CALL_EVENT_ID,
             "cp": cc,
             "callId": event.correlation_id,
-            "videoCall": "false",  # IncomingCall does not say; the sample sends "false" too
             "recipientId": event.to_id,
             "callerId": event.from_id,
             "displayName": name,
-            "serverCallId": event.server_call_id,
+            "videoCall": "false",  # IncomingCall does not say; the sample sends "false" too
         }
+        return {"aps": {}, "data": data, "serverCallId": event.server_call_id}
 
     name, shortened = shorten_to_fit(
         event.caller_display_name, lambda n: len(encode_payload(payload(n))) <= limit

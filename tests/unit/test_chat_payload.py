@@ -386,13 +386,16 @@ def test_call_payload_keys_and_values() -> None:
     doc = decoded(built.encoded)
     cc = base64.b64encode(b"opaque-call-context-for-the-calling-sdk/0123456789").decode()
     assert doc == {
-        "eventId": 107,
-        "cp": cc,
-        "callId": "5a2e3f1b-8c7d-4e6f-9a0b-1c2d3e4f5a6b",
-        "videoCall": "false",
-        "recipientId": event.to_id,
-        "callerId": event.from_id,
-        "displayName": "Bob(Admin)",
+        "aps": {},
+        "data": {
+            "eventId": 107,
+            "cp": cc,
+            "callId": "5a2e3f1b-8c7d-4e6f-9a0b-1c2d3e4f5a6b",
+            "videoCall": "false",
+            "recipientId": event.to_id,
+            "callerId": event.from_id,
+            "displayName": "Bob(Admin)",
+        },
         "serverCallId": event.server_call_id,
     }
     assert (built.push_type, built.priority) == (PushType.VOIP, Priority.IMMEDIATE)
@@ -508,4 +511,4 @@ def test_every_mode_and_kind_fits(
 def test_call_payload_always_fits(name: str) -> None:
     built = build_call_payload(call_event(caller_display_name=name))
     assert len(built.encoded) <= 5120
-    _assert_prefix(decoded(built.encoded)["displayName"], name, built.shortened)
+    _assert_prefix(decoded(built.encoded)["data"]["displayName"], name, built.shortened)
