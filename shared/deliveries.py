@@ -7,8 +7,9 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
 
     PartitionKey        RowKey                                  holds
     m|<user>|<thread>   <message>|<kind>|<version>|<deviceId>   one claim and its outcome
+    m|<user>|calls      <call id>|call|0|<deviceId>             an IncomingCall's VoIP push
     m|<user>|<thread>   !thread                                 muted or not, and since when
-    i|<YYYYMMDD>        m|<user>|<thread>|<message>             purge index: touched that day
+    i|<YYYYMMDD>        m|<user>|<thread>                       purge index: claimed that day
     c|purge             cursor                                  last day purged
 
 - "What happened to message M in thread T for user U" is one partition query: the partition of
@@ -17,7 +18,9 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
   all of the recipient's devices go in one transaction each: round trips per event do not grow
   with the number of devices.
 - Table Storage has no TTL; the purge walks the per-day index partitions (never a full scan),
-  deletes the claims older than the retention, then the index rows, then moves its cursor.
+  deletes the claims older than the retention in each partition named there, then the index
+  rows, then moves its cursor. The index names (user, thread) partitions, not messages, and a
+  process writes each one once a day, so a busy conversation costs one index write a day.
 
 States: ``pending`` (with a lease: an expired pending claim may be claimed again, so a crash
 mid-send does not strand the device), ``delivered``, ``failed`` (permanent: never retried) and
@@ -62,11 +65,19 @@ class UnreadableRecordError(PushRelayError):
 
 
 class DeliveryKind(enum.StrEnum):
-    """Which chat event a push is for; an edit or a delete of a message is a new delivery."""
+    """Which event a push is for; an edit or a delete of a message is a new delivery."""
 
     RECEIVED = "received"
     EDITED = "edited"
     DELETED = "deleted"
+    CALL = "call"  # an IncomingCall's VoIP push: thread CALLS_THREAD, message = the call's id
+
+
+CALLS_THREAD: Final = "calls"
+"""The "thread" of every call delivery: a user's calls share one partition (``m|<user>|calls``).
+
+ACS thread ids look like ``19:...@thread.v2``, so no chat thread can be called this.
+"""
 
 
 class DeliveryState(enum.StrEnum):
@@ -264,14 +275,8 @@ def index_partition(day: date) -> str:
 
 
 def index_row(key: DeliveryKey) -> str:
-    """The purge-index RowKey naming one message's records in one (user, thread) partition."""
-    return f"{partition_key(key.user_id, key.thread_id)}|{_part(key.message_id)}"
-
-
-def split_index_row(row: str) -> tuple[str, str]:
-    """(partition key, message RowKey prefix) named by a purge-index row."""
-    pk, _, message = row.rpartition("|")
-    return pk, message + "|"
+    """The purge-index RowKey: the (user, thread) partition that got claims that day."""
+    return partition_key(key.user_id, key.thread_id)
 
 
 # --- entities ---------------------------------------------------------------------------------
@@ -413,6 +418,7 @@ class TableDeliveryStore:
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._indexed: tuple[date, set[str]] = (date.min, set())
 
     async def claim(
         self,
@@ -439,9 +445,18 @@ class TableDeliveryStore:
         return ClaimSet(claimed=tuple(created))
 
     async def _touch_index(self, key: DeliveryKey, now: datetime) -> None:
-        entity = {"PartitionKey": index_partition(now.date()), "RowKey": index_row(key)}
+        """Name the claim's partition in today's purge index (once a day per process)."""
+        day, seen = self._indexed
+        if day != now.date():
+            day, seen = now.date(), set()
+            self._indexed = (day, seen)
+        row = index_row(key)
+        if row in seen:
+            return
+        entity = {"PartitionKey": index_partition(day), "RowKey": row}
         with storage_errors("index a delivery"):
             await self._table.upsert_entity(entity)
+        seen.add(row)
 
     async def _create_all(self, records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
         out: list[DeliveryRecord] = []
@@ -645,9 +660,11 @@ class TableDeliveryStore:
         rows = [e async for e in self._query(index_partition(day))]
         deleted = 0
         for row in rows:
-            pk, prefix = split_index_row(str(row["RowKey"]))
-            lo, hi = prefix_range(prefix)
-            old = [e async for e in self._query(pk, lo, hi) if _utc(e["claimedAt"]) < cutoff]
+            old = [
+                e
+                async for e in self._query(str(row["RowKey"]))
+                if "claimedAt" in e and _utc(e["claimedAt"]) < cutoff
+            ]
             await self._delete_rows(old)
             deleted += len(old)
         await self._delete_rows(rows)
