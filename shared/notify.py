@@ -338,28 +338,42 @@ class _ChatPush:
     async def _send_all(
         self, items: Sequence[tuple[Device, Notification]]
     ) -> list[PushResult | ApnsError]:
-        """Send concurrently; a send still running past the budget counts as unanswered."""
-        if not items:
-            return []
         budget = self.settings.apns_retry_budget_seconds
-        tasks = [asyncio.ensure_future(self._send(d, n, budget)) for d, n in items]
-        done, pending = await asyncio.wait(tasks, timeout=budget + SEND_GRACE_SECONDS)
-        for task in pending:
-            task.cancel()
-        out: list[PushResult | ApnsError] = []
-        for task in tasks:
-            if task in done:
-                out.append(task.result())
-            else:
-                out.append(ApnsUnavailable("no answer within the retry budget"))
-        return out
+        return await send_all(items, self.pushers, budget=budget, tag=self.tag)
 
-    async def _send(self, device: Device, n: Notification, budget: float) -> PushResult | ApnsError:
-        pusher = self.pushers.get(device.topic)
-        if pusher is None:
-            log.error("no APNs credentials for app %s: %s", device.topic, self.tag)
-            return NotificationError("topic", f"no APNs credentials configured for {device.topic}")
-        try:
-            return await pusher.send(n, environment=device.environment, budget=budget)
-        except ApnsError as exc:
-            return exc
+
+async def send_all(
+    items: Sequence[tuple[Device, Notification]], pushers: Pushers, *, budget: float, tag: str
+) -> list[PushResult | ApnsError]:
+    """Send concurrently through each device's app; answers in the order given.
+
+    A send still running ``SEND_GRACE_SECONDS`` past ``budget`` counts as unanswered
+    (:class:`ApnsUnavailable`); a device whose app has no credentials gets a NotificationError.
+    Raises nothing: every failure is an answer.
+    """
+    if not items:
+        return []
+    tasks = [asyncio.ensure_future(_send(d, n, pushers, budget, tag)) for d, n in items]
+    done, pending = await asyncio.wait(tasks, timeout=budget + SEND_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    out: list[PushResult | ApnsError] = []
+    for task in tasks:
+        if task in done:
+            out.append(task.result())
+        else:
+            out.append(ApnsUnavailable("no answer within the retry budget"))
+    return out
+
+
+async def _send(
+    device: Device, n: Notification, pushers: Pushers, budget: float, tag: str
+) -> PushResult | ApnsError:
+    pusher = pushers.get(device.topic)
+    if pusher is None:
+        log.error("no APNs credentials for app %s: %s", device.topic, tag)
+        return NotificationError("topic", f"no APNs credentials configured for {device.topic}")
+    try:
+        return await pusher.send(n, environment=device.environment, budget=budget)
+    except ApnsError as exc:
+        return exc
