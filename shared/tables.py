@@ -255,6 +255,9 @@ class Tables:
             "retry_total": 2,
             "connection_timeout": 5,
             "read_timeout": 15,
+            # Otherwise aiohttp reads ~/.netrc and the proxy variables in a worker thread on
+            # every request (two thread hops per round trip); storage is reached directly.
+            "use_env_settings": False,
         }
         text = connection.strip()
         if text.lower().startswith(("https://", "http://")):
