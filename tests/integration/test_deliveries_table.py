@@ -164,3 +164,20 @@ async def test_second_purge_walks_no_day_twice(store: TableDeliveryStore) -> Non
     await store.purge(now=NOW, retention=timedelta(days=7))
     report = await store.purge(now=NOW + timedelta(hours=1), retention=timedelta(days=7))
     assert report.days == 0
+
+
+async def test_purge_keeps_the_threads_mute_state(store: TableDeliveryStore) -> None:
+    await store.set_muted(USER, THREAD, muted=True, at=NOW - timedelta(days=10))
+    await claim(store, NOW - timedelta(days=10))
+    await store.purge(now=NOW, retention=timedelta(days=7))
+    assert await store.is_muted(USER, THREAD)
+
+
+async def test_purge_reaches_partitions_indexed_by_another_process(
+    store: TableDeliveryStore,
+) -> None:
+    other_process = TableDeliveryStore(store._table)
+    old = NOW - timedelta(days=10)
+    await other_process.claim(KEY, DEVICES, now=old, lease=LEASE, event_id="e1")
+    report = await store.purge(now=NOW, retention=timedelta(days=7))
+    assert report.records == 3
