@@ -403,7 +403,9 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
     parser.add_argument("--no-install", action="store_true", help="skip pip and npm installs")
     parser.add_argument("--port", type=int, default=7071, help="the app's port (7071)")
     parser.add_argument("--local-dir", type=Path, default=REPO / ".local", help="run data")
-    parser.add_argument("--settings", type=Path, default=REPO / "local.settings.json")
+    parser.add_argument(
+        "--settings", type=Path, default=REPO / "local.settings.json", help="settings file"
+    )
     parser.add_argument(
         "--azurite-free-ports", action="store_true", help="Azurite on free ports, not 10000-10002"
     )

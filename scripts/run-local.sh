@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  if ! python3 -m venv .venv; then
+    rm -rf .venv
+    echo "error: could not create .venv; on Debian/Ubuntu install python3-venv first" >&2
+    exit 1
+  fi
 fi
 exec .venv/bin/python -m devtools.run_local "$@"
