@@ -6,7 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  if ! python3 -m venv .venv; then
+    # Debian's python3 ships venv separately.
+    rm -rf .venv
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      python3 -m venv .venv
+    else
+      echo "error: could not create .venv; install python3-venv first" >&2
+      exit 1
+    fi
+  fi
+fi
+if ! command -v npm >/dev/null; then
+  echo "error: Node.js 20 and npm are needed (Azurite runs on Node)" >&2
+  exit 1
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 if [ ! -f node_modules/azurite/package.json ]; then
