@@ -33,6 +33,27 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         raise ChatPushIncompleteError(summary)
 
 
+@app.function_name(name="on_call_event")
+@app.event_grid_trigger(arg_name="event")
+async def on_call_event(event: func.EventGridEvent) -> None:
+    """An ACS IncomingCall: a VoIP push to each of the callee's PushKit devices while it rings."""
+    from shared.calls import CallPushIncompleteError, handle_call_event
+    from shared.wiring import container, utc_now
+
+    c = container()
+    summary = await handle_call_event(
+        event,
+        devices=await c.device_registry(),
+        deliveries=await c.deliveries(),
+        pushers=await c.pushers(),
+        settings=c.settings,
+        clock=utc_now,
+        alarm=c.config_alarm(),
+    )
+    if summary.retry_needed:
+        raise CallPushIncompleteError(summary)
+
+
 @app.function_name(name="issue_token")
 @app.route(route="token", methods=["POST"])
 async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
