@@ -15,8 +15,9 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
 - "What happened to message M in thread T for user U" is one partition query: the partition of
   (U, T), RowKeys from ``M|`` up to ``M}``.
 - A redelivery of one event for one recipient touches one partition, so claims and outcomes for
-  all of the recipient's devices go in one transaction each: round trips per event do not grow
-  with the number of devices.
+  all of the recipient's devices go in one transaction each (a plain write for a single
+  device, which costs a third of the CPU): round trips per event do not grow with the number
+  of devices.
 - Table Storage has no TTL; the purge walks the per-day index partitions (never a full scan),
   deletes the claims older than the retention in each partition named there, then the index
   rows, then moves its cursor. The index names (user, thread) partitions, not messages, and a
@@ -459,12 +460,17 @@ class TableDeliveryStore:
         seen.add(row)
 
     async def _create_all(self, records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
+        """Create the claims; raises EntityExistsError when any already exists."""
         out: list[DeliveryRecord] = []
         for part in chunks(records):
             with storage_errors("claim deliveries"):
-                answers = await self._table.submit_transaction(
-                    [("create", to_entity(r)) for r in part]
-                )
+                if len(part) == 1:
+                    # A lone entity skips the transaction's multipart encoding (a third the CPU).
+                    answers = [await self._table.create_entity(to_entity(part[0]))]
+                else:
+                    answers = await self._table.submit_transaction(
+                        [("create", to_entity(r)) for r in part]
+                    )
             out += [replace(r, etag=_etag(a)) for r, a in zip(part, answers, strict=True)]
         return out
 
@@ -505,7 +511,7 @@ class TableDeliveryStore:
         """Create or take over claims in one transaction, or one by one after a race."""
         if not wanted:
             return [], []
-        if len(wanted) <= MAX_BATCH:
+        if 1 < len(wanted) <= MAX_BATCH:
             try:
                 with storage_errors("claim deliveries again"):
                     answers = await self._table.submit_transaction(
@@ -563,6 +569,9 @@ class TableDeliveryStore:
             by_partition.setdefault(pk, []).append(record.with_outcome(outcome, now))
         for records in by_partition.values():
             for part in chunks(records):
+                if len(part) == 1:
+                    await self._complete_one(part[0])
+                    continue
                 try:
                     with storage_errors("record outcomes"):
                         await self._table.submit_transaction([_replace_op(r) for r in part])
