@@ -36,7 +36,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from shared.apns.header_block import RequestHeaderEncoder
+from shared.apns.header_block import RequestHeaderEncoder, ResponseHeaderDecoder
 from shared.apns.token import ProviderToken
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,16 @@ class Request:
     fields: tuple[tuple[bytes, bytes], ...]
     per_push: tuple[NeverIndexedHeaderTuple, ...]
     body: bytes
+
+
+class _LeanH2Connection(h2.connection.H2Connection):
+    """h2 counts open streams by scanning every stream it knows on each new stream. Closed
+    streams are dropped from ``streams`` as soon as they end (:meth:`Connection._forget`), so
+    the count is simply its length: O(1) instead of O(in flight) per request."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return len(self.streams)
 
 
 class _Stream:
@@ -129,8 +139,9 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._flush_scheduled = False
         self._ping_sent_at: float | None = None
-        self._h2 = h2.connection.H2Connection(config=_H2_CONFIG)
+        self._h2 = _LeanH2Connection(config=_H2_CONFIG)
         self._h2.encoder = RequestHeaderEncoder()  # type: ignore[assignment]  # same interface
+        self._h2.decoder = ResponseHeaderDecoder()  # type: ignore[assignment]  # same interface
         self._dispatch: dict[type, Callable[[Any], None]] = {
             h2.events.ResponseReceived: self._on_response,
             h2.events.DataReceived: self._on_data,

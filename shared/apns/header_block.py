@@ -1,9 +1,11 @@
-"""HPACK encoding of APNs request headers: cheap, and following Apple's indexing advice.
+"""HPACK for APNs requests and responses: cheap, and following Apple's indexing advice.
 
-hpack's own encoder Huffman-codes every literal in pure Python, which costs ~150 µs per APNs
-request (the JWT alone is ~200 characters): more than the whole CPU budget of a push. This
-encoder, installed as the h2 connection's ``encoder``, emits the same wire format without
-Huffman coding (the H bit is optional in RFC 7541) and with these rules:
+hpack's own codec works nibble by nibble in pure Python: Huffman-coding a request's JWT and path
+costs ~150 µs and decoding a response's ``apns-id`` (and sandbox ``apns-unique-id``) ~50-90 µs,
+together more than the whole CPU budget of a push. The two classes here are installed as the h2
+connection's ``encoder`` and ``decoder`` and speak the same wire format (RFC 7541).
+
+:class:`RequestHeaderEncoder` sends no Huffman coding (the H bit is optional) and:
 
 - ``NeverIndexedHeaderTuple`` fields (``:path``, ``authorization``, and the per-push ``apns-id``,
   ``apns-expiration``, ``apns-collapse-id``) are "literal never indexed": Apple asks that
@@ -14,6 +16,10 @@ Huffman coding (the H bit is optional in RFC 7541) and with these rules:
   without indexing, so our view of the table never diverges from the server's.
 - When the server lowers SETTINGS_HEADER_TABLE_SIZE, the next block starts with size updates to
   0 and to the new size, clearing both tables.
+
+:class:`ResponseHeaderDecoder` is a full HPACK decoder (dynamic table, eviction, size updates,
+header-list limit) whose Huffman decoding takes a byte per step through a memoized table built
+from hpack's nibble state machine.
 """
 
 from __future__ import annotations
@@ -21,7 +27,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from hpack import HeaderTuple
+from hpack import HeaderTuple, NeverIndexedHeaderTuple
+from hpack.exceptions import (
+    HPACKDecodingError,
+    InvalidTableIndexError,
+    InvalidTableSizeError,
+    OversizedHeaderListError,
+)
+from hpack.huffman_table import (
+    HUFFMAN_COMPLETE,
+    HUFFMAN_EMIT_SYMBOL,
+    HUFFMAN_FAIL,
+    HUFFMAN_TABLE,
+)
 from hpack.table import HeaderTable
 
 _DEFAULT_TABLE_SIZE: Final = 4096
@@ -150,3 +168,147 @@ class RequestHeaderEncoder:
                 self._refs[other] = encode_integer(_STATIC_LEN + self._count - position, 7, 0x80)
         self._refs[key] = encode_integer(_STATIC_LEN + 1, 7, 0x80)
         return _name_part(name, 6, 0x40) + _string(value)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+# Entry ``state << 8 | byte``: (next state << 8, bytes emitted, whether a string may end here).
+_HuffmanStep = tuple[int, bytes, bool]
+_HUFFMAN_STEPS: list[_HuffmanStep | None] = [None] * 65536
+
+
+def _huffman_step(base: int, byte: int) -> _HuffmanStep:
+    """Two nibble steps of hpack's state machine, composed (and memoized) into one byte step."""
+    state = base >> 8
+    emitted = bytearray()
+    flags = 0
+    for nibble in (byte >> 4, byte & 0x0F):
+        state, flags, symbol = HUFFMAN_TABLE[(state << 4) + nibble]
+        if flags & HUFFMAN_FAIL:
+            raise HPACKDecodingError("Invalid Huffman string")
+        if flags & HUFFMAN_EMIT_SYMBOL:
+            emitted.append(symbol)
+    step = (state << 8, bytes(emitted), bool(flags & HUFFMAN_COMPLETE))
+    _HUFFMAN_STEPS[base | byte] = step
+    return step
+
+
+def decode_huffman(data: bytes) -> bytes:
+    """RFC 7541 Huffman decoding, one byte per step. Raises ``HPACKDecodingError``."""
+    steps = _HUFFMAN_STEPS
+    base = 0
+    complete = True
+    parts: list[bytes] = []
+    for byte in data:
+        base, emitted, complete = steps[base | byte] or _huffman_step(base, byte)
+        parts.append(emitted)
+    if not complete:
+        raise HPACKDecodingError("Incomplete Huffman string")
+    return b"".join(parts)
+
+
+def _read_integer(data: bytes, at: int, prefix_bits: int) -> tuple[int, int]:
+    mask = (1 << prefix_bits) - 1
+    value = data[at] & mask
+    at += 1
+    if value < mask:
+        return value, at
+    shift = 0
+    while True:
+        if at >= len(data) or shift > 28:
+            raise HPACKDecodingError("Malformed integer")
+        byte = data[at]
+        at += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def _read_string(data: bytes, at: int) -> tuple[bytes, int]:
+    if at >= len(data):
+        raise HPACKDecodingError("Truncated header block")
+    huffman = data[at] & 0x80
+    length, at = _read_integer(data, at, 7)
+    end = at + length
+    if end > len(data):
+        raise HPACKDecodingError("Truncated header block")
+    raw = data[at:end]
+    return (decode_huffman(raw) if huffman else bytes(raw)), end
+
+
+class ResponseHeaderDecoder:
+    """A drop-in for ``hpack.Decoder`` inside ``h2`` (it calls ``decode(block, raw=True)``)."""
+
+    __slots__ = ("_entries", "_size", "header_table_size", "max_allowed_table_size",
+                 "max_header_list_size")  # fmt: skip
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[bytes, bytes]] = []  # newest last
+        self._size = 0
+        self.header_table_size = _DEFAULT_TABLE_SIZE
+        self.max_allowed_table_size = _DEFAULT_TABLE_SIZE
+        self.max_header_list_size = 2**16
+
+    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        """The header list of one block, as bytes pairs; raises ``HPACKDecodingError``."""
+        headers: list[tuple[bytes, bytes]] = []
+        total = 0
+        at = 0
+        end = len(data)
+        while at < end:
+            first = data[at]
+            if first & 0x80:
+                index, at = _read_integer(data, at, 7)
+                header = self._lookup(index)
+            elif first & 0x40:
+                header, at = self._literal(data, at, 6)
+                self._add(header)
+            elif first & 0x20:
+                size, at = _read_integer(data, at, 5)
+                self._resize(size)
+                continue
+            else:
+                header, at = self._literal(data, at, 4)
+                if first & 0x10:
+                    header = NeverIndexedHeaderTuple(header[0], header[1])
+            total += len(header[0]) + len(header[1]) + 32
+            if total > self.max_header_list_size:
+                raise OversizedHeaderListError("header list over the advertised limit")
+            headers.append(header)
+        if self.header_table_size > self.max_allowed_table_size:
+            raise InvalidTableSizeError("encoder did not shrink the table as required")
+        return headers
+
+    def _lookup(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= _STATIC_LEN:
+            return _STATIC[index - 1]
+        offset = index - _STATIC_LEN
+        if index == 0 or offset > len(self._entries):
+            raise InvalidTableIndexError(f"invalid table index {index}")
+        return self._entries[-offset]
+
+    def _literal(self, data: bytes, at: int, prefix_bits: int) -> tuple[tuple[bytes, bytes], int]:
+        index, at = _read_integer(data, at, prefix_bits)
+        if index:
+            name = self._lookup(index)[0]
+        else:
+            name, at = _read_string(data, at)
+        value, at = _read_string(data, at)
+        return (name, value), at
+
+    def _add(self, header: tuple[bytes, bytes]) -> None:
+        self._entries.append(header)
+        self._size += len(header[0]) + len(header[1]) + 32
+        self._evict()
+
+    def _resize(self, size: int) -> None:
+        if size > self.max_allowed_table_size:
+            raise InvalidTableSizeError(f"table size {size} over the allowed maximum")
+        self.header_table_size = size
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._size > self.header_table_size and self._entries:
+            name, value = self._entries.pop(0)
+            self._size -= len(name) + len(value) + 32

@@ -1,14 +1,23 @@
-"""Our HPACK encoder's output decodes, with hpack's own decoder, to what was sent."""
+"""Our HPACK encoder and decoder interoperate with hpack's own, header for header."""
 
 from __future__ import annotations
 
 import hpack
 import pytest
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.huffman_table import decode_huffman as hpack_decode_huffman
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.apns.header_block import RequestHeaderEncoder, encode_integer
+from shared.apns.header_block import (
+    RequestHeaderEncoder,
+    ResponseHeaderDecoder,
+    decode_huffman,
+    encode_integer,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +109,81 @@ def test_integers_match_hpack(value: int) -> None:
     expected = bytearray(hpack.hpack.encode_integer(value, 4))
     expected[0] |= 0x10
     assert encode_integer(value, 4, 0x10) == bytes(expected)
+
+
+# --- the response decoder -----------------------------------------------------------------
+
+header_lists = st.lists(
+    st.tuples(
+        st.sampled_from([b":status", b"apns-id", b"apns-unique-id", b"content-type", b"x-a"]),
+        st.binary(max_size=120),
+        st.booleans(),
+    ),
+    max_size=8,
+)
+
+
+@given(
+    st.lists(header_lists, min_size=1, max_size=6), st.booleans(), st.sampled_from([4096, 256, 0])
+)
+def test_decoder_matches_hpack_encoder(
+    blocks: list[list[tuple[bytes, bytes, bool]]], huffman: bool, table_size: int
+) -> None:
+    encoder, decoder = hpack.Encoder(), ResponseHeaderDecoder()
+    encoder.header_table_size = table_size  # sends a size update; entries get evicted
+    for fields in blocks:
+        headers = [NeverIndexedHeaderTuple(n, v) if never else (n, v) for n, v, never in fields]
+        decoded = decoder.decode(encoder.encode(headers, huffman=huffman), raw=True)
+        assert _plain(decoded) == _plain(headers)
+        # (hpack's encoder may send a sensitive field as an index when the same pair is already
+        # in its table, so only "decoded never-indexed implies sent never-indexed" holds.)
+        for header, (_, _, never) in zip(decoded, fields, strict=True):
+            assert never or not isinstance(header, NeverIndexedHeaderTuple)
+
+
+@given(st.binary(max_size=200))
+def test_huffman_decoding_matches_hpack(data: bytes) -> None:
+    encoded = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(data)
+    assert decode_huffman(encoded) == data == hpack_decode_huffman(encoded)
+
+
+def test_apns_response_decodes() -> None:
+    encoder, decoder = hpack.Encoder(), ResponseHeaderDecoder()
+    block = encoder.encode([(b":status", b"410"), (b"apns-id", b"a-b"), (b"content-type", b"x")])
+    assert _plain(decoder.decode(block, raw=True)) == [
+        (b":status", b"410"),
+        (b"apns-id", b"a-b"),
+        (b"content-type", b"x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x82\xff",  # truncated integer
+        b"\x40\x85ab",  # string longer than the block
+        b"\xbe",  # dynamic index 62 with an empty table
+        b"\x80",  # index 0
+        b"\x00\x81\xff",  # Huffman string of padding only past 7 bits (EOS)
+        b"\x3f\xe2\x1f",  # table size update to 4097, above the allowed 4096
+    ],
+)
+def test_malformed_blocks_raise_hpack_errors(block: bytes) -> None:
+    with pytest.raises(HPACKDecodingError):
+        ResponseHeaderDecoder().decode(block, raw=True)
+
+
+def test_header_list_over_the_limit_is_refused() -> None:
+    decoder = ResponseHeaderDecoder()
+    decoder.max_header_list_size = 100
+    block = hpack.Encoder().encode([(b"x-a", b"v" * 100)])
+    with pytest.raises(OversizedHeaderListError):
+        decoder.decode(block, raw=True)
+
+
+def test_decoder_keeps_the_never_indexed_mark() -> None:
+    decoded = ResponseHeaderDecoder().decode(
+        RequestHeaderEncoder().encode(_request("ab" * 32, "i"))
+    )
+    never = {bytes(h[0]) for h in decoded if isinstance(h, NeverIndexedHeaderTuple)}
+    assert never == {b":path", b"authorization", b"apns-id"}
