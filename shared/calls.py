@@ -121,9 +121,10 @@ def worth_retrying(age: timedelta | None, max_age: timedelta) -> bool:
 
 
 def send_budget(age: timedelta | None, max_age: timedelta, retry_budget: float) -> float:
-    """Seconds the APNs sends may take: the retry budget, cut to what is left of the call."""
+    """Seconds the APNs sends may take: the retry budget, cut to what is left of the call
+    (but never below ``MIN_SEND_BUDGET_SECONDS`` by the cut)."""
     left = (max_age - (age or timedelta())).total_seconds()
-    return max(MIN_SEND_BUDGET_SECONDS, min(retry_budget, left))
+    return min(retry_budget, max(MIN_SEND_BUDGET_SECONDS, left))
 
 
 def call_notification(built: ChatPayload, device: Device) -> Notification:

@@ -355,8 +355,12 @@ async def test_send_budget_of_a_fresh_call_is_the_retry_budget(world: World) -> 
     assert {s.budget for s in world.apns.sent} == {3.0}
 
 
-def test_send_budget_never_drops_below_one_second() -> None:
+def test_send_budget_is_never_cut_below_one_second() -> None:
     assert send_budget(timedelta(seconds=19.9), timedelta(seconds=20), 12.0) == 1.0
+
+
+def test_send_budget_below_one_second_in_the_settings_is_kept() -> None:
+    assert send_budget(timedelta(seconds=2), timedelta(seconds=20), 0.5) == 0.5
 
 
 @pytest.mark.parametrize(
