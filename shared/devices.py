@@ -95,6 +95,8 @@ class Device:
     unanswered_wakes: int = 0  # renewal pushes not followed by a renewal
     etag: str | None = None
     last_result_at: datetime | None = None
+    wake_at: datetime | None = None  # the last renewal push (renewal rate: renewed after it?)
+    wake_sweep: str | None = None  # the renewal sweep that sent it
 
     def live_key(self, now: datetime) -> bytes | None:
         """The preview key if it has not expired at ``now``, else None."""
@@ -266,6 +268,8 @@ class DeviceStore:
             unanswered_wakes=read_int(entity.get("unansweredWakes")),
             etag=metadata.get("etag"),
             last_result_at=_utc(last_at) if last_at is not None else None,
+            wake_at=next(iter(_times(_text(entity, "wakeAt"))), None),
+            wake_sweep=_text(entity, "wakeSweep"),
         )
 
     def _unwrap(
@@ -528,6 +532,41 @@ class DeviceStore:
                     etag=written,
                 )
         raise RegistrationContendedError("device kept changing while recording a push")
+
+    async def update_wake(
+        self,
+        device: Device,
+        *,
+        background_sent: Sequence[datetime],
+        unanswered_wakes: int,
+        wake_at: datetime | None,
+        wake_sweep: str | None,
+    ) -> Device | None:
+        """Write the renewal fields under ``device``'s ETag: one round trip, the renewal claim.
+
+        Returns the device as written (new ETag), or None when it changed since it was read or
+        is gone (re-read and decide again). Raises StorageUnavailableError.
+        """
+        fields = {
+            "backgroundSent": _times_text(background_sent[-BACKGROUND_KEEP:]),
+            "unansweredWakes": int_property(unanswered_wakes),
+            "wakeAt": _times_text([wake_at] if wake_at is not None else []),
+            "wakeSweep": wake_sweep or "",
+        }
+        try:
+            written = await self._merge_guarded(device, fields)
+        except EntityNotFoundError:
+            return None
+        if written is None:
+            return None
+        return replace(
+            device,
+            background_sent=tuple(background_sent[-BACKGROUND_KEEP:]),
+            unanswered_wakes=unanswered_wakes,
+            wake_at=wake_at,
+            wake_sweep=wake_sweep,
+            etag=written,
+        )
 
     async def mark_stale(self, user_id: str, device_id: str) -> bool:
         """Mark the device stale: renewal stops waking it. False when it is gone."""

@@ -25,7 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol
+
+from typing_extensions import TypeVar
 
 from shared.apns.errors import ApnsError, ApnsUnavailable, CredentialError
 from shared.apns.response import PushResult, Reason
@@ -33,6 +35,10 @@ from shared.deliveries import DeliveryRecord, DeliveryState, Outcome
 from shared.devices import Device
 
 log = logging.getLogger(__name__)
+
+# What a push was claimed under: a delivery-log record for chat pushes; the renewal worker uses
+# its own (the device's budget write is its claim).
+R = TypeVar("R", default=DeliveryRecord)
 
 
 class Disposition(enum.StrEnum):
@@ -116,19 +122,19 @@ class DeviceOutcomes(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(Generic[R]):
     """One device's push in a fan-out: the claim, the device, and what its send came back with."""
 
-    record: DeliveryRecord
+    record: R
     device: Device
     answer: PushResult | ApnsError
 
 
 @dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(Generic[R]):
     """The outcomes of one fan-out, ready for the delivery log, and whether to retry."""
 
-    outcomes: tuple[tuple[DeliveryRecord, Outcome], ...] = ()
+    outcomes: tuple[tuple[R, Outcome], ...] = ()
     delivered: int = 0
     failed: int = 0
     released: int = 0
@@ -185,7 +191,7 @@ def _reason_text(answer: PushResult | ApnsError) -> str:
 
 
 def configuration_failures(
-    attempts: Sequence[Attempt], threshold: int, alarm: ConfigAlarm | None = None
+    attempts: Sequence[Attempt[R]], threshold: int, alarm: ConfigAlarm | None = None
 ) -> set[str]:
     """Device ids whose token/topic failures look like configuration, not dead devices."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -209,7 +215,7 @@ def configuration_failures(
 
 
 async def settle(
-    attempts: Sequence[Attempt],
+    attempts: Sequence[Attempt[R]],
     *,
     devices: DeviceOutcomes,
     now: datetime,
@@ -217,7 +223,7 @@ async def settle(
     config_error_threshold: int,
     alarm: ConfigAlarm | None = None,
     correlation: str = "",
-) -> Settlement:
+) -> Settlement[R]:
     """Decide each attempt's outcome and apply it to the registry (concurrently)."""
     config = configuration_failures(attempts, config_error_threshold, alarm)
     decided = await asyncio.gather(
@@ -227,10 +233,10 @@ async def settle(
         )
     )
     counts: Counter[str] = Counter()
-    for (record, outcome), removed in decided:
+    for a, ((_, outcome), removed) in zip(attempts, decided, strict=True):
         counts[outcome.state.value] += 1
         counts["removed"] += int(removed)
-        _log_outcome(correlation, record, outcome)
+        _log_outcome(correlation, a.device, outcome)
     return Settlement(
         outcomes=tuple(pair for pair, _ in decided),
         delivered=counts[DeliveryState.DELIVERED.value],
@@ -241,12 +247,12 @@ async def settle(
 
 
 async def _settle_one(
-    a: Attempt,
+    a: Attempt[R],
     devices: DeviceOutcomes,
     now: datetime,
     remove_after: int,
     configuration: bool,
-) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+) -> tuple[tuple[R, Outcome], bool]:
     kind = Disposition.CONFIGURATION if configuration else classify(a.answer)
     device = a.device
     if kind is Disposition.DELIVERED:
@@ -283,8 +289,8 @@ async def _settle_one(
 
 
 async def _unregistered(
-    a: Attempt, devices: DeviceOutcomes, now: datetime
-) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+    a: Attempt[R], devices: DeviceOutcomes, now: datetime
+) -> tuple[tuple[R, Outcome], bool]:
     answer = a.answer
     when = answer.unregistered_at if isinstance(answer, PushResult) else None
     removed = (
@@ -308,8 +314,8 @@ def counts_again(device: Device, reason: str, now: datetime) -> bool:
 
 
 async def _bad_token(
-    a: Attempt, answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
-) -> tuple[tuple[DeliveryRecord, Outcome], bool]:
+    a: Attempt[R], answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
+) -> tuple[tuple[R, Outcome], bool]:
     device = a.device
     reason = _reason_text(answer)
     count: int | None = device.bad_token_count
@@ -325,13 +331,13 @@ async def _bad_token(
     return (a.record, _outcome(DeliveryState.FAILED, answer, detail)), removed
 
 
-def _log_outcome(correlation: str, record: DeliveryRecord, outcome: Outcome) -> None:
+def _log_outcome(correlation: str, device: Device, outcome: Outcome) -> None:
     level = logging.INFO if outcome.state is DeliveryState.DELIVERED else logging.WARNING
     log.log(
         level,
         "push %s device=%s %s status=%s reason=%s apns_id=%s attempts=%d %s",
         correlation,
-        record.device.short_token,
+        device.short_token,
         outcome.state,
         outcome.status,
         outcome.reason,

@@ -95,6 +95,10 @@ class RenewalSchedule(Protocol):
         """Make the device due at ``due`` (idempotent)."""
         ...
 
+    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+        """Make each (user, device) due at its time: one transaction per bucket and 100 rows."""
+        ...
+
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
         """Drop the device's entry for ``due`` (absent is fine)."""
         ...
@@ -119,6 +123,16 @@ class TableRenewalSchedule:
         entity = {"PartitionKey": bucket_for(due), "RowKey": row_key(user_id, device_id)}
         with storage_errors("schedule renewal"):
             await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+        """Upsert many entries: devices due together share a bucket, so this batches well.
+
+        Raises StorageUnavailableError.
+        """
+        # A transaction may not touch one entity twice.
+        keys = dict.fromkeys((bucket_for(due), row_key(user, device)) for user, device, due in items)
+        ops = [("upsert", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in keys]
+        await submit_batches(self._table, ops)
 
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
         """Delete the device's entry in the bucket of ``due``. Raises StorageUnavailableError."""

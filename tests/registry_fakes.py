@@ -50,6 +50,8 @@ class FakeDeviceStore:
                     last_result=old.last_result,
                     last_result_at=old.last_result_at,
                     background_sent=old.background_sent,
+                    wake_at=old.wake_at,
+                    wake_sweep=old.wake_sweep,
                 )
             )
             return Registered(RegistrationOutcome.RENEWED)
@@ -126,6 +128,29 @@ class FakeDeviceStore:
             )
         )
 
+    async def update_wake(
+        self,
+        device: Device,
+        *,
+        background_sent: Sequence[datetime],
+        unanswered_wakes: int,
+        wake_at: datetime | None,
+        wake_sweep: str | None,
+    ) -> Device | None:
+        await self._tick()
+        stored = self.rows.get((device.user_id, device.device_id))
+        if stored is None or stored.etag != device.etag:
+            return None
+        return self._put(
+            replace(
+                stored,
+                background_sent=tuple(background_sent[-BACKGROUND_KEEP:]),
+                unanswered_wakes=unanswered_wakes,
+                wake_at=wake_at,
+                wake_sweep=wake_sweep,
+            )
+        )
+
     async def mark_stale(self, user_id: str, device_id: str) -> bool:
         await self._tick()
         device = self.rows.get((user_id, device_id))
@@ -144,6 +169,11 @@ class FakeRenewalSchedule:
     async def schedule(self, user_id: str, device_id: str, due: datetime) -> None:
         await asyncio.sleep(0)
         self.buckets.setdefault(bucket_for(due), set()).add((user_id, device_id))
+
+    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+        await asyncio.sleep(0)
+        for user_id, device_id, due in items:
+            self.buckets.setdefault(bucket_for(due), set()).add((user_id, device_id))
 
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
         await asyncio.sleep(0)
