@@ -130,7 +130,7 @@ class TableRenewalSchedule:
         Raises StorageUnavailableError.
         """
         # A transaction may not touch one entity twice.
-        keys = dict.fromkeys((bucket_for(due), row_key(user, device)) for user, device, due in items)
+        keys = dict.fromkeys((bucket_for(due), row_key(u, d)) for u, d, due in items)
         ops = [("upsert", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in keys]
         await submit_batches(self._table, ops)
 
