@@ -138,6 +138,7 @@ class ApnsClient:
         self._pools: dict[Environment, _Pool] = {}
         self._fields: dict[tuple[str, PushType, int | None], tuple[tuple[bytes, bytes], ...]] = {}
         self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     async def send(
@@ -179,6 +180,8 @@ class ApnsClient:
         self._closed = True
         pools = list(self._pools.values())
         self._pools.clear()
+        if asyncio.get_running_loop() is not self._loop:
+            return  # those connections belong to another (stopped) loop: nothing to say to them
         for pool in pools:
             await pool.close()
 
@@ -190,6 +193,8 @@ class ApnsClient:
         config = self._config
         if self._closed:
             raise ApnsUnavailable("the APNs client is closed")
+        if asyncio.get_running_loop() is not self._loop:
+            self._bind_loop()
         pool = self._pools.get(environment) or self._pool(environment)
         apns_id = n.apns_id or new_apns_id(config.random_bytes)
         request = self._request(n, apns_id)
@@ -226,6 +231,7 @@ class ApnsClient:
                 )
             except StreamFailed as exc:
                 failure = exc
+                logger.debug("push %s attempt %d got no answer: %s", apns_id, attempts, exc)
                 if exc.unprocessed or await self._back_off(attempts, deadline):
                     continue
                 break
@@ -235,6 +241,7 @@ class ApnsClient:
             failure = None
             if answer.permanent:
                 return answer
+            logger.debug("push %s attempt %d: %d %s", apns_id, attempts, status, answer.reason)
             if answer.reason in _NEW_CONNECTION_REASONS:
                 conn.retire(f"APNs answered {answer.reason}")
                 if answer.reason is Reason.EXPIRED_PROVIDER_TOKEN:
@@ -248,6 +255,7 @@ class ApnsClient:
         if answer is not None:
             return replace(answer, attempts=attempts)
         why = str(failure) if failure is not None else "budget exhausted"
+        logger.warning("push %s: no APNs answer after %d attempts: %s", apns_id, attempts, why)
         raise ApnsUnavailable(
             f"no APNs answer after {attempts} attempts: {why}", apns_id=apns_id, attempts=attempts
         )
@@ -272,6 +280,14 @@ class ApnsClient:
             raise ApnsUnavailable(
                 "too many pushes in flight for the budget", apns_id=apns_id
             ) from None
+
+    def _bind_loop(self) -> None:
+        """Connections belong to one event loop; a client first used elsewhere starts afresh."""
+        if self._loop is not None:
+            logger.warning("APNs client used from a new event loop: dropping its connections")
+        self._loop = asyncio.get_running_loop()
+        self._pools = {}
+        self._semaphore = None
 
     def _make_semaphore(self) -> asyncio.Semaphore:
         self._semaphore = asyncio.Semaphore(self._config.max_in_flight)

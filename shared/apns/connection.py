@@ -518,7 +518,7 @@ async def open_connection(
         async with asyncio.timeout(connect_timeout):
             await opener(lambda: connection, host, port, ssl=ssl_context, server_hostname=host)
             await connection.ready
-    except StreamFailed:
+    except (StreamFailed, asyncio.CancelledError):
         connection.abort("connect failed")
         raise
     except (OSError, TimeoutError) as exc:

@@ -534,3 +534,20 @@ async def test_closed_client_refuses_to_send(make: Any, fake: FakeApns) -> None:
     assert not fake.connections[0].alive
     with pytest.raises(ApnsUnavailable):
         await client.send(alert(), environment=SANDBOX)
+
+
+def test_client_used_from_a_second_event_loop_reconnects(fake: FakeApns, clock: Clock) -> None:
+    client = ApnsClient(
+        ApnsConfig(
+            credential=CREDENTIAL,
+            sandbox_origin="https://sandbox.test:443",
+            opener=fake.opener,
+            clock=clock,
+            sleep=clock.sleep,
+            wall_clock=clock.wall_clock,
+        )
+    )
+    assert asyncio.run(client.send(alert(), environment=SANDBOX)).ok
+    assert asyncio.run(client.send(alert(), environment=SANDBOX)).ok
+    assert [r.connection for r in fake.received] == [0, 1]
+    asyncio.run(client.aclose())
