@@ -162,3 +162,36 @@ async def purge(timer: func.TimerRequest) -> None:
 
     c = container()
     await purge_deliveries(await c.deliveries(), c.settings, utc_now)
+
+
+@app.function_name(name="renewal_sweep")
+@app.timer_trigger(arg_name="timer", schedule="%RENEWAL_SCHEDULE%", use_monitor=True)
+@app.queue_output(arg_name="shards", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
+async def renewal_sweep(timer: func.TimerRequest, shards: func.Out[list[str]]) -> None:
+    """Read the renewal buckets due since the last sweep; one queue message per shard."""
+    from shared.renewal import run_sweep
+    from shared.wiring import container, utc_now
+
+    c = container()
+    swept = await run_sweep(
+        schedule=await c.renewal_schedule(), sweeps=await c.sweep_log(), now=utc_now(),
+        rules=c.renewal_rules(),
+    )  # fmt: skip
+    shards.set(list(swept.messages))
+
+
+@app.function_name(name="renewal_worker")
+@app.queue_trigger(arg_name="msg", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
+async def renewal_worker(msg: func.QueueMessage) -> None:
+    """Wake one shard's devices with background pushes; raises (redelivery) on storage outages."""
+    from shared.renewal import renew_shard, shard_from_message
+    from shared.wiring import container, utc_now
+
+    c = container()
+    shard = shard_from_message(msg.get_body())
+    if shard is not None:
+        await renew_shard(
+            shard, devices=await c.device_registry(), schedule=await c.renewal_schedule(),
+            sweeps=await c.sweep_log(), pushers=await c.pushers(), rules=c.renewal_rules(),
+            clock=utc_now, alarm=c.config_alarm(),
+        )  # fmt: skip

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from shared.key_wrap import KeyWrapper
     from shared.outcomes import ConfigAlarm
     from shared.registration import RegistrationRules
+    from shared.renewal import RenewalRules
     from shared.renewal_schedule import TableRenewalSchedule
+    from shared.renewal_sweeps import TableSweepLog
     from shared.tables import Tables
 
 T = TypeVar("T")
@@ -169,6 +171,22 @@ class Container:
             return TableRenewalSchedule(await (await self.tables()).table(RENEWALS_TABLE))
 
         return await self._once("renewal_schedule", build)
+
+    async def sweep_log(self) -> TableSweepLog:
+        """The renewal sweep's checkpoint, records and renewal credits (renewalsweeps table)."""
+
+        async def build() -> TableSweepLog:
+            from shared.renewal_sweeps import SWEEPS_TABLE, TableSweepLog
+
+            return TableSweepLog(await (await self.tables()).table(SWEEPS_TABLE))
+
+        return await self._once("sweep_log", build)
+
+    def renewal_rules(self) -> RenewalRules:
+        """Renewal budget, lead, shard size and catch-up (RENEWAL_* settings)."""
+        from shared.renewal import RenewalRules
+
+        return RenewalRules.from_settings(self.settings)
 
     def registration_rules(self) -> RegistrationRules:
         """What device registration accepts: topics from APNS_APPS, key lifetime, renewal lead."""
