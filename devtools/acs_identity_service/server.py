@@ -17,6 +17,7 @@ Routes (``?api-version=`` required):
 Development-only control routes (no authentication; loopback only):
 
     GET  /_dev/identities          {"identities": [ids]}
+    GET  /_dev/stats               {"apiCalls": N}: API calls answered so far (benchmarks)
     POST /_dev/faults              {"status": 503, "times": 2}: the next N API calls answer that
 
 Tokens are JWT-shaped (header, claims with ``exp`` and ``skypeid``, random signature) and
@@ -329,6 +330,9 @@ class AcsIdentityService:
     def _control(self, method: str, path: str, body: bytes) -> tuple[int, object | None]:
         if method == "GET" and path == "/_dev/identities":
             return 200, {"identities": self.identities()}
+        if method == "GET" and path == "/_dev/stats":
+            with self._lock:
+                return 200, {"apiCalls": self.requests}
         if method == "POST" and path == "/_dev/faults":
             data = _json_body(body)
             self.fail_next(int(data.get("status", 503)), int(data.get("times", 1)))
