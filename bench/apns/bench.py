@@ -45,6 +45,8 @@ AIOAPNS_PYTHON = REPO / "bench" / ".venv-aioapns" / "bin" / "python"
 NODE_DIR = HERE / "node"
 DEFAULT_OUT = REPO / "bench" / "results" / "apns.json"
 CLIENTS = ("pushrelay", "aioapns", "node-apn", "h2load")
+# Not run unless named with --only: the design our client replaced (see docs/performance.md).
+EXTRA_CLIENTS = ("httpx",)
 GOAL_RATIO = 2.0
 
 KEY_ID = "BENCH00001"
@@ -105,7 +107,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2_000, help="pushes before measuring")
     parser.add_argument("--concurrency", type=int, default=100, help="pushes in flight")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every client")
-    parser.add_argument("--only", nargs="+", choices=CLIENTS, help="run only these clients")
+    parser.add_argument(
+        "--only", nargs="+", choices=CLIENTS + EXTRA_CLIENTS, help="run only these clients"
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON output ('-': none)")
     parser.add_argument(
         "--profile",
@@ -155,6 +159,8 @@ def _command(name: str, plan_file: Path) -> list[str]:
         return [str(AIOAPNS_PYTHON), str(HERE / "run_aioapns.py"), str(plan_file)]
     if name == "node-apn":
         return ["node", str(NODE_DIR / "runner.js"), str(plan_file)]
+    if name == "httpx":
+        return [sys.executable, str(HERE / "run_httpx.py"), str(plan_file)]
     raise ValueError(name)
 
 
@@ -234,6 +240,7 @@ def _run_h2load(plan: dict[str, Any], directory: Path, cpus: set[int] | None) ->
     body = directory / "payload.json"
     body.write_bytes(json.dumps(plan["payload"], separators=(",", ":")).encode())
     log = directory / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends
     headers = {
         "authorization": f"bearer {token}",
         "apns-topic": plan["topic"],
@@ -312,10 +319,9 @@ def _profile(
     profiled = directory / "plan-profile.json"
     profiled.write_text(json.dumps(plan), encoding="utf-8")
     argv = [*_command("pushrelay", profiled), "--profile", kind]
-    stdout, _ = _spawn(argv, directory, cpus, plan["timeout"])
-    print(
-        f"profiled ({kind}): {_summary('pushrelay', _derive(json.loads(stdout.splitlines()[-1])))}"
-    )
+    stdout, child = _spawn(argv, directory, cpus, plan["timeout"])
+    result = _derive({**json.loads(stdout.splitlines()[-1]), **child})
+    print(f"profiled ({kind}): {_summary('pushrelay', result)}")
     print((directory / "runner.err").read_text(errors="replace"))
 
 
@@ -475,9 +481,13 @@ def _versions(nginx_version: str) -> dict[str, str]:
         lines = (done.stdout or done.stderr).strip().splitlines()
         return lines[0] if lines else ""
 
-    node_apn = json.loads(
-        (NODE_DIR / "node_modules" / "@parse" / "node-apn" / "package.json").read_text()
-    )["version"]
+    try:
+        node_apn = json.loads(
+            (NODE_DIR / "node_modules" / "@parse" / "node-apn" / "package.json").read_text()
+        )["version"]
+    except OSError:
+        node_apn = "missing"
+
     aioapns_code = (
         "import importlib.metadata as m; print(' '.join(m.version(p) for p in "
         "('aioapns', 'h2', 'hpack', 'PyJWT', 'cryptography')))"
