@@ -516,11 +516,15 @@ async def test_an_app_down_for_an_hour_catches_up_without_bursting_past_the_budg
         renewal.at(n * 5 - 5)
         await renewal.register(n)  # due at 35, 40, ..., 90 minutes
         if n == 8:
-            await renewal.tick()  # at 35: wakes device 1; then the app is down for an hour
+            await renewal.tick()  # at 35: wakes device 1; then no sweep runs for an hour
+    renewal.at(60)
+    await renewal.register(3)  # renewed by itself meanwhile: due at 95, entries in two buckets
+    renewal.at(90)
+    await renewal.devices.record_background_push(
+        USER, device_id_for(token(5)), renewal.clock(), renewal=False
+    )
     renewal.at(95)
     caught_up = await renewal.tick()
     assert caught_up.devices == 12
-    for n in range(1, 13):
-        times = renewal.pushes(n)
-        assert len(times) == 1 or (n == 1 and len(times) == 2), (n, times)
+    assert [len(renewal.pushes(n)) for n in range(1, 13)] == [2, 1, 1, 1, 0] + [1] * 7
     assert renewal.pushes(1)[1] - renewal.pushes(1)[0] >= RULES.min_spacing
