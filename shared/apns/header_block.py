@@ -207,6 +207,10 @@ def decode_huffman(data: bytes) -> bytes:
     return b"".join(parts)
 
 
+_HUFFMAN_CACHE_SIZE: Final = 256
+_HUFFMAN_CACHE: dict[bytes, bytes] = {}
+
+
 def _read_integer(data: bytes, at: int, prefix_bits: int) -> tuple[int, int]:
     mask = (1 << prefix_bits) - 1
     value = data[at] & mask
@@ -234,7 +238,17 @@ def _read_string(data: bytes, at: int) -> tuple[bytes, int]:
     if end > len(data):
         raise HPACKDecodingError("Truncated header block")
     raw = data[at:end]
-    return (decode_huffman(raw) if huffman else bytes(raw)), end
+    if not huffman:
+        return bytes(raw), end
+    # Servers repeat most values (server, date, content-type) block after block without
+    # indexing them; per-push values (apns-id) only pass through this small cache.
+    decoded = _HUFFMAN_CACHE.get(raw)
+    if decoded is None:
+        decoded = decode_huffman(raw)
+        if len(_HUFFMAN_CACHE) >= _HUFFMAN_CACHE_SIZE:
+            _HUFFMAN_CACHE.clear()
+        _HUFFMAN_CACHE[bytes(raw)] = decoded
+    return decoded, end
 
 
 class ResponseHeaderDecoder:
