@@ -113,7 +113,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON output ('-': none)")
     parser.add_argument(
         "--profile",
-        choices=("cprofile", "pyinstrument"),
+        choices=("sample", "cprofile", "pyinstrument"),
         help="afterwards, profile one more run of our client (not in the table)",
     )
     parser.add_argument("--profile-out", help="write the profile's top entries to this file")

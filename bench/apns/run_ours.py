@@ -1,6 +1,6 @@
 """Benchmark runner: pushrelay's own APNs client (``shared.apns``), one process.
 
-    .venv/bin/python bench/apns/run_ours.py PLAN.json [--profile cprofile|pyinstrument]
+    .venv/bin/python bench/apns/run_ours.py PLAN.json [--profile sample|cprofile|pyinstrument]
 
 Run by ``bench.py``; prints one JSON line. With ``--profile`` the measured phase runs under a
 profiler and its top entries go to stderr (and ``PLAN.json``'s ``profile_out`` if set).
@@ -62,14 +62,24 @@ async def main(plan: dict[str, Any], profiler: str | None) -> None:
 
 async def _profiled(kind: str, phase: Any, plan: dict[str, Any]) -> dict[str, Any]:
     out = plan.get("profile_out")
-    if kind == "pyinstrument":
+    if kind == "sample":
+        from sampler import CpuSampler
+
+        sampler = CpuSampler()
+        sampler.start()
+        result: dict[str, Any] = await phase
+        sampler.stop()
+        text = sampler.report(plan["pushes"])
+    elif kind == "pyinstrument":
         from pyinstrument import Profiler
 
         profiler = Profiler(interval=0.0005, async_mode="disabled")
         profiler.start()
-        result: dict[str, Any] = await phase
+        result = await phase
         profiler.stop()
-        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        tree = profiler.output_text(time="percent_of_total")
+        flat = profiler.output_text(time="percent_of_total", flat=True, show_all=True)
+        text = tree + "\nSelf time by function (top 40):\n" + "\n".join(flat.splitlines()[:48])
     else:
         import cProfile
         import io
