@@ -510,6 +510,24 @@ async def test_housekeeping_pings_then_closes_idle_connections(
     assert not fake.connections[0].alive
 
 
+async def test_discarding_a_connection_again_and_again_is_harmless(
+    make: Any, fake: FakeApns
+) -> None:
+    client = make(connections=1)
+    await client.send(alert(), environment=SANDBOX)
+    (conn,) = client._pools[SANDBOX]._conns
+    conn.retire("first")
+    conn.retire("second")
+    conn.close()
+    conn.abort("third")
+    conn.close()
+    fake.connections[0].close()  # the transport reports the loss as well
+    await settle()
+    assert (await client.send(alert(), environment=SANDBOX)).ok
+    assert [r.connection for r in fake.received] == [0, 1]
+    assert len(client._pools[SANDBOX]._conns) == 1
+
+
 async def test_send_many_returns_results_in_order(make: Any, fake: FakeApns) -> None:
     fake.then(Act(), Act(410, "Unregistered", timestamp=1), Act())
     tokens = ["aa" * 32, "bb" * 32, "cc" * 32]
