@@ -66,7 +66,8 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
     c = container()
     try:
         caller = await (await c.authenticator()).authenticate(dict(req.headers))
-        issued = await issue(caller, await c.identities(), await c.acs_identity(), c.token_policy())
+        identities, acs = await c.identities(), await c.acs_identity()
+        issued = await issue(caller, identities, acs, c.token_policy(), known=c.known_identities())
     except PushRelayError as exc:
         return error_response(exc)
     return json_response(200, issued.as_json())

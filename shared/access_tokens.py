@@ -18,9 +18,16 @@ and before the row is filled in. ACS's stable API has no idempotent create (``cu
 preview-only), so that identity is never used, never returned and holds no data.
 
 **Rate limit** (``TOKEN_RATE_LIMIT_PER_MINUTE``): a token bucket per caller kept *in the caller's
-identity row* (ETag-checked), so it is shared by every instance, at the price of one extra
-write per token. Storage round trips per token request: 2 (read + bucket write) once the
-identity exists; 4 on the first call (read, reserve, fill in, bucket write).
+identity row* (ETag-checked), so it is shared by every instance, at the price of one write per
+token.
+
+**Storage round trips.** A ready row changes only when a token is issued to its caller, so each
+process remembers the rows it last read or wrote (:class:`KnownIdentities`, bounded): the next
+request of the same caller writes the bucket under the remembered ETag at once. Per token
+request: 1 (the bucket write) when this process has seen the caller; 2 (read, bucket write) when
+it has not, or when another instance issued the caller a token meanwhile (the stale ETag costs
+the failed write, a read and the write: 3); 4 on the caller's very first call (read, reserve,
+fill in, bucket write).
 """
 
 from __future__ import annotations
@@ -59,6 +66,35 @@ class IdentityRecord:
     etag: str
     rate_tokens: float | None = None  # token bucket level; None: full
     rate_at: datetime | None = None
+
+
+class KnownIdentities:
+    """The identities rows this process last read or wrote, by caller key (at most ``limit``).
+
+    Only ready rows are kept. A remembered row may be stale (another instance wrote it): every
+    write made from it is ETag-checked, so staleness costs a re-read, never a wrong answer.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._records: dict[str, IdentityRecord] = {}
+        self._limit = limit
+
+    def get(self, caller_key: str) -> IdentityRecord | None:
+        """The remembered ready row of this caller, or None."""
+        return self._records.get(caller_key)
+
+    def remember(self, record: IdentityRecord) -> None:
+        """Keep ``record`` if it is ready; the oldest entry goes when full."""
+        if record.acs_user_id is None:
+            return
+        self._records.pop(record.caller_key, None)
+        if len(self._records) >= self._limit:
+            del self._records[next(iter(self._records))]
+        self._records[record.caller_key] = record
+
+    def forget(self, caller_key: str) -> None:
+        """Drop the remembered row of this caller."""
+        self._records.pop(caller_key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +207,23 @@ async def acs_user_for(
     clock: Clock = _utcnow,
     sleep: Sleep = asyncio.sleep,
     lease: timedelta = DEFAULT_LEASE,
+    known: KnownIdentities | None = None,
 ) -> str:
     """The caller's ACS rawId, created on first use; exactly one per caller.
 
-    Raises IdentityPendingError (503) when a concurrent first call has not finished in time,
-    and the store's or ACS's errors (TransientError subclasses, or 502-mapped refusals).
+    With ``known``, a caller this process has seen costs no storage round trip (a ready row's
+    ACS identity never changes). Raises IdentityPendingError (503) when a concurrent first call
+    has not finished in time, and the store's or ACS's errors (TransientError subclasses, or
+    502-mapped refusals).
     """
-    _, user_id = await _ready_record(
+    remembered = known.get(caller.key) if known is not None else None
+    if remembered is not None and remembered.acs_user_id is not None:
+        return remembered.acs_user_id
+    record, user_id = await _ready_record(
         caller.key, identities, acs, clock=clock, sleep=sleep, lease=lease
     )
+    if known is not None:
+        known.remember(record)
     return user_id
 
 
@@ -192,16 +236,32 @@ async def issue_token(
     clock: Clock = _utcnow,
     sleep: Sleep = asyncio.sleep,
     lease: timedelta = DEFAULT_LEASE,
+    known: KnownIdentities | None = None,
 ) -> IssuedToken:
     """Issue an ACS token for the caller's own identity (created on first use).
 
-    Raises RateLimitedError (429), IdentityPendingError (503), and the store's or ACS's errors.
+    ``known``: rows this process remembers (see the module docstring: one round trip instead of
+    two). Raises RateLimitedError (429), IdentityPendingError (503), and the store's or ACS's
+    errors.
     """
-    record, user_id = await _ready_record(
-        caller.key, identities, acs, clock=clock, sleep=sleep, lease=lease
-    )
+    record = known.get(caller.key) if known is not None else None
+    if record is None:
+        record, _ = await _ready_record(
+            caller.key, identities, acs, clock=clock, sleep=sleep, lease=lease
+        )
     if policy.per_minute > 0:
-        await _consume_rate(record, identities, policy.per_minute, clock)
+        saved = await _consume_rate(record, identities, policy.per_minute, clock)
+        if saved is None or saved.acs_user_id is None:
+            # The row vanished or was re-created since it was read: start over on the next call.
+            if known is not None:
+                known.forget(caller.key)
+            raise IdentityPendingError("the caller's identity row changed; retry")
+        record = saved
+    if known is not None:
+        known.remember(record)
+    user_id = record.acs_user_id
+    if user_id is None:
+        raise IdentityPendingError("the caller's ACS identity is still being created")
     token = await acs.issue_token(user_id, policy.scopes, policy.lifetime_minutes)
     log.info("issued ACS token to caller %s… (%s)", caller.key[:12], caller.source)
     return IssuedToken(user_id, acs.endpoint, token.token, token.expires_on)
@@ -278,19 +338,24 @@ async def _quietly(step: Awaitable[None], what: str) -> None:
 
 async def _consume_rate(
     record: IdentityRecord, identities: IdentityStore, per_minute: int, clock: Clock
-) -> None:
-    """Take one token from the caller's bucket; raises RateLimitedError when it is empty."""
+) -> IdentityRecord | None:
+    """Take one token from the caller's bucket: the row as written, or None if it vanished.
+
+    ``record`` may be stale (remembered): a failed ETag check re-reads the row. Raises
+    RateLimitedError when the bucket is empty or the row kept changing.
+    """
     rate = per_minute / 60.0
     current: IdentityRecord | None = record
     for _ in range(MAX_BUCKET_CONFLICTS):
         if current is None:
-            break
+            return None
         now = clock()
         level = _level(current, per_minute, rate, now)
         if level < 1.0:
             raise RateLimitedError(max(1, math.ceil((1.0 - level) / rate)))
-        if await identities.save_rate(current, level - 1.0, now) is not None:
-            return
+        saved = await identities.save_rate(current, level - 1.0, now)
+        if saved is not None:
+            return saved
         current = await identities.get(record.caller_key)
     raise RateLimitedError(1)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from shared.access_tokens import TokenPolicy
+    from shared.access_tokens import KnownIdentities, TokenPolicy
     from shared.acs_identity import AcsIdentityClient
     from shared.apns_apps import AppClients
     from shared.auth import Authenticator
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from shared.tables import Tables
 
 T = TypeVar("T")
-_ACS_USERS_KEPT = 10_000  # caller -> ACS user mappings remembered per process
+_ACS_USERS_KEPT = 10_000  # callers' identities rows remembered per process
 
 
 def utc_now() -> datetime:
@@ -107,16 +107,24 @@ class Container:
         from shared.access_tokens import acs_user_for
 
         caller = await (await self.authenticator()).authenticate(headers)
-        # A caller's identity row never changes once filled in: remember it and save the
+        # A caller's ACS identity never changes once filled in: remembering it saves the
         # device endpoints a storage round trip per request.
-        known = cast(dict[str, str], self._cache.setdefault("acs_users", {}))
-        user_id = known.get(caller.key)
-        if user_id is None:
-            user_id = await acs_user_for(caller, await self.identities(), await self.acs_identity())
-            if len(known) >= _ACS_USERS_KEPT:
-                known.clear()
-            known[caller.key] = user_id
-        return user_id
+        return await acs_user_for(
+            caller,
+            await self.identities(),
+            await self.acs_identity(),
+            known=self.known_identities(),
+        )
+
+    def known_identities(self) -> KnownIdentities:
+        """The identities rows this process remembers (shared by the token and device paths)."""
+        from shared.access_tokens import KnownIdentities
+
+        known = self._cache.get("known_identities")
+        if not isinstance(known, KnownIdentities):
+            known = KnownIdentities(_ACS_USERS_KEPT)
+            self._cache["known_identities"] = known
+        return known
 
     def token_policy(self) -> TokenPolicy:
         """Scopes, lifetime and per-caller rate of issued ACS tokens (from settings)."""

@@ -8,6 +8,8 @@ import pytest
 
 from shared.access_tokens import (
     IdentityPendingError,
+    IdentityRecord,
+    KnownIdentities,
     RateLimitedError,
     TokenPolicy,
     acs_user_for,
@@ -228,3 +230,64 @@ async def test_token_request_costs_two_storage_calls_once_the_identity_exists(
     before = store.calls
     await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep)
     assert store.calls - before == 2
+
+
+async def test_a_caller_this_process_has_seen_costs_one_storage_call(
+    store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
+) -> None:
+    known = KnownIdentities()
+    await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=known)
+    before = store.calls
+    await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=known)
+    assert store.calls - before == 1
+
+
+async def test_two_instances_remembering_a_caller_never_exceed_the_rate(
+    store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
+) -> None:
+    first, second = KnownIdentities(), KnownIdentities()
+    await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=first)
+    await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=second)
+    await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=first)
+    with pytest.raises(RateLimitedError):
+        await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=second)
+    with pytest.raises(RateLimitedError):
+        await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=first)
+    assert len(acs.issued) == 3
+
+
+async def test_a_vanished_row_is_503_then_the_caller_starts_over(
+    store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
+) -> None:
+    known = KnownIdentities()
+    first = await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=known)
+    store.rows.clear()
+    with pytest.raises(IdentityPendingError):
+        await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=known)
+    again = await issue_token(ALICE, store, acs, POLICY, clock=clock, sleep=no_sleep, known=known)
+    assert again.acs_user_id != first.acs_user_id
+    assert [user for user, _, _ in acs.issued] == [first.acs_user_id, again.acs_user_id]
+
+
+async def test_a_remembered_caller_maps_to_its_acs_user_without_storage(
+    store: FakeIdentityStore, acs: FakeAcs, clock: FakeClock
+) -> None:
+    known = KnownIdentities()
+    user = await acs_user_for(ALICE, store, acs, clock=clock, sleep=no_sleep, known=known)
+    before = store.calls
+    assert await acs_user_for(ALICE, store, acs, clock=clock, sleep=no_sleep, known=known) == user
+    assert store.calls == before
+
+
+def test_known_identities_keep_at_most_their_limit_and_only_ready_rows() -> None:
+    known = KnownIdentities(limit=2)
+    now = FakeClock()()
+    for name in ("a", "b", "c"):
+        known.remember(IdentityRecord(name, f"8:acs:{name}", now, "e"))
+    known.remember(IdentityRecord("pending", None, now, "e"))
+    assert [known.get(k) is not None for k in ("a", "b", "c", "pending")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
