@@ -79,17 +79,20 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
     """Register or renew the caller's device; the token travels in the body, never in a URL."""
     from shared.errors import PushRelayError
     from shared.http_api import error_response, json_response, read_json_body
-    from shared.registration import register_device
+    from shared.registration import parse_device_request, register_device
     from shared.wiring import container, utc_now
 
     c = container()
     try:
-        user_id = await c.caller_acs_user(dict(req.headers))
-        body = read_json_body(req, c.settings.max_request_body_bytes)
-        registry, schedule = await c.device_registry(), await c.renewal_schedule()
+        caller = await (await c.authenticator()).authenticate(dict(req.headers))
         rules = c.registration_rules()
+        # Validate before mapping the caller: a bad body creates no identity, touches no storage.
+        body = read_json_body(req, c.settings.max_request_body_bytes)
+        device = parse_device_request(body, rules.allowed_topics)
+        user_id = await c.acs_user(caller)
+        registry, schedule = await c.device_registry(), await c.renewal_schedule()
         done = await register_device(
-            user_id, body, utc_now(), registry=registry, schedule=schedule, rules=rules
+            user_id, device, utc_now(), registry=registry, schedule=schedule, rules=rules
         )
     except PushRelayError as exc:
         return error_response(exc)

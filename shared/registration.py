@@ -196,7 +196,7 @@ def parse_device_request(body: Mapping[str, Any], topics: frozenset[str]) -> Dev
 
 async def register_device(
     caller_user_id: str,
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | DeviceRequest,
     now: datetime,
     *,
     registry: DeviceRegistry,
@@ -205,9 +205,14 @@ async def register_device(
 ) -> RegisteredDevice:
     """Register or renew the caller's device; a token held by another user moves to the caller.
 
-    Raises InvalidFieldError (400) and the registry's or schedule's storage errors.
+    ``body`` is the raw JSON body or one already checked by :func:`parse_device_request` (the
+    HTTP trigger validates before mapping the caller to an ACS identity, so a bad body creates
+    nothing). Raises InvalidFieldError (400) and the registry's or schedule's storage errors.
     """
-    req = parse_device_request(body, rules.allowed_topics)
+    if isinstance(body, DeviceRequest):
+        req = body
+    else:
+        req = parse_device_request(body, rules.allowed_topics)
     expires = now + rules.key_lifetime if req.key is not None else None
     device = Device(
         user_id=caller_user_id,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from shared.access_tokens import KnownIdentities, TokenPolicy
     from shared.acs_identity import AcsIdentityClient
     from shared.apns_apps import AppClients
-    from shared.auth import Authenticator
+    from shared.auth import Authenticator, Caller
     from shared.deliveries import TableDeliveryStore
     from shared.devices import DeviceStore
     from shared.identities import TableIdentityStore
@@ -104,9 +104,16 @@ class Container:
 
         Raises AuthError (401), AuthUnavailableError and the identity mapping's errors.
         """
+        caller = await (await self.authenticator()).authenticate(headers)
+        return await self.acs_user(caller)
+
+    async def acs_user(self, caller: Caller) -> str:
+        """The ACS rawId of an authenticated caller (the identity made on first use).
+
+        Raises IdentityPendingError and the identity mapping's storage or ACS errors.
+        """
         from shared.access_tokens import acs_user_for
 
-        caller = await (await self.authenticator()).authenticate(headers)
         # A caller's ACS identity never changes once filled in: remembering it saves the
         # device endpoints a storage round trip per request.
         return await acs_user_for(

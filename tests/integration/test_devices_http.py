@@ -287,3 +287,23 @@ async def test_storage_round_trips_per_put(app: dict[str, Fn], idp: DevIdentityP
     assert await trips(registration()) == 4  # new token: merge 404, owner create, write, schedule
     assert await trips(registration()) == 2  # renewal: merge, schedule
     assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps(registration(environment="staging")).encode(),
+        json.dumps(registration(token="not-hex")).encode(),
+        b'{"token": ',
+        json.dumps(registration(pad="x" * 4096)).encode(),
+    ],
+    ids=["bad-field", "bad-token", "not-json", "oversized"],
+)
+async def test_a_bad_body_from_a_new_caller_creates_no_identity_and_sends_nothing_to_storage(
+    app: dict[str, Fn], idp: DevIdentityProvider, acs: AcsIdentityService, raw: bytes
+) -> None:
+    identities, before = acs.identities(), round_trips()
+    req = request("PUT", "devices", bearer(idp, "newcomer-with-a-bad-body"), raw=raw)
+    response = await app["put_device"](req)
+    assert response.status_code in (400, 413)
+    assert (round_trips() - before, acs.identities()) == (0, identities)
