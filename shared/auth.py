@@ -230,7 +230,9 @@ class Authenticator:
             raise AuthError("token too large")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, UnicodeError):
+            # A header with bytes that are not UTF-8 reaches us surrogate-escaped; PyJWT's
+            # encode then raises UnicodeEncodeError, which is bad input, not an outage.
             raise AuthError("malformed token") from None
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self._algorithms:

@@ -159,7 +159,7 @@ def served_app(settings: Mapping[str, str]) -> Iterator[Served]:
 
 
 def snapshot(connection: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
-    """Every entity of every table named ``prefix...`` (sorted; timestamps and ETags left out)."""
+    """Every entity of every table named ``prefix...`` (sorted; empty tables left out)."""
     service = TableServiceClient.from_connection_string(connection)
     out: dict[str, list[dict[str, Any]]] = {}
     for table in service.list_tables():
@@ -169,7 +169,8 @@ def snapshot(connection: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
             {k: _plain(v) for k, v in entity.items()}
             for entity in service.get_table_client(table.name).list_entities()
         ]
-        out[table.name] = sorted(rows, key=lambda r: (r["PartitionKey"], r["RowKey"]))
+        if rows:  # tables are created on first use: an empty one holds no state
+            out[table.name] = sorted(rows, key=lambda r: (r["PartitionKey"], r["RowKey"]))
     return out
 
 

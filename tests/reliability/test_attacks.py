@@ -1,0 +1,333 @@
+"""Attacks on the HTTP API, through the local host (and, for Easy Auth headers, which the local
+host strips, through the registered functions themselves): every one is refused and storage and
+the ACS identities are unchanged.
+
+- a JWT corpus: ``alg: none``, HS256 keyed with the RSA public key, expired, future ``nbf``,
+  wrong ``iss``/``aud``, unknown ``kid``, a foreign key reusing the real ``kid``, a valid token of
+  another app's identity provider, and a JWKS outage;
+- forged Easy Auth headers (Easy Auth off: never trusted; on: a malformed principal is refused);
+- cross-user access to devices, identities and tokens, and the delivery log;
+- key and OData injection through the device id, the log's query and the token subject.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from devtools.acs_identity_service import AcsIdentityService
+from devtools.azurite import Azurite
+from devtools.dev_identity_provider import DevIdentityProvider
+from devtools.localhost.catalog import app_functions
+from shared import wiring
+from tests.reliability.conftest import APP, Served, app_env, served_app, snapshot
+
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
+
+PREFIX = "a" + uuid.uuid4().hex[:12]
+ALICE, BOB = "alice", "bob"
+ALICE_TOKEN = "a1" * 32
+KEY = base64.b64encode(bytes(range(64))).decode()
+ROUTES = [
+    ("POST", "/api/token"),
+    ("PUT", "/api/devices"),
+    ("GET", "/api/devices"),
+    ("DELETE", "/api/devices/" + hashlib.sha256(bytes.fromhex(ALICE_TOKEN)).hexdigest()),
+    ("GET", "/api/deliveries?threadId=t&messageId=m&userId=u"),
+]
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def idp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("attack-idp")
+
+
+@pytest.fixture(scope="module")
+def idp(idp_dir: Path) -> Iterator[DevIdentityProvider]:
+    with DevIdentityProvider.start(idp_dir) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def other_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevIdentityProvider]:
+    """Another app's identity provider: its tokens are valid, for the wrong audience/issuer."""
+    with DevIdentityProvider.start(
+        tmp_path_factory.mktemp("other-idp"), audience="api://another-app"
+    ) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def served(idp: DevIdentityProvider, acs: AcsIdentityService, azurite: Azurite) -> Iterator[Served]:
+    env = app_env(azurite.connection_string, PREFIX, idp=idp, acs=acs)
+    with served_app(env) as served:
+        # Alice exists: her identity and her phone are what the attacks go after.
+        alice = {"Authorization": "Bearer " + idp.token(ALICE)}
+        assert httpx.post(served.base + "/api/token", headers=alice).status_code == 200
+        device = {"token": ALICE_TOKEN, "kind": "alert", "topic": APP, "environment": "sandbox",
+                  "key": KEY}  # fmt: skip
+        assert (
+            httpx.put(served.base + "/api/devices", headers=alice, json=device).status_code == 200
+        )
+        yield served
+
+
+class JwtCorpus:
+    """Forged and misused tokens for the subject ``alice``."""
+
+    def __init__(self, idp: DevIdentityProvider, idp_dir: Path, other: DevIdentityProvider) -> None:
+        key = serialization.load_pem_private_key((idp_dir / "dev-idp-key.pem").read_bytes(), None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        self.key, self.idp, self.other = key, idp, other
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims = {"iss": self.idp.issuer, "aud": self.idp.audience, "sub": ALICE, "iat": now,
+                  "nbf": now, "exp": now + 600}  # fmt: skip
+        claims.update(overrides)
+        return claims
+
+    def signed(self, key: Any = None, alg: str = "RS256", kid: str | None = None,
+               **claims: Any) -> str:  # fmt: skip
+        headers = {"kid": self.idp.kid if kid is None else kid}
+        return jwt.encode(self.claims(**claims), key or self.key, algorithm=alg, headers=headers)
+
+    def tokens(self) -> dict[str, str]:
+        now = int(time.time())
+        header = b64url(json.dumps({"alg": "none", "kid": self.idp.kid, "typ": "JWT"}).encode())
+        body = b64url(json.dumps(self.claims()).encode())
+        public_pem = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        hs_header = b64url(json.dumps({"alg": "HS256", "kid": self.idp.kid}).encode())
+        hs_sig = hmac.new(public_pem, f"{hs_header}.{body}".encode(), hashlib.sha256).digest()
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return {
+            "alg none": f"{header}.{body}.",
+            "HS256 keyed with the RSA public key": f"{hs_header}.{body}.{b64url(hs_sig)}",
+            "expired": self.signed(exp=now - 3600, iat=now - 7200, nbf=now - 7200),
+            "future nbf": self.signed(nbf=now + 3600),
+            "issued in the future": self.signed(iat=now + 3600),
+            "wrong iss": self.signed(iss="https://evil.example"),
+            "wrong aud": self.signed(aud="api://another-app"),
+            "no sub": self.signed(sub=""),
+            "unknown kid": self.signed(kid="no-such-kid"),
+            "foreign key with the real kid": self.signed(key=stranger),
+            "ES256 claiming the RSA kid": self.signed(
+                key=ec.generate_private_key(ec.SECP256R1()), alg="ES256"
+            ),
+            "valid token of another app": self.other.token(ALICE),
+            "exp as text": self.signed(exp="tomorrow"),
+        }
+
+
+@pytest.fixture(scope="module")
+def corpus(idp: DevIdentityProvider, idp_dir: Path, other_idp: DevIdentityProvider) -> JwtCorpus:
+    return JwtCorpus(idp, idp_dir, other_idp)
+
+
+def state(az: Azurite, acs: AcsIdentityService) -> tuple[Any, list[str]]:
+    return snapshot(az.connection_string, PREFIX), sorted(acs.identities())
+
+
+def request(base: str, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body = {"token": "b2" * 32, "kind": "alert", "topic": APP, "environment": "sandbox"}
+    return httpx.request(method, base + path, headers=headers, json=body, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alg none", "HS256 keyed with the RSA public key", "expired", "future nbf",
+        "issued in the future", "wrong iss", "wrong aud", "no sub", "unknown kid",
+        "foreign key with the real kid", "ES256 claiming the RSA kid",
+        "valid token of another app", "exp as text",
+    ],
+)  # fmt: skip
+def test_forged_or_misused_jwt_is_refused_everywhere(
+    name: str,
+    corpus: JwtCorpus,
+    served: Served,
+    azurite: Azurite,
+    acs: AcsIdentityService,
+    figures: dict[str, dict[str, Any]],
+) -> None:
+    before = state(azurite, acs)
+    headers = {"Authorization": "Bearer " + corpus.tokens()[name]}
+    statuses = {path: request(served.base, m, path, headers).status_code for m, path in ROUTES}
+    tally = figures.setdefault("attacks", {"requests": 0, "refused": 0})
+    tally["requests"] += len(statuses)
+    tally["refused"] += sum(1 for s in statuses.values() if s in (401, 403))
+    assert (set(statuses.values()), state(azurite, acs)) == ({401}, before)
+
+
+def test_jwks_outage_refuses_tokens_it_cannot_check(
+    corpus: JwtCorpus, served: Served, idp: DevIdentityProvider, azurite: Azurite,
+    acs: AcsIdentityService,
+) -> None:  # fmt: skip
+    before = state(azurite, acs)
+    headers = {"Authorization": "Bearer " + corpus.signed(kid="rotated-key")}
+    idp.outage = True
+    try:
+        statuses = {request(served.base, m, p, headers).status_code for m, p in ROUTES}
+    finally:
+        idp.outage = False
+    assert statuses <= {401, 503} and state(azurite, acs) == before
+
+
+# --- Easy Auth headers ----------------------------------------------------------------------------
+
+Fn = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+def principal(subject: str) -> str:
+    data = {"auth_typ": "aad", "claims": [{"typ": "sub", "val": subject}]}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+async def call(name: str, headers: dict[str, str], env: dict[str, str]) -> int:
+    from function_app import app
+
+    wiring.reset(env)
+    try:
+        fn: Fn = {f.get_function_name(): f.get_user_function() for f in app_functions(app)}[name]
+        req = func.HttpRequest("GET" if name == "list_devices" else "POST", "http://h/api/x",
+                               headers=headers, params={}, route_params={}, body=b"{}")  # fmt: skip
+        return (await fn(req)).status_code
+    finally:
+        await wiring.container().aclose()
+
+
+@pytest.mark.parametrize("name", ["issue_token", "list_devices", "put_device"])
+async def test_forged_easy_auth_principal_is_ignored_when_easy_auth_is_off(
+    name: str, served: Served, azurite: Azurite, acs: AcsIdentityService
+) -> None:
+    before = state(azurite, acs)
+    headers = {"X-MS-CLIENT-PRINCIPAL": principal(ALICE), "X-MS-CLIENT-PRINCIPAL-ID": ALICE}
+    status = await call(name, headers, {**served.env, "EASY_AUTH_ENABLED": "false"})
+    assert (status, state(azurite, acs)) == (401, before)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not base64!", base64.b64encode(b"[]").decode(), base64.b64encode(b'{"claims": 1}').decode(),
+     base64.b64encode(b'{"claims": [{"typ": "sub", "val": ""}]}').decode(), "A" * 20000],
+)  # fmt: skip
+async def test_malformed_easy_auth_principal_is_refused_when_easy_auth_is_on(
+    value: str, served: Served, azurite: Azurite, acs: AcsIdentityService
+) -> None:
+    before = state(azurite, acs)
+    status = await call("issue_token", {"X-MS-CLIENT-PRINCIPAL": value},
+                        {**served.env, "EASY_AUTH_ENABLED": "true"})  # fmt: skip
+    assert (status, state(azurite, acs)) == (401, before)
+
+
+def test_local_host_strips_easy_auth_headers(served: Served) -> None:
+    r = httpx.get(served.base + "/api/devices", headers={"X-MS-CLIENT-PRINCIPAL": principal(ALICE)})
+    assert r.status_code == 401
+
+
+# --- cross-user access and injection --------------------------------------------------------------
+
+
+def bearer(idp: DevIdentityProvider, subject: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + idp.token(subject)}
+
+
+def test_another_user_sees_none_of_alices_devices(served: Served, idp: DevIdentityProvider) -> None:
+    listed = httpx.get(served.base + "/api/devices", headers=bearer(idp, BOB)).json()
+    assert listed == {"devices": []}
+
+
+def test_another_user_cannot_delete_alices_device(
+    served: Served, idp: DevIdentityProvider, azurite: Azurite, acs: AcsIdentityService
+) -> None:
+    httpx.get(served.base + "/api/devices", headers=bearer(idp, BOB))  # Bob exists
+    before = state(azurite, acs)
+    r = httpx.delete(served.base + ROUTES[3][1], headers=bearer(idp, BOB))
+    assert (r.status_code, state(azurite, acs)) == (404, before)
+
+
+def test_another_user_gets_their_own_identity_and_token(
+    served: Served, idp: DevIdentityProvider
+) -> None:
+    alice = httpx.post(served.base + "/api/token", headers=bearer(idp, ALICE)).json()
+    bob = httpx.post(served.base + "/api/token", headers=bearer(idp, BOB)).json()
+    assert alice["acsUserId"] != bob["acsUserId"] and alice["userToken"] != bob["userToken"]
+
+
+def test_a_non_admin_cannot_read_alices_delivery_log(
+    served: Served, idp: DevIdentityProvider
+) -> None:
+    alice = httpx.post(served.base + "/api/token", headers=bearer(idp, ALICE)).json()
+    params = {"threadId": "t", "messageId": "m", "userId": alice["acsUserId"]}
+    r = httpx.get(served.base + "/api/deliveries", headers=bearer(idp, BOB), params=params)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "device_id",
+    ["' or PartitionKey ne '", "%27%20or%20RowKey%20ne%20%27", "*", "..%2F..%2Fdevices",
+     hashlib.sha256(bytes.fromhex(ALICE_TOKEN)).hexdigest().upper(), "a" * 64 + "' or '1'='1"],
+)  # fmt: skip
+def test_device_id_injection_deletes_nothing(
+    device_id: str,
+    served: Served,
+    idp: DevIdentityProvider,
+    azurite: Azurite,
+    acs: AcsIdentityService,
+) -> None:
+    httpx.get(served.base + "/api/devices", headers=bearer(idp, BOB))
+    before = state(azurite, acs)
+    r = httpx.delete(served.base + "/api/devices/" + device_id, headers=bearer(idp, BOB))
+    assert (r.status_code, state(azurite, acs)) == (404, before)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threadId": "t' or '1' eq '1", "messageId": "m", "userId": "u"},
+        {"threadId": "t", "messageId": "m') or (PartitionKey ne '", "userId": "u"},
+        {"threadId": "t", "messageId": "m", "userId": "' or PartitionKey gt '"},
+        {"threadId": "t", "messageId": "*", "userId": "*"},
+    ],
+)
+def test_odata_injection_in_the_delivery_log_query_reads_nothing_else(
+    params: dict[str, str],
+    served: Served,
+    idp: DevIdentityProvider,
+    azurite: Azurite,
+    acs: AcsIdentityService,
+) -> None:
+    before = state(azurite, acs)
+    r = httpx.get(served.base + "/api/deliveries", headers=bearer(idp, "ops-admin"), params=params)
+    assert r.status_code in (200, 400) and state(azurite, acs) == before
+    assert r.status_code == 400 or r.json().get("deliveries") == []
+
+
+def test_injection_in_the_token_subject_gets_a_new_identity_of_its_own(
+    served: Served, idp: DevIdentityProvider
+) -> None:
+    alice = httpx.post(served.base + "/api/token", headers=bearer(idp, ALICE)).json()
+    sneaky = httpx.post(
+        served.base + "/api/token", headers=bearer(idp, "alice' or PartitionKey ne '")
+    ).json()
+    assert sneaky["acsUserId"] != alice["acsUserId"]
