@@ -172,6 +172,8 @@ def _run(
     nginx: Nginx,
     cpus: set[int] | None,
 ) -> dict[str, Any]:
+    # Other work on the machine shows in wall time and latency more than in CPU per push.
+    load = os.getloadavg()[0]
     server_before = _cpu_seconds(nginx.worker_pids())
     if name == "h2load":
         result = _run_h2load(plan, directory, cpus)
@@ -181,6 +183,7 @@ def _run(
         result.update(child)
     server_cpu = _cpu_seconds(nginx.worker_pids()) - server_before
     result["server_cpu_ms_per_push"] = server_cpu * 1000 / max(1, _sent(name, plan))
+    result["load_average_1min_before"] = round(load, 2)
     return _derive(result)
 
 
@@ -344,11 +347,13 @@ def _document(
         worst = min(o["pushes_per_cpu_s"] for o in ours) / max(
             t["pushes_per_cpu_s"] for t in theirs
         )
-        goal.update(ratio=round(ratio, 2), worst_round_ratio=round(worst, 2), met=ratio >= 2)
+        goal.update(
+            ratio=round(ratio, 2), worst_round_ratio=round(worst, 2), met=ratio >= GOAL_RATIO
+        )
     return {
         "benchmark": "APNs push CPU cost, side by side",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "bash bench/apns/run.sh " + " ".join(sys.argv[1:]),
+        "command": " ".join(["bash bench/apns/run.sh", *sys.argv[1:]]),
         "workload": {
             "pushes_measured": args.pushes,
             "warmup_pushes": args.warmup,
