@@ -92,7 +92,13 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
         user_id = await c.acs_user(caller)
         registry, schedule = await c.device_registry(), await c.renewal_schedule()
         done = await register_device(
-            user_id, device, utc_now(), registry=registry, schedule=schedule, rules=rules
+            user_id,
+            device,
+            utc_now(),
+            registry=registry,
+            schedule=schedule,
+            rules=rules,
+            days=await c.device_days(),
         )
     except PushRelayError as exc:
         return error_response(exc)
@@ -160,12 +166,15 @@ async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="purge")
 @app.timer_trigger(arg_name="timer", schedule="%PURGE_SCHEDULE%")
 async def purge(timer: func.TimerRequest) -> None:
-    """Remove delivery records older than DELIVERY_RETENTION_DAYS, day by day (no full scan)."""
+    """Delivery records past DELIVERY_RETENTION_DAYS, then stale registrations: no full scans."""
     from shared.delivery_log import purge_deliveries
+    from shared.registry_purge import purge_registrations
     from shared.wiring import container, utc_now
 
     c = container()
     await purge_deliveries(await c.deliveries(), c.settings, utc_now)
+    registry, schedule = await c.device_registry(), await c.renewal_schedule()
+    await purge_registrations(await c.device_days(), registry, schedule, c.settings, utc_now)
 
 
 @app.function_name(name="renewal_sweep")

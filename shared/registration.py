@@ -22,20 +22,24 @@ identical for a missing device and another user's); storage errors pass through.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
 from shared.http_api import RequestError
 from shared.renewal_schedule import RenewalSchedule, due_at
+
+if TYPE_CHECKING:
+    from shared.registry_purge import DeviceDays
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +206,16 @@ async def register_device(
     registry: DeviceRegistry,
     schedule: RenewalSchedule,
     rules: RegistrationRules,
+    days: DeviceDays | None = None,
 ) -> RegisteredDevice:
     """Register or renew the caller's device; a token held by another user moves to the caller.
 
     ``body`` is the raw JSON body or one already checked by :func:`parse_device_request` (the
     HTTP trigger validates before mapping the caller to an ACS identity, so a bad body creates
-    nothing). Raises InvalidFieldError (400) and the registry's or schedule's storage errors.
+    nothing). ``days``: the day index the stale-registration purge reads
+    (``shared.registry_purge``), written alongside the renewal schedule.
+
+    Raises InvalidFieldError (400) and the registry's, schedule's or index's storage errors.
     """
     if isinstance(body, DeviceRequest):
         req = body
@@ -229,14 +237,25 @@ async def register_device(
         locale=req.locale,
     )
     result = await registry.register(device)
+    writes: list[Awaitable[None]] = []
     if device.kind is DeviceKind.ALERT and expires is not None:
-        await schedule.schedule(
-            caller_user_id, device.device_id, due_at(expires, rules.renewal_lead)
-        )
+        due = due_at(expires, rules.renewal_lead)
+        writes.append(schedule.schedule(caller_user_id, device.device_id, due))
+    if days is not None:
+        writes.append(days.note(caller_user_id, device.device_id, now))
+    await _all(writes)
     log.info(
         "device %s %s (%s, %s)", device.device_id, result.outcome, device.kind, device.environment
     )
     return RegisteredDevice(device.device_id, result.outcome, expires)
+
+
+async def _all(writes: Sequence[Awaitable[None]]) -> None:
+    """Run independent writes concurrently; the first failure is raised after all finished."""
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def device_summary(device: Device, now: datetime) -> dict[str, Any]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shared.key_wrap import KeyWrapper
     from shared.outcomes import ConfigAlarm
     from shared.registration import RegistrationRules
+    from shared.registry_purge import TableDeviceDays
     from shared.renewal import RenewalRules
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.renewal_sweeps import TableSweepLog
@@ -186,6 +187,16 @@ class Container:
             return TableRenewalSchedule(await (await self.tables()).table(RENEWALS_TABLE))
 
         return await self._once("renewal_schedule", build)
+
+    async def device_days(self) -> TableDeviceDays:
+        """The device-day index the stale-registration purge reads (devicedays table)."""
+
+        async def build() -> TableDeviceDays:
+            from shared.registry_purge import DAYS_TABLE, TableDeviceDays
+
+            return TableDeviceDays(await (await self.tables()).table(DAYS_TABLE))
+
+        return await self._once("device_days", build)
 
     async def sweep_log(self) -> TableSweepLog:
         """The renewal sweep's checkpoint, records and renewal credits (renewalsweeps table)."""
