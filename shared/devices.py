@@ -124,6 +124,15 @@ class Registered:
 
     outcome: RegistrationOutcome
     previous_owner: str | None = None  # set when MOVED
+    etag: str | None = None  # the device row's ETag after the write (the renewal entry carries it)
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """The result of an ETag-guarded write: the new ETag, or why there is none."""
+
+    etag: str | None = None
+    gone: bool = False  # the device no longer exists (None etag, not gone: it changed)
 
 
 class RegistrationContendedError(TransientError):
@@ -264,7 +273,14 @@ class DeviceStore:
             stale=bool(entity.get("stale", False)),
             bad_token_count=read_int(entity.get("badTokenCount")),
             last_result=_text(entity, "lastResult"),
-            background_sent=_times(_text(entity, "backgroundSent")),
+            background_sent=tuple(
+                sorted(
+                    {
+                        *_times(_text(entity, "backgroundSent")),
+                        *_times(_text(entity, "renewalSent")),
+                    }
+                )
+            ),
             unanswered_wakes=read_int(entity.get("unansweredWakes")),
             etag=metadata.get("etag"),
             last_result_at=_utc(last_at) if last_at is not None else None,
@@ -318,8 +334,9 @@ class DeviceStore:
         Raises RegistrationContendedError when the token's owner keeps changing concurrently,
         StorageUnavailableError on an outage.
         """
-        if await self._renew(device):
-            return Registered(RegistrationOutcome.RENEWED)
+        renewed = await self._renew(device)
+        if renewed is not None:
+            return Registered(RegistrationOutcome.RENEWED, etag=renewed)
         # Optimistic: a token new to the service has no owner row, so try creating it first.
         owner: str | None = None
         etag: str | None = None
@@ -333,24 +350,28 @@ class DeviceStore:
                 owner, etag = await self._owner(device.device_id)
                 continue
             with storage_errors("write device"):
-                await self._devices.upsert_entity(self._new_entity(device), mode=UpdateMode.REPLACE)
+                meta = await self._devices.upsert_entity(
+                    self._new_entity(device), mode=UpdateMode.REPLACE
+                )
+            written = str(meta["etag"]) if meta.get("etag") else None
             if previous is not None:
                 log.info("device %s moved to another user", device.device_id)
-                return Registered(RegistrationOutcome.MOVED, previous)
-            return Registered(RegistrationOutcome.CREATED)
+                return Registered(RegistrationOutcome.MOVED, previous, written)
+            return Registered(RegistrationOutcome.CREATED, etag=written)
         raise RegistrationContendedError("device token ownership kept changing; retry")
 
-    async def _renew(self, device: Device) -> bool:
-        """Merge the registration into an existing row of this user; False if there is none."""
+    async def _renew(self, device: Device) -> str | None:
+        """Merge the registration into an existing row of this user: its new ETag, or None if
+        there is no such row."""
         try:
             with storage_errors("renew device"):
                 # No ETag: If-Match * — updates only an existing row, never creates one.
-                await self._devices.update_entity(
+                meta = await self._devices.update_entity(
                     self._registration_fields(device), mode=UpdateMode.MERGE
                 )
         except EntityNotFoundError:
-            return False
-        return True
+            return None
+        return str(meta.get("etag") or "")
 
     async def _owner(self, device_id: str) -> tuple[str | None, str | None]:
         try:
@@ -533,41 +554,52 @@ class DeviceStore:
                 )
         raise RegistrationContendedError("device kept changing while recording a push")
 
-    async def update_wake(
+    async def claim_wake(
         self,
-        device: Device,
+        user_id: str,
+        device_id: str,
+        etag: str,
         *,
-        background_sent: Sequence[datetime],
+        sent: Sequence[datetime],
         unanswered_wakes: int,
         wake_at: datetime | None,
         wake_sweep: str | None,
-    ) -> Device | None:
-        """Write the renewal fields under ``device``'s ETag: one round trip, the renewal claim.
+    ) -> Guarded:
+        """Record renewal pushes under ``etag``: one round trip, the renewal worker's claim.
 
-        Returns the device as written (new ETag), or None when it changed since it was read or
-        is gone (re-read and decide again). Raises StorageUnavailableError.
+        ``sent`` becomes the device's renewal pushes (read back merged into ``background_sent``,
+        so withdraw pushes see them). Changed since ``etag`` or gone: nothing is written.
+        Raises StorageUnavailableError.
         """
         fields = {
-            "backgroundSent": _times_text(background_sent[-BACKGROUND_KEEP:]),
+            "PartitionKey": encode_key(user_id),
+            "RowKey": encode_key(device_id),
+            "renewalSent": _times_text(list(sent)[-BACKGROUND_KEEP:]),
             "unansweredWakes": int_property(unanswered_wakes),
             "wakeAt": _times_text([wake_at] if wake_at is not None else []),
             "wakeSweep": wake_sweep or "",
         }
-        try:
-            written = await self._merge_guarded(device, fields)
-        except EntityNotFoundError:
-            return None
-        if written is None:
-            return None
-        return replace(
-            device,
-            background_sent=tuple(background_sent[-BACKGROUND_KEEP:]),
-            unanswered_wakes=unanswered_wakes,
-            wake_at=wake_at,
-            wake_sweep=wake_sweep,
-            etag=written,
-        )
+        return await self._guarded(fields, etag)
 
-    async def mark_stale(self, user_id: str, device_id: str) -> bool:
-        """Mark the device stale: renewal stops waking it. False when it is gone."""
-        return await self._merge(user_id, device_id, {"stale": True})
+    async def _guarded(self, entity: Mapping[str, Any], etag: str) -> Guarded:
+        try:
+            with storage_errors("update device"):
+                meta = await self._devices.update_entity(
+                    entity,
+                    mode=UpdateMode.MERGE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except EntityChangedError:
+            return Guarded()
+        except EntityNotFoundError:
+            return Guarded(gone=True)
+        return Guarded(str(meta["etag"]))
+
+    async def mark_stale(self, user_id: str, device_id: str, etag: str | None = None) -> bool:
+        """Mark the device stale: renewal stops waking it. False when it is gone, or changed
+        since ``etag`` when one is given."""
+        if etag is None:
+            return await self._merge(user_id, device_id, {"stale": True})
+        entity = {"PartitionKey": encode_key(user_id), "RowKey": encode_key(device_id)}
+        return (await self._guarded({**entity, "stale": True}, etag)).etag is not None

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
 from shared.http_api import RequestError
-from shared.renewal_schedule import RenewalSchedule, due_at
+from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
 
 if TYPE_CHECKING:
     from shared.registry_purge import DeviceDays
@@ -240,7 +240,9 @@ async def register_device(
     writes: list[Awaitable[None]] = []
     if device.kind is DeviceKind.ALERT and expires is not None:
         due = due_at(expires, rules.renewal_lead)
-        writes.append(schedule.schedule(caller_user_id, device.device_id, due))
+        # The entry carries what the renewal worker needs, true while the row keeps this ETag.
+        state = EntryState.of(device, result.etag, now) if result.etag else None
+        writes.append(schedule.schedule(caller_user_id, device.device_id, due, state))
     if days is not None:
         writes.append(days.note(caller_user_id, device.device_id, now))
     await _all(writes)

@@ -12,24 +12,35 @@ checkpoint through the bucket holding ``now`` (entries are already written at ke
 than ``RENEWAL_CATCH_UP_HOURS``: buckets missed while the app was down are caught up, bounded.
 The checkpoint (``shared.renewal_sweeps``) is claimed under its ETag with a lease before reading,
 so a timer that fires twice reads nothing the second time. Entries are grouped by device (a
-device due in several buckets is woken once) and split into JSON shards of
-``RENEWAL_SHARD_SIZE`` devices, the queue messages. The device table is never scanned.
+device due in several buckets is woken once) and split into JSON shards of at most
+``RENEWAL_SHARD_SIZE`` devices (fewer when a queue message would be too big), the queue
+messages. Buckets that have left the catch-up window get a purge message. The device table is
+never scanned.
 
-**Worker** (queue, :func:`renew_shard`). For each device of a shard, concurrently: one point read,
-then :func:`decide`. A wake is *claimed* by writing the budget under the ETag just read (one
-round trip: the push time, the unanswered count, the wake's sweep); a concurrent or redelivered
-worker loses that write, re-reads, and finds the budget spent. Then the pushes go out, the
-outcomes are settled as chat push settles them (``shared.outcomes``: 410 removes, bad tokens
-count, configuration errors delete nothing), and a wake that got no answer (429, 5xx, timeouts)
-gives its budget back and is retried in the next bucket. Every device still due gets its next
-entry at the earliest time its budget allows; devices handled together are due together, so
-these entries share a bucket partition and go out in one transaction per 100. After
-``RENEWAL_STALE_AFTER`` unanswered wakes a device is marked stale and left out (its chat pushes
-continue, with the generic text, until the app runs and registers again).
+**Worker** (queue, :func:`renew_shard`). An entry carries what the worker needs
+(:class:`~shared.renewal_schedule.EntryState`: token, topic, environment, budget, and the
+device's ETag when that was true), so a device is not read on the common path:
 
-**Renewal rate.** Each wake records its sweep on the device. The next read of that device (its
-next entry, ``RENEWAL_MIN_SPACING_MINUTES`` or more later) credits the sweep when the device
-renewed since; ``devtools/renewal_rate.py`` prints woken, renewed and the rate per sweep.
+1. decide on the carried state: over budget → a later entry; too many unanswered wakes → mark
+   stale (under the ETag); otherwise
+2. *claim* the wake: write the push into the device's budget under the carried ETag (one round
+   trip). If the device changed since (it renewed, got a withdraw push, was removed), the write
+   fails: read it, skip it if it renewed after the entry was written (or is gone or stale), else
+   decide again on what was read. A second delivery of the shard loses the same way and finds
+   the budget spent, so no device is pushed twice;
+3. push, and settle the outcomes as chat push does (``shared.outcomes``: 410 removes, bad tokens
+   count, configuration errors delete nothing); a wake without an answer (429, 5xx, timeouts)
+   gives its budget back and is retried in the next bucket;
+4. write each device's next entry, carrying its new state, at the earliest time its budget
+   allows: devices handled together are due together, so the entries share a bucket partition
+   and go out in one transaction per 100 — one batched write per device.
+
+After ``RENEWAL_STALE_AFTER`` unanswered wakes a device is marked stale and leaves the schedule
+(its chat pushes continue, with the generic text, until the app runs and registers again).
+
+**Renewal rate.** Each wake records its sweep on the device. When the device's next entry finds
+it renewed since (it is read then: its ETag changed), the sweep is credited;
+``devtools/renewal_rate.py`` prints woken, renewed and the rate per sweep.
 
 Storage errors propagate (``TransientError``: the queue redelivers the shard, which is safe).
 """
@@ -42,21 +53,22 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Protocol, TypeVar
 
 from shared.apns.errors import ApnsError, NotificationError
-from shared.apns.notification import Notification, Priority, PushType
+from shared.apns.notification import Environment, Notification, Priority, PushType
 from shared.apns.payload import background_payload, encode_payload
 from shared.apns.response import PushResult
 from shared.deliveries import DeliveryState
-from shared.devices import Device, DeviceKind
+from shared.devices import Device, DeviceKind, Guarded
 from shared.errors import InputError
 from shared.notify import Pushers, background_budget_allows
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, settle
 from shared.renewal_schedule import (
     BUCKET_MINUTES,
+    EntryState,
     RenewalSchedule,
     ScheduleEntry,
     bucket_for,
@@ -72,6 +84,7 @@ SHARD_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 45_000  # a queue message is 64 KiB once base64-encoded
 CLAIM_ATTEMPTS: Final = 3
 CONCURRENCY: Final = 64  # devices of one shard in flight at once
+PURGE_LOOKBACK: Final = timedelta(hours=24)  # how far below the window a purge looks at most
 HOUR: Final = timedelta(hours=1)
 BUCKET: Final = timedelta(minutes=BUCKET_MINUTES)
 T = TypeVar("T")
@@ -127,20 +140,22 @@ class RenewalDevices(DeviceOutcomes, Protocol):
         """One device, or None."""
         ...
 
-    async def update_wake(
+    async def claim_wake(
         self,
-        device: Device,
+        user_id: str,
+        device_id: str,
+        etag: str,
         *,
-        background_sent: Sequence[datetime],
+        sent: Sequence[datetime],
         unanswered_wakes: int,
         wake_at: datetime | None,
         wake_sweep: str | None,
-    ) -> Device | None:
-        """Write the renewal fields under the device's ETag; None when it changed or is gone."""
+    ) -> Guarded:
+        """Record renewal pushes under ``etag``; nothing is written if it changed or is gone."""
         ...
 
-    async def mark_stale(self, user_id: str, device_id: str) -> bool:
-        """Stop waking the device; False if it is gone."""
+    async def mark_stale(self, user_id: str, device_id: str, etag: str | None = None) -> bool:
+        """Stop waking the device; False if it is gone (or changed since ``etag``)."""
         ...
 
 
@@ -198,19 +213,46 @@ class Decision(enum.StrEnum):
     GONE = "gone"  # removed since: skip
 
 
-def decide(device: Device | None, due_bucket: str, now: datetime, rules: RenewalRules) -> Decision:
-    """Decide for one device read at ``now`` from an entry in ``due_bucket``.
+def decide_state(state: EntryState, now: datetime, rules: RenewalRules) -> Decision:
+    """Decide on what an entry carries (true of the device while its ETag is unchanged)."""
+    if state.wakes >= rules.stale_after:
+        return Decision.MARK_STALE
+    allowed = background_budget_allows(
+        state.sent, now, max_per_hour=rules.max_per_hour, min_spacing=rules.min_spacing
+    )
+    return Decision.WAKE if allowed else Decision.LATER
 
-    A device renewed by itself when its key now falls due after ``due_bucket``: its own newer
-    entry will handle it.
+
+def renewed_since(
+    device: Device, entry_at: datetime | None, due_bucket: str, lead: timedelta
+) -> bool:
+    """Whether the device renewed by itself after its entry was written.
+
+    ``entry_at`` is when the entry's state was taken; an entry without state (keys only) is
+    superseded when the device's key now falls due in a later bucket.
     """
+    if entry_at is not None:
+        return device.renewed_at > entry_at
+    expires = device.key_expires_at
+    return expires is not None and bucket_for(due_at(expires, lead)) > due_bucket
+
+
+def decide(
+    device: Device | None,
+    due_bucket: str,
+    now: datetime,
+    rules: RenewalRules,
+    entry_at: datetime | None = None,
+) -> Decision:
+    """Decide for a device read at ``now`` from an entry in ``due_bucket`` written at
+    ``entry_at`` (None: an entry without state)."""
     if device is None:
         return Decision.GONE
     if device.kind is not DeviceKind.ALERT or device.key_expires_at is None:
         return Decision.UNSCHEDULED
     if device.stale:
         return Decision.STALE
-    if bucket_for(due_at(device.key_expires_at, rules.lead)) > due_bucket:
+    if renewed_since(device, entry_at, due_bucket, rules.lead):
         return Decision.RENEWED
     if device.unanswered_wakes >= rules.stale_after:
         return Decision.MARK_STALE
@@ -230,11 +272,23 @@ def renewal_credit(device: Device | None, sweep_id: str) -> str | None:
     return device.wake_sweep
 
 
-def wake_notification(device: Device, now: datetime, rules: RenewalRules) -> Notification:
+def woken(state: EntryState, now: datetime, sweep_id: str) -> EntryState:
+    """The state after a wake at ``now`` by sweep ``sweep_id`` (ETag still the old one)."""
+    return replace(
+        state,
+        at=now,
+        sent=(*[t for t in state.sent if t > now - HOUR], now),
+        wakes=state.wakes + 1,
+        wake_at=now,
+        wake_sweep=sweep_id,
+    )
+
+
+def wake_notification(state: EntryState, now: datetime, rules: RenewalRules) -> Notification:
     """The silent push that wakes the app: background, priority 5, expiring with the key."""
     return Notification(
-        device_token=device.token,
-        topic=device.topic,
+        device_token=state.token,
+        topic=state.topic,
         push_type=PushType.BACKGROUND,
         payload=encode_payload(background_payload()),
         priority=Priority.CONSIDERATE,
@@ -252,38 +306,65 @@ def next_bucket_start(now: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ShardItem:
-    """One device of a shard and the buckets it was found in."""
+    """One device of a shard: the buckets it was found in and what its latest entry carries."""
 
     user_id: str
     device_id: str
     buckets: tuple[str, ...]
+    state: EntryState | None = None
 
     @property
     def due_bucket(self) -> str:
         """The latest bucket the device was due in (the one that decides)."""
         return max(self.buckets)
 
-    def entries(self) -> list[ScheduleEntry]:
-        """The schedule entries this item stands for."""
-        return [ScheduleEntry(b, self.user_id, self.device_id) for b in self.buckets]
+
+def _state_json(s: EntryState | None) -> list[object] | None:
+    if s is None:
+        return None
+    wake_at = s.wake_at.isoformat() if s.wake_at else None
+    sent = [t.isoformat() for t in s.sent]
+    return [s.token, s.topic, s.environment, s.etag, s.at.isoformat(), sent, s.wakes, wake_at,
+            s.wake_sweep]  # fmt: skip
+
+
+def _state_from(v: object) -> EntryState | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 9:
+        raise TypeError("not an entry state")
+    token, topic, env, etag, at, sent, wakes, wake_at, sweep = v
+    return EntryState(
+        token=str(token),
+        topic=str(topic),
+        environment=Environment(env).value,
+        etag=str(etag),
+        at=datetime.fromisoformat(at),
+        sent=tuple(datetime.fromisoformat(t) for t in sent),
+        wakes=int(wakes),
+        wake_at=datetime.fromisoformat(wake_at) if wake_at else None,
+        wake_sweep=str(sweep) if sweep else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """One queue message: devices of one sweep for one worker invocation."""
+    """One queue message: devices of one sweep for one worker invocation, or a bucket to purge."""
 
     sweep_id: str
     index: int
-    items: tuple[ShardItem, ...]
+    items: tuple[ShardItem, ...] = ()
+    purge: str | None = None
 
     def to_json(self) -> str:
         """The message body (compact JSON)."""
-        body = {
-            "v": SHARD_VERSION,
-            "sweep": self.sweep_id,
-            "shard": self.index,
-            "devices": [[i.user_id, i.device_id, list(i.buckets)] for i in self.items],
-        }
+        body: dict[str, object] = {"v": SHARD_VERSION, "sweep": self.sweep_id, "shard": self.index}
+        if self.purge is not None:
+            body["purge"] = self.purge
+        else:
+            body["devices"] = [
+                [i.user_id, i.device_id, list(i.buckets), _state_json(i.state)] for i in self.items
+            ]
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -294,24 +375,35 @@ def parse_shard(body: bytes | str) -> Shard:
         data = json.loads(body)
         if data["v"] != SHARD_VERSION:
             raise MalformedShardError(f"unknown shard version {data['v']!r}")
+        if "purge" in data:
+            bucket_start(str(data["purge"]))
+            return Shard(str(data["sweep"]), int(data["shard"]), purge=str(data["purge"]))
         items = tuple(
-            ShardItem(str(u), str(d), tuple(str(b) for b in buckets) or ("",))
-            for u, d, buckets in data["devices"]
+            ShardItem(str(u), str(d), tuple(str(b) for b in buckets), _state_from(state))
+            for u, d, buckets, state in data["devices"]
         )
-        shard = Shard(str(data["sweep"]), int(data["shard"]), items)
         for item in items:
             bucket_start(item.due_bucket)
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedShardError(f"not a renewal shard: {type(exc).__name__}") from exc
-    return shard
+    return Shard(str(data["sweep"]), int(data["shard"]), items)
 
 
 def group_entries(entries: Iterable[ScheduleEntry]) -> list[ShardItem]:
-    """One item per device (a device due in several buckets is woken once), in entry order."""
-    buckets: dict[tuple[str, str], list[str]] = {}
+    """One item per device (a device due in several buckets is woken once), in entry order.
+
+    The item carries the state of its latest entry: an older one was superseded by it.
+    """
+    latest: dict[tuple[str, str], ScheduleEntry] = {}
+    buckets: dict[tuple[str, str], set[str]] = {}
     for e in entries:
-        buckets.setdefault((e.user_id, e.device_id), []).append(e.bucket)
-    return [ShardItem(u, d, tuple(sorted(set(b)))) for (u, d), b in buckets.items()]
+        key = (e.user_id, e.device_id)
+        buckets.setdefault(key, set()).add(e.bucket)
+        if key not in latest or e.bucket >= latest[key].bucket:
+            latest[key] = e
+    return [
+        ShardItem(u, d, tuple(sorted(buckets[(u, d)])), e.state) for (u, d), e in latest.items()
+    ]
 
 
 def split_shards(sweep_id: str, items: Sequence[ShardItem], size: int) -> list[Shard]:
@@ -352,6 +444,20 @@ def sweep_range(checkpoint: Checkpoint, now: datetime, rules: RenewalRules) -> t
     return start, bucket_for(now)
 
 
+def purge_buckets(checkpoint: Checkpoint, now: datetime, rules: RenewalRules) -> list[str]:
+    """Buckets that left the catch-up window since the last sweep: never read again.
+
+    At most ``PURGE_LOOKBACK`` of them after a long outage (older ones are left behind).
+    """
+    if checkpoint.done is None:
+        return []
+    floor = bucket_start(bucket_for(now - rules.catch_up))
+    previous = bucket_start(bucket_for(bucket_start(checkpoint.done) - rules.catch_up))
+    start = max(previous, floor - PURGE_LOOKBACK)
+    count = int((floor - start) / BUCKET)
+    return [bucket_for(start + i * BUCKET) for i in range(count)]
+
+
 async def run_sweep(
     *, schedule: RenewalSchedule, sweeps: SweepLog, now: datetime, rules: RenewalRules
 ) -> SweepResult:
@@ -373,18 +479,17 @@ async def run_sweep(
         return SweepResult(None, note="claimed elsewhere")
     items = group_entries(await schedule.read_due(start, end))
     shards = split_shards(end, items, rules.shard_size)
+    purges = [
+        Shard(end, len(shards) + n, purge=b) for n, b in enumerate(purge_buckets(seen, now, rules))
+    ]
     record = SweepRecord(end, now, start, end, len(items), len(shards))
     if not await sweeps.finish(claimed, record):
         return SweepResult(None, note="claim lost")
     log.info(
-        "renewal sweep %s: buckets %s..%s, %d devices in %d shards",
-        end,
-        start,
-        end,
-        len(items),
-        len(shards),
-    )
-    messages = tuple(s.to_json() for s in shards)
+        "renewal sweep %s: buckets %s..%s, %d devices in %d shards, %d buckets to purge",
+        end, start, end, len(items), len(shards), len(purges),
+    )  # fmt: skip
+    messages = tuple(s.to_json() for s in (*shards, *purges))
     return SweepResult(end, messages, len(items), start)
 
 
@@ -393,13 +498,13 @@ async def run_sweep(
 
 @dataclass(frozen=True, slots=True)
 class Looked:
-    """One device after its read: the decision, the device (as claimed for a wake), and what it
-    was before the claim (to give the budget back)."""
+    """One device after its decision: what it carries to its next entry (``state``), and for a
+    wake what it carried before the claim (to give the budget back)."""
 
     item: ShardItem
     decision: Decision
-    device: Device | None
-    before: Device | None = None
+    state: EntryState | None
+    before: EntryState | None = None
     credit: str | None = None
 
 
@@ -411,6 +516,20 @@ async def _bounded(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
             return await c
 
     return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+def as_device(item: ShardItem, state: EntryState) -> Device:
+    """The device as the entry knows it, for settling an APNs answer (``shared.outcomes``)."""
+    return Device(
+        user_id=item.user_id,
+        device_id=item.device_id,
+        token=state.token,
+        kind=DeviceKind.ALERT,
+        topic=state.topic,
+        environment=Environment(state.environment),
+        registered_at=state.at,
+        renewed_at=state.at,
+    )
 
 
 class _ShardRun:
@@ -426,69 +545,91 @@ class _ShardRun:
         self.shard = shard
         self.devices = devices
         self.rules = rules
-        self.clock = clock
         self.now = clock()
         self.tag = f"renewal {shard.sweep_id}/{shard.index}"
 
     async def look(self, item: ShardItem) -> Looked:
-        """Read, decide, and claim a wake under the device's ETag (re-read on a lost claim)."""
+        """Decide on the carried state and claim; read the device only when that fails."""
+        if item.state is not None:
+            fast = await self.act(item, item.state)
+            if fast is not None:
+                return fast
         for _ in range(CLAIM_ATTEMPTS):
             device = await self.devices.get(item.user_id, item.device_id)
-            decision = decide(device, item.due_bucket, self.now, self.rules)
+            entry_at = item.state.at if item.state is not None else None
+            decision = decide(device, item.due_bucket, self.now, self.rules, entry_at)
             credit = renewal_credit(device, self.shard.sweep_id)
-            if decision is not Decision.WAKE or device is None:
-                return Looked(item, decision, device, credit=credit)
-            claimed = await self.devices.update_wake(
-                device,
-                background_sent=[*device.background_sent, self.now],
-                unanswered_wakes=device.unanswered_wakes + 1,
-                wake_at=self.now,
-                wake_sweep=self.shard.sweep_id,
-            )
-            if claimed is not None:
-                return Looked(item, decision, claimed, before=device, credit=credit)
+            if device is None or device.etag is None or decision in _SKIPPED:
+                return Looked(item, decision, None, credit=credit)
+            acted = await self.act(item, EntryState.of(device, device.etag, self.now))
+            if acted is not None:
+                return replace(acted, credit=credit)
         log.info("%s: device %s kept changing; trying it later", self.tag, item.device_id)
         return Looked(item, Decision.LATER, None)
 
-    async def send(self, device: Device, pushers: Pushers) -> PushResult | ApnsError:
+    async def act(self, item: ShardItem, state: EntryState) -> Looked | None:
+        """Act on ``state`` under its ETag: None when the device changed (read it)."""
+        decision = decide_state(state, self.now, self.rules)
+        if decision is Decision.LATER:
+            return Looked(item, decision, state)
+        user, device_id = item.user_id, item.device_id
+        if decision is Decision.MARK_STALE:
+            marked = await self.devices.mark_stale(user, device_id, state.etag)
+            return Looked(item, decision, None) if marked else None
+        after = woken(state, self.now, self.shard.sweep_id)
+        claimed = await self.devices.claim_wake(
+            user, device_id, state.etag, sent=after.sent, unanswered_wakes=after.wakes,
+            wake_at=after.wake_at, wake_sweep=after.wake_sweep,
+        )  # fmt: skip
+        if claimed.gone:
+            return Looked(item, Decision.GONE, None)
+        if claimed.etag is None:
+            return None
+        return Looked(item, decision, replace(after, etag=claimed.etag), before=state)
+
+    async def send(self, state: EntryState, pushers: Pushers) -> PushResult | ApnsError:
         """One wake push; rejections and failures come back as values."""
-        pusher = pushers.get(device.topic)
+        pusher = pushers.get(state.topic)
         if pusher is None:
-            log.error("%s: no APNs credentials for app %s", self.tag, device.topic)
-            return NotificationError("topic", f"no APNs credentials configured for {device.topic}")
+            log.error("%s: no APNs credentials for app %s", self.tag, state.topic)
+            return NotificationError("topic", f"no APNs credentials configured for {state.topic}")
         try:
-            n = wake_notification(device, self.now, self.rules)
-            return await pusher.send(
-                n, environment=device.environment, budget=self.rules.send_budget
-            )
+            n = wake_notification(state, self.now, self.rules)
+            env = Environment(state.environment)
+            return await pusher.send(n, environment=env, budget=self.rules.send_budget)
         except ApnsError as exc:
             return exc
 
-    async def give_back(self, looked: Looked) -> None:
+    async def give_back(self, looked: Looked) -> Looked:
         """Undo a wake's budget write after a retryable failure (nothing reached the device)."""
-        before, claimed = looked.before, looked.device
+        before, claimed, item = looked.before, looked.state, looked.item
         if before is None or claimed is None:
-            return
-        undone = await self.devices.update_wake(
-            claimed,
-            background_sent=before.background_sent,
-            unanswered_wakes=before.unanswered_wakes,
-            wake_at=before.wake_at,
-            wake_sweep=before.wake_sweep,
-        )
-        if undone is None:
-            log.info("%s: device %s changed; budget not given back", self.tag, claimed.device_id)
+            return replace(looked, state=None)
+        undone = await self.devices.claim_wake(
+            item.user_id, item.device_id, claimed.etag, sent=before.sent,
+            unanswered_wakes=before.wakes, wake_at=before.wake_at, wake_sweep=before.wake_sweep,
+        )  # fmt: skip
+        if undone.etag is None:
+            log.info("%s: device %s changed; budget not given back", self.tag, item.device_id)
+            return replace(looked, state=None)
+        return replace(looked, state=replace(before, etag=undone.etag, at=self.now))
 
-    def next_due(self, looked: Looked) -> datetime | None:
-        """When the device should be looked at again, or None (it leaves the schedule)."""
-        device, r = looked.device, self.rules
+    def next_entry(self, looked: Looked, released: bool) -> ScheduleEntry | None:
+        """The device's next entry, or None (it leaves the schedule)."""
         if looked.decision not in (Decision.WAKE, Decision.LATER):
             return None
-        sent = device.background_sent if device is not None else ()
+        state, r = looked.state, self.rules
         at = next_background_at(
-            sent, self.now, max_per_hour=r.max_per_hour, min_spacing=r.min_spacing
-        )
-        return max(at, next_bucket_start(self.now))
+            state.sent if state is not None else (), self.now,
+            max_per_hour=r.max_per_hour, min_spacing=r.min_spacing,
+        )  # fmt: skip
+        at = max(at, next_bucket_start(self.now))
+        if released:
+            at = next_bucket_start(self.now)
+        return ScheduleEntry(bucket_for(at), looked.item.user_id, looked.item.device_id, state)
+
+
+_SKIPPED: Final = frozenset({Decision.GONE, Decision.UNSCHEDULED, Decision.STALE, Decision.RENEWED})
 
 
 async def renew_shard(
@@ -506,12 +647,14 @@ async def renew_shard(
 
     Raises TransientError subclasses when storage does not answer (redelivering is safe).
     """
+    if shard.purge is not None:
+        return await purge_bucket(shard, schedule)
     run = _ShardRun(shard, devices, rules, clock)
     looked = await _bounded((run.look(i) for i in shard.items), CONCURRENCY)
-    wake = [(x, x.device) for x in looked if x.decision is Decision.WAKE and x.device is not None]
-    answers = await _bounded((run.send(d, pushers) for _, d in wake), CONCURRENCY)
+    wake = [(x, x.state) for x in looked if x.decision is Decision.WAKE and x.state is not None]
+    answers = await _bounded((run.send(s, pushers) for _, s in wake), CONCURRENCY)
     settled = await settle(
-        [Attempt(x, d, a) for (x, d), a in zip(wake, answers, strict=True)],
+        [Attempt(x, as_device(x.item, s), a) for (x, s), a in zip(wake, answers, strict=True)],
         devices=devices,
         now=clock(),
         bad_token_remove_after=rules.bad_token_remove_after,
@@ -520,31 +663,24 @@ async def renew_shard(
         correlation=run.tag,
     )
     states = {id(x): o.state for x, o in settled.outcomes}
-    released = [x for x, _ in wake if states[id(x)] is DeliveryState.RELEASED]
-    await _bounded((run.give_back(x) for x in released), CONCURRENCY)
-    stale = [x for x in looked if x.decision is Decision.MARK_STALE]
-    await _bounded((devices.mark_stale(x.item.user_id, x.item.device_id) for x in stale), 16)
-    await schedule.schedule_many(_next_entries(run, looked, states))
-    await schedule.remove([e for x in looked for e in x.item.entries()])
+    released = {id(x) for x in looked if states.get(id(x)) is DeliveryState.RELEASED}
+    given_back = await _bounded((run.give_back(x) for x in looked if id(x) in released), 16)
+    entries = [run.next_entry(x, False) for x in looked if id(x) not in released]
+    entries += [run.next_entry(x, True) for x in given_back]
+    await schedule.put_many([e for e in entries if e is not None])
     report = _report(shard, looked, states)
     await sweeps.record_shard(report, _credits(looked))
     _log_report(run.tag, report)
     return report
 
 
-def _next_entries(
-    run: _ShardRun, looked: Sequence[Looked], states: Mapping[int, DeliveryState]
-) -> list[tuple[str, str, datetime]]:
-    """Each device still due, at the earliest time its budget allows; a released wake is
-    retried in the next bucket (its budget was given back)."""
-    entries: list[tuple[str, str, datetime]] = []
-    for x in looked:
-        at = run.next_due(x)
-        if states.get(id(x)) is DeliveryState.RELEASED:
-            at = next_bucket_start(run.now)
-        if at is not None:
-            entries.append((x.item.user_id, x.item.device_id, at))
-    return entries
+async def purge_bucket(shard: Shard, schedule: RenewalSchedule) -> ShardReport:
+    """Delete what is left in a bucket that has left the catch-up window (read once, long ago)."""
+    bucket = shard.purge or ""
+    entries = await schedule.read_due(bucket, bucket)
+    await schedule.remove(entries)
+    log.info("renewal purge of bucket %s: %d entries deleted", bucket, len(entries))
+    return ShardReport(shard.sweep_id, shard.index, len(entries), {"purged": len(entries)})
 
 
 def _credits(looked: Sequence[Looked]) -> dict[str, list[str]]:
@@ -576,7 +712,7 @@ def _report(
         elif state is DeliveryState.FAILED:
             counts["failed"] += 1
         elif state is DeliveryState.DELIVERED or (
-            x.device is not None and x.device.wake_sweep == shard.sweep_id
+            x.state is not None and x.state.wake_sweep == shard.sweep_id
         ):
             counts["woken"] += 1
         elif x.decision in _COUNTED:

@@ -3,23 +3,26 @@
     PartitionKey  due bucket ``YYYYMMDDHHMM``: the UTC start of a 5-minute bucket
     RowKey        encode_key(rawId) + "~" + deviceId
 
-An entry holds nothing else: the sweep reads the due buckets (a PartitionKey range, never a full
-scan) and the worker loads each device for its token, topic and budget anyway.
+An entry may carry an :class:`EntryState`: what the renewal worker needs to wake the device
+without reading it (token, topic, environment, the background-push budget) and the device's ETag
+when that was true. The worker claims a wake with a write under that ETag; if the device changed
+since (it renewed, was removed, got a withdraw push), the write fails and the worker reads it.
+Registration writes the state of the device it just wrote; the worker carries it forward.
 
 Only alert devices with a preview key are scheduled (a key expires; a VoIP token has none). A
 renewal schedules the new due time but does not delete the previous entry: finding it would cost
-a read on every renewal. The previous entry is *superseded*: :func:`is_current` tells the sweep to
-skip it (the device's due bucket moved on) and the sweep deletes what it has read. Removing a
-device unschedules it when its due time is known.
+a read on every renewal. The previous entry is *superseded*: the worker skips it (the device
+renewed after the entry was written). The sweep reads each bucket once and purges buckets that
+have left its catch-up window. Removing a device unschedules it when its due time is known.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
@@ -31,6 +34,9 @@ from shared.tables import (
     storage_errors,
     submit_batches,
 )
+
+if TYPE_CHECKING:
+    from shared.devices import Device
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +72,93 @@ def row_key(user_id: str, device_id: str) -> str:
     return encode_key(user_id) + _SEPARATOR + encode_key(device_id)
 
 
+def _times(text: str) -> tuple[datetime, ...]:
+    return tuple(datetime.fromisoformat(t) for t in text.split(",")) if text else ()
+
+
+def _time_text(times: Sequence[datetime]) -> str:
+    return ",".join(t.astimezone(UTC).isoformat() for t in times)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryState:
+    """What an entry carries so the worker can wake the device without reading it.
+
+    True of the device while its ETag is ``etag``; ``at`` is when it was taken. ``sent``: recent
+    background pushes (the budget), ``wakes``: renewal pushes not followed by a renewal,
+    ``wake_at`` / ``wake_sweep``: the last renewal push and the sweep that sent it.
+    """
+
+    token: str = field(repr=False)
+    topic: str
+    environment: str
+    etag: str
+    at: datetime
+    sent: tuple[datetime, ...] = ()
+    wakes: int = 0
+    wake_at: datetime | None = None
+    wake_sweep: str | None = None
+
+    @classmethod
+    def of(cls, device: Device, etag: str, at: datetime) -> EntryState:
+        """What ``device`` (just read or written, with ``etag``) looks like to the worker."""
+        recent = [t for t in device.background_sent if t > at - timedelta(hours=1)]
+        return cls(
+            token=device.token,
+            topic=device.topic,
+            environment=device.environment.value,
+            etag=etag,
+            at=at,
+            sent=tuple(recent),
+            wakes=device.unanswered_wakes,
+            wake_at=device.wake_at,
+            wake_sweep=device.wake_sweep,
+        )
+
+    def properties(self) -> dict[str, Any]:
+        """The entity properties that store it."""
+        return {
+            "token": self.token,
+            "topic": self.topic,
+            "environment": self.environment,
+            "etag": self.etag,
+            "at": _time_text([self.at]),
+            "sent": _time_text(self.sent),
+            "wakes": self.wakes,
+            "wakeAt": _time_text([self.wake_at] if self.wake_at else []),
+            "wakeSweep": self.wake_sweep or "",
+        }
+
+    @classmethod
+    def from_properties(cls, entity: Mapping[str, Any]) -> EntryState | None:
+        """The state stored in an entity, or None for an entry without one (or a damaged one)."""
+        try:
+            if not entity.get("etag"):
+                return None
+            wake_at = _times(str(entity.get("wakeAt") or ""))
+            return cls(
+                token=str(entity["token"]),
+                topic=str(entity["topic"]),
+                environment=str(entity["environment"]),
+                etag=str(entity["etag"]),
+                at=_times(str(entity["at"]))[0],
+                sent=_times(str(entity.get("sent") or "")),
+                wakes=int(entity.get("wakes") or 0),
+                wake_at=wake_at[0] if wake_at else None,
+                wake_sweep=str(entity.get("wakeSweep") or "") or None,
+            )
+        except (KeyError, ValueError, IndexError, TypeError):
+            return None
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleEntry:
-    """One device due in one bucket."""
+    """One device due in one bucket, with what it carries (if anything)."""
 
     bucket: str
     user_id: str
     device_id: str
+    state: EntryState | None = field(default=None, compare=False)
 
     @classmethod
     def from_keys(cls, partition_key: str, row: str) -> ScheduleEntry:
@@ -81,6 +167,15 @@ class ScheduleEntry:
         if not sep:
             raise ValueError("not a schedule row")
         return cls(partition_key, decode_key(user), decode_key(device))
+
+    def entity(self) -> dict[str, Any]:
+        """The entity that stores this entry."""
+        props = self.state.properties() if self.state is not None else {}
+        return {
+            "PartitionKey": self.bucket,
+            "RowKey": row_key(self.user_id, self.device_id),
+            **props,
+        }
 
 
 def is_current(entry: ScheduleEntry, key_expires_at: datetime | None, lead: timedelta) -> bool:
@@ -91,12 +186,14 @@ def is_current(entry: ScheduleEntry, key_expires_at: datetime | None, lead: time
 class RenewalSchedule(Protocol):
     """The schedule port (``TableRenewalSchedule`` and the test fake)."""
 
-    async def schedule(self, user_id: str, device_id: str, due: datetime) -> None:
-        """Make the device due at ``due`` (idempotent)."""
+    async def schedule(
+        self, user_id: str, device_id: str, due: datetime, state: EntryState | None = None
+    ) -> None:
+        """Make the device due at ``due`` (idempotent), carrying ``state`` if given."""
         ...
 
-    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
-        """Make each (user, device) due at its time: one transaction per bucket and 100 rows."""
+    async def put_many(self, entries: Sequence[ScheduleEntry]) -> None:
+        """Write entries (replacing any with the same keys): one transaction per bucket and 100."""
         ...
 
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
@@ -118,20 +215,22 @@ class TableRenewalSchedule:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    async def schedule(self, user_id: str, device_id: str, due: datetime) -> None:
+    async def schedule(
+        self, user_id: str, device_id: str, due: datetime, state: EntryState | None = None
+    ) -> None:
         """Upsert the device's entry in the bucket of ``due``. Raises StorageUnavailableError."""
-        entity = {"PartitionKey": bucket_for(due), "RowKey": row_key(user_id, device_id)}
+        entity = ScheduleEntry(bucket_for(due), user_id, device_id, state).entity()
         with storage_errors("schedule renewal"):
             await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
-    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+    async def put_many(self, entries: Sequence[ScheduleEntry]) -> None:
         """Upsert many entries: devices due together share a bucket, so this batches well.
 
         Raises StorageUnavailableError.
         """
-        # A transaction may not touch one entity twice.
-        keys = dict.fromkeys((bucket_for(due), row_key(u, d)) for u, d, due in items)
-        ops = [("upsert", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in keys]
+        # A transaction may not touch one entity twice: the last entry for a key wins.
+        unique = {(e.bucket, e.user_id, e.device_id): e for e in entries}
+        ops = [("upsert", e.entity(), {"mode": UpdateMode.REPLACE}) for e in unique.values()]
         await submit_batches(self._table, ops)
 
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
@@ -151,10 +250,10 @@ class TableRenewalSchedule:
             async for e in self._table.query_entities(
                 "PartitionKey ge @lo and PartitionKey le @hi",
                 parameters={"lo": from_bucket, "hi": to_bucket},
-                select=["PartitionKey", "RowKey"],
             ):
                 try:
-                    entries.append(ScheduleEntry.from_keys(e["PartitionKey"], e["RowKey"]))
+                    entry = ScheduleEntry.from_keys(e["PartitionKey"], e["RowKey"])
+                    entries.append(replace(entry, state=EntryState.from_properties(e)))
                 except ValueError:
                     log.warning("skipping a malformed renewal row in bucket %s", e["PartitionKey"])
         return entries

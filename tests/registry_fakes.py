@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from shared.devices import BACKGROUND_KEEP, Device, Registered, RegistrationOutcome
-from shared.renewal_schedule import ScheduleEntry, bucket_for
+from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
+from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for
 
 
 class FakeDeviceStore:
@@ -26,6 +26,7 @@ class FakeDeviceStore:
         self.rows: dict[tuple[str, str], Device] = {}
         self.owners: dict[str, str] = {}
         self.calls = 0
+        self.renewal_sent: dict[tuple[str, str], tuple[datetime, ...]] = {}
         self._etags = itertools.count(1)
 
     async def _tick(self) -> None:
@@ -42,7 +43,7 @@ class FakeDeviceStore:
         key = (device.user_id, device.device_id)
         old = self.rows.get(key)
         if old is not None:
-            self._put(
+            renewed = self._put(
                 replace(
                     device,
                     registered_at=old.registered_at,
@@ -54,15 +55,15 @@ class FakeDeviceStore:
                     wake_sweep=old.wake_sweep,
                 )
             )
-            return Registered(RegistrationOutcome.RENEWED)
+            return Registered(RegistrationOutcome.RENEWED, etag=renewed.etag)
         previous = self.owners.get(device.device_id)
         if previous is not None and previous != device.user_id:
             self.rows.pop((previous, device.device_id), None)
         self.owners[device.device_id] = device.user_id
-        self._put(replace(device, stale=False, unanswered_wakes=0, bad_token_count=0))
+        new = self._put(replace(device, stale=False, unanswered_wakes=0, bad_token_count=0))
         if previous is not None and previous != device.user_id:
-            return Registered(RegistrationOutcome.MOVED, previous)
-        return Registered(RegistrationOutcome.CREATED)
+            return Registered(RegistrationOutcome.MOVED, previous, new.etag)
+        return Registered(RegistrationOutcome.CREATED, etag=new.etag)
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         await self._tick()
@@ -128,33 +129,42 @@ class FakeDeviceStore:
             )
         )
 
-    async def update_wake(
+    async def claim_wake(
         self,
-        device: Device,
+        user_id: str,
+        device_id: str,
+        etag: str,
         *,
-        background_sent: Sequence[datetime],
+        sent: Sequence[datetime],
         unanswered_wakes: int,
         wake_at: datetime | None,
         wake_sweep: str | None,
-    ) -> Device | None:
+    ) -> Guarded:
         await self._tick()
-        stored = self.rows.get((device.user_id, device.device_id))
-        if stored is None or stored.etag != device.etag:
-            return None
-        return self._put(
+        stored = self.rows.get((user_id, device_id))
+        if stored is None:
+            return Guarded(gone=True)
+        if stored.etag != etag:
+            return Guarded()
+        # As the table keeps them: withdraw pushes and renewal pushes apart, read back together.
+        key = (user_id, device_id)
+        others = set(stored.background_sent) - set(self.renewal_sent.get(key, ()))
+        self.renewal_sent[key] = tuple(sent)[-BACKGROUND_KEEP:]
+        written = self._put(
             replace(
                 stored,
-                background_sent=tuple(background_sent[-BACKGROUND_KEEP:]),
+                background_sent=tuple(sorted(others | set(self.renewal_sent[key]))),
                 unanswered_wakes=unanswered_wakes,
                 wake_at=wake_at,
                 wake_sweep=wake_sweep,
             )
         )
+        return Guarded(written.etag)
 
-    async def mark_stale(self, user_id: str, device_id: str) -> bool:
+    async def mark_stale(self, user_id: str, device_id: str, etag: str | None = None) -> bool:
         await self._tick()
         device = self.rows.get((user_id, device_id))
-        if device is None:
+        if device is None or (etag is not None and device.etag != etag):
             return False
         self._put(replace(device, stale=True))
         return True
@@ -165,15 +175,22 @@ class FakeRenewalSchedule:
 
     def __init__(self) -> None:
         self.buckets: dict[str, set[tuple[str, str]]] = {}
+        self.states: dict[tuple[str, str, str], EntryState | None] = {}
 
-    async def schedule(self, user_id: str, device_id: str, due: datetime) -> None:
+    async def schedule(
+        self, user_id: str, device_id: str, due: datetime, state: EntryState | None = None
+    ) -> None:
         await asyncio.sleep(0)
-        self.buckets.setdefault(bucket_for(due), set()).add((user_id, device_id))
+        self._put(ScheduleEntry(bucket_for(due), user_id, device_id, state))
 
-    async def schedule_many(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+    def _put(self, e: ScheduleEntry) -> None:
+        self.buckets.setdefault(e.bucket, set()).add((e.user_id, e.device_id))
+        self.states[(e.bucket, e.user_id, e.device_id)] = e.state
+
+    async def put_many(self, entries: Sequence[ScheduleEntry]) -> None:
         await asyncio.sleep(0)
-        for user_id, device_id, due in items:
-            self.buckets.setdefault(bucket_for(due), set()).add((user_id, device_id))
+        for e in entries:
+            self._put(e)
 
     async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
         await asyncio.sleep(0)
@@ -182,7 +199,7 @@ class FakeRenewalSchedule:
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
         await asyncio.sleep(0)
         return [
-            ScheduleEntry(bucket, user, device)
+            ScheduleEntry(bucket, user, device, self.states.get((bucket, user, device)))
             for bucket in sorted(self.buckets)
             if from_bucket <= bucket <= to_bucket
             for user, device in sorted(self.buckets[bucket])

@@ -174,6 +174,11 @@ class Renewal:
     def device(self, device_id: str, user: str = USER) -> Device | None:
         return self.devices.rows.get((user, device_id))
 
+    def pending(self) -> list[ScheduleEntry]:
+        """Entries not swept yet (consumed ones stay until their bucket is purged)."""
+        now = bucket_for(self.clock())
+        return [e for e in self.schedule.entries() if e.bucket > now]
+
     def pushes(self, n: int) -> list[datetime]:
         return [at for t, at in self.apns.times if t == token(n)]
 
@@ -395,7 +400,7 @@ async def test_a_woken_device_is_scheduled_again_when_its_budget_allows(renewal:
     device_id = await renewal.register(7)
     renewal.at(35)
     await renewal.tick()
-    assert renewal.schedule.entries() == [
+    assert renewal.pending() == [
         ScheduleEntry(bucket_for(T0 + timedelta(minutes=55)), USER, device_id)
     ]
     stored = renewal.device(device_id)
@@ -410,7 +415,7 @@ async def test_a_device_that_renewed_by_itself_is_not_woken(renewal: Renewal) ->
     renewal.at(35)
     await renewal.tick()
     assert renewal.apns.sent == []
-    assert renewal.schedule.entries() == [
+    assert renewal.pending() == [
         ScheduleEntry(bucket_for(T0 + timedelta(minutes=65)), USER, device_id)
     ]
 
@@ -443,7 +448,7 @@ async def test_a_withdraw_push_draws_on_the_same_budget(renewal: Renewal) -> Non
     renewal.at(35)
     await renewal.tick()
     assert renewal.apns.sent == []
-    assert renewal.schedule.entries() == [
+    assert renewal.pending() == [
         ScheduleEntry(bucket_for(T0 + timedelta(minutes=50)), USER, device_id)
     ]
 
@@ -460,7 +465,7 @@ async def test_an_unanswered_device_is_woken_within_budget_then_marked_stale(
     assert all(sum(1 for u in times if t <= u < t + timedelta(hours=1)) <= 2 for t in times)
     stored = renewal.device(device_id)
     assert stored is not None and stored.stale
-    assert renewal.schedule.entries() == []
+    assert renewal.pending() == []
 
 
 async def test_a_device_that_renews_after_a_wake_is_credited_to_that_sweep(
@@ -500,7 +505,7 @@ async def test_a_wake_without_an_answer_gives_its_budget_back_and_is_retried_nex
     stored = renewal.device(device_id)
     assert stored is not None
     assert (stored.background_sent, stored.unanswered_wakes) == ((), 0)
-    assert renewal.schedule.entries() == [
+    assert renewal.pending() == [
         ScheduleEntry(bucket_for(T0 + timedelta(minutes=40)), USER, device_id)
     ]
     renewal.apns.script.clear()
@@ -528,3 +533,42 @@ async def test_an_app_down_for_an_hour_catches_up_without_bursting_past_the_budg
     assert caught_up.devices == 12
     assert [len(renewal.pushes(n)) for n in range(1, 13)] == [2, 1, 1, 1, 0] + [1] * 7
     assert renewal.pushes(1)[1] - renewal.pushes(1)[0] >= RULES.min_spacing
+
+
+async def test_a_due_device_is_woken_without_reading_it(renewal: Renewal) -> None:
+    reads: list[str] = []
+    get = renewal.devices.get
+
+    async def counted(user_id: str, device_id: str) -> Device | None:
+        reads.append(device_id)
+        return await get(user_id, device_id)
+
+    renewal.devices.get = counted  # type: ignore[method-assign]
+    await renewal.register(7)
+    renewal.at(35)
+    await renewal.tick()
+    assert (len(renewal.pushes(7)), reads) == (1, [])
+
+
+async def test_a_device_removed_since_its_entry_was_written_is_not_woken(
+    renewal: Renewal,
+) -> None:
+    device_id = await renewal.register(7)
+    await renewal.devices.remove(USER, device_id)
+    renewal.at(35)
+    await renewal.tick()
+    assert (renewal.pushes(7), renewal.pending()) == ([], [])
+
+
+async def test_buckets_that_leave_the_catch_up_window_are_purged(renewal: Renewal) -> None:
+    await renewal.register(7)
+    renewal.at(35)
+    await renewal.tick()
+    consumed = bucket_for(renewal.clock())
+    for minutes in range(40, 35 + 6 * 60 + 10, 5):
+        renewal.at(minutes)
+        await renewal.tick()
+    floor = bucket_for(renewal.clock() - RULES.catch_up)
+    left = {e.bucket for e in renewal.schedule.entries()}
+    assert consumed not in left
+    assert left and all(b >= floor for b in left)
