@@ -26,10 +26,11 @@ app's alone). Then, for ``--minutes``:
 Every minute it prints pushes sent, events lost and duplicated so far, p99 latency (first
 webhook post to the APNs request that was answered 200) and the app host's RSS; at the end it
 drains outstanding redeliveries and writes a JSON file with start and end times, every minute's
-row and the totals. "Lost": a (phone, message) pair of a finished event with no accepted push.
-"Duplicated": a pair APNs accepted twice. "Possible duplicate": a pair accepted once and also
-received by the simulator in a request the app never saw answered (stalled or answered after
-the client's deadline): real APNs may have delivered both.
+row and the totals. "Lost": a (phone, message) pair of a finished event that APNs never accepted.
+"Duplicated": a pair APNs accepted twice (the phone shows it twice; each is listed with its
+cause: an answer after the app's deadline, an answer lost with its connection, or what was
+injected at the time). "Possible duplicate": a pair accepted once and also sent on a stream that
+stalled (real APNs may or may not have delivered that one).
 """
 
 from __future__ import annotations
@@ -89,11 +90,6 @@ def fault_kinds(request_timeout: float) -> list[tuple[str, dict[str, Any]]]:
         ("ExpiredProviderToken", {"reason": "ExpiredProviderToken"}),
         ("TooManyProviderTokenUpdates", {"reason": "TooManyProviderTokenUpdates"}),
     ]
-
-
-# Faults whose request reached the simulator and may have been delivered by a real APNs although
-# the app never saw an answer: what can turn a redelivery into a duplicate.
-UNSEEN_ANSWER = {"stalled stream", "answer after the deadline"}
 
 
 # --- the moving parts ---------------------------------------------------------------------------
@@ -199,8 +195,13 @@ class Run:
     users: list[User] = field(default_factory=list)
     events: dict[str, Event] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
-    accepted: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
-    unseen: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    # Copies APNs accepted per (token, messageId): (receivedAt, connection, the app saw the 200).
+    accepted: dict[tuple[str, str], list[tuple[float, int, bool]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    stalled: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    seen_seqs: set[int] = field(default_factory=set)
+    dropped_connections: set[int] = field(default_factory=set)
     faults_hit: Counter[str] = field(default_factory=Counter)
     fault_ids: dict[str, str] = field(default_factory=dict)
     push_types: Counter[str] = field(default_factory=Counter)
@@ -418,25 +419,41 @@ class Driver:
 
     # --- the simulator's log ----------------------------------------------------------------
     async def read_simulator(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = (
-            await self.control.get("/requests", params={"since": self.run.last_seq})
-        ).json()
+        """New records of the simulator's log. Records are logged when they finish, not in
+        ``seq`` order (a delayed answer finishes late), so each read overlaps the last one."""
+        since = max(0, self.run.last_seq - 3000)
+        answer = await self.control.get("/requests", params={"since": since})
+        records = [r for r in answer.json() if r["seq"] not in self.run.seen_seqs]
         for r in records:
+            self.run.seen_seqs.add(r["seq"])
             self.run.last_seq = max(self.run.last_seq, r["seq"])
-            fault = self.run.fault_ids.get(r.get("faultId") or "")
-            if fault:
-                self.run.faults_hit[fault] += 1
-            payload = r.get("payload") if isinstance(r.get("payload"), dict) else {}
-            self.run.push_types[(r.get("headers") or {}).get("apns-push-type", "?")] += 1
-            message = payload.get("messageId") if payload else None
-            if message is None or r.get("status") != 200:
-                continue
-            key = (r["token"], str(message))
-            if r["outcome"] == "answered" and fault not in UNSEEN_ANSWER:
-                self.run.accepted[key].append(r["receivedAt"])
-            elif fault in UNSEEN_ANSWER:
-                self.run.unseen[key] += 1
+            self.count(r)
         return records
+
+    def count(self, r: dict[str, Any]) -> None:
+        """One record: an accepted copy (seen by the app or not), a stalled one, or neither.
+
+        APNs accepted a copy when it validated the request and answered 200, whether or not the
+        answer reached the app: a late answer (the app had given up) or an answer on a connection
+        the fault then dropped was still delivered to the device.
+        """
+        fault = self.run.fault_ids.get(r.get("faultId") or "")
+        if fault:
+            self.run.faults_hit[fault] += 1
+            if fault == "connection close":
+                self.run.dropped_connections.add(r["connectionId"])
+        payload = r.get("payload") if isinstance(r.get("payload"), dict) else {}
+        self.run.push_types[(r.get("headers") or {}).get("apns-push-type", "?")] += 1
+        message = payload.get("messageId") if payload else None
+        if message is None or r.get("status") != 200:
+            return
+        key = (r["token"], str(message))
+        if fault == "stalled stream":
+            self.run.stalled[key] += 1
+        elif fault == "answer after the deadline":
+            self.run.accepted[key].append((r["receivedAt"], r["connectionId"], False))
+        elif r["outcome"] == "answered":
+            self.run.accepted[key].append((r["receivedAt"], r["connectionId"], True))
 
     def tally(self, finished_only: bool = True) -> dict[str, Any]:
         """Lost, duplicated and possible duplicates over the events that finished."""
@@ -450,7 +467,7 @@ class Driver:
                 accepted = len(self.run.accepted.get(key, ()))
                 lost += accepted == 0
                 dup += accepted > 1
-                maybe += accepted >= 1 and self.run.unseen.get(key, 0) > 0
+                maybe += accepted == 1 and self.run.stalled.get(key, 0) > 0
         return {"pairs": pairs, "lost": lost, "duplicated": dup, "possible_duplicates": maybe}
 
     def context(self, at: float) -> str:
@@ -463,24 +480,33 @@ class Driver:
         return earlier[-1] if earlier else "none"
 
     def duplicates(self) -> list[dict[str, Any]]:
-        """Every pair APNs accepted more than once, with what was injected at the first push."""
+        """Every pair APNs accepted more than once, with why the app sent it again."""
         out = []
-        for (token, message), times in sorted(self.run.accepted.items()):
-            if len(times) > 1:
-                first = min(times)
-                out.append({
-                    "token": token[:8] + "…", "messageId": message, "accepted": len(times),
-                    "seconds_apart": round(max(times) - first, 2), "during": self.context(first),
-                })  # fmt: skip
+        for (token, message), found in sorted(self.run.accepted.items()):
+            if len(found) < 2:
+                continue
+            copies = sorted(found)
+            earlier = copies[:-1]
+            if any(not seen for _, _, seen in earlier):
+                cause = "the app never saw the first answer (it came after the deadline)"
+            elif any(conn in self.run.dropped_connections for _, conn, _ in earlier):
+                cause = "the first answer was lost with its connection"
+            else:
+                cause = "during " + self.context(copies[0][0])
+            out.append({
+                "token": token[:8] + "…", "messageId": message, "accepted": len(copies),
+                "seconds_apart": round(copies[-1][0] - copies[0][0], 2), "cause": cause,
+            })  # fmt: skip
         return out
 
     def latencies(self, since: float, until: float) -> list[float]:
         out = []
         for event in self.run.events.values():
             for token in event.expected:
-                times = self.run.accepted.get((token, event.message_id))
-                if times and since <= min(times) < until:
-                    out.append((min(times) - event.first_post) * 1000)
+                copies = self.run.accepted.get((token, event.message_id))
+                first = min(c[0] for c in copies) if copies else None
+                if first is not None and since <= first < until:
+                    out.append((first - event.first_post) * 1000)
         return out
 
     async def minute_loop(self, until: float, started: float) -> None:
@@ -559,7 +585,7 @@ class Driver:
     ) -> dict[str, Any]:
         totals = self.tally(finished_only=False)
         every = [
-            (min(t) - e.first_post) * 1000
+            (min(c[0] for c in t) - e.first_post) * 1000
             for e in self.run.events.values()
             for tok in e.expected
             if (t := self.run.accepted.get((tok, e.message_id)))
@@ -568,7 +594,7 @@ class Driver:
         rss = [m["host_rss_mb"] for m in self.run.minutes]
         dups = self.duplicates()
         maybe = totals["possible_duplicates"]
-        unseen = sum(self.run.faults_hit[k] for k in UNSEEN_ANSWER)
+        stalls = self.run.faults_hit["stalled stream"]
         return {
             "benchmark": "soak",
             "start": start.isoformat(timespec="seconds"),
@@ -589,9 +615,9 @@ class Driver:
                 "lost": totals["lost"],
                 "duplicated": totals["duplicated"],
                 "possible_duplicates": maybe,
-                "unseen_answers_injected": unseen,
-                "possible_duplicate_rate_per_unseen_answer": round(maybe / unseen, 3)
-                if unseen
+                "stalled_streams_injected": stalls,
+                "possible_duplicate_rate_per_stalled_stream": round(maybe / stalls, 3)
+                if stalls
                 else None,
                 "latency_ms_p50": pct(every, 50),
                 "latency_ms_p99": pct(every, 99),
@@ -603,7 +629,7 @@ class Driver:
             "apns_faults_hit": dict(self.run.faults_hit),
             "apns_push_types": dict(self.run.push_types),
             "storage_outages": self.run.storage_outages,
-            "duplicates_by_context": dict(Counter(d["during"] for d in dups)),
+            "duplicates_by_cause": dict(Counter(d["cause"] for d in dups)),
             "duplicates": dups,
             "requests": dict(sorted(self.run.counts.items())),
             "minutes": self.run.minutes,
@@ -663,8 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{t['chat_events']} chat events, {t['push_pairs_expected']} pushes expected, "
         f"{t['pushes_accepted']} accepted; lost {t['lost']}, duplicated {t['duplicated']}, "
-        f"possible duplicates {t['possible_duplicates']} of {t['unseen_answers_injected']} "
-        f"unseen answers; p50 {t['latency_ms_p50']} ms, p99 {t['latency_ms_p99']} ms; "
+        f"possible duplicates {t['possible_duplicates']} of {t['stalled_streams_injected']} "
+        f"stalled streams; p50 {t['latency_ms_p50']} ms, p99 {t['latency_ms_p99']} ms; "
         f"host RSS {t['host_rss_mb_start']} → {t['host_rss_mb_end']} MB (max {t['host_rss_mb_max']})"  # noqa: E501
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
