@@ -208,3 +208,14 @@ def test_cli_prints_settings_serves_and_stops_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
     assert code == 0
+
+
+def test_stats_count_api_calls_refused_ones_included_and_not_control_calls(
+    service: AcsIdentityService,
+) -> None:
+    _send(service, _signed_request(service, sent_at=datetime.now(UTC)))
+    _send(service, _signed_request(service, sent_at=datetime.now(UTC) - timedelta(hours=1)))
+    with httpx.Client(verify=tls_context(str(service.ca_file))) as client:
+        client.get(f"{service.endpoint}/_dev/identities")
+        stats = client.get(f"{service.endpoint}/_dev/stats")
+    assert (stats.status_code, stats.json()) == (200, {"apiCalls": 2})
