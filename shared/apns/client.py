@@ -31,8 +31,6 @@ from random import random as _uniform
 from typing import Final
 from urllib.parse import urlsplit
 
-from hpack import NeverIndexedHeaderTuple
-
 from shared.apns.certificate import CertificateCredential, client_tls_context, load_p12
 from shared.apns.connection import (
     Connection,
@@ -309,15 +307,13 @@ class ApnsClient:
         fields = self._fields.get(key)
         if fields is None:
             fields = self._fields[key] = _fields(n)
-        per_push = [NeverIndexedHeaderTuple(b"apns-id", apns_id.encode("ascii"))]
+        per_push: tuple[tuple[bytes, bytes], ...] = ((b"apns-id", apns_id.encode("ascii")),)
         if n.expiration is not None:
-            per_push.append(NeverIndexedHeaderTuple(b"apns-expiration", b"%d" % n.expiration))
+            per_push += ((b"apns-expiration", b"%d" % n.expiration),)
         if n.collapse_id is not None:
-            per_push.append(
-                NeverIndexedHeaderTuple(b"apns-collapse-id", n.collapse_id.encode("utf-8"))
-            )
-        path = NeverIndexedHeaderTuple(b":path", b"/3/device/" + n.device_token.encode("ascii"))
-        return Request(path, fields, tuple(per_push), n.payload)
+            per_push += ((b"apns-collapse-id", n.collapse_id.encode("utf-8")),)
+        path = b"/3/device/" + n.device_token.encode("ascii")
+        return Request(path, fields, per_push, n.payload)
 
 
 def _fields(n: Notification) -> tuple[tuple[bytes, bytes], ...]:

@@ -77,11 +77,16 @@ def _name_part(name: bytes, prefix_bits: int, pattern: int) -> bytes:
     return bytes((pattern,)) + _string(name)
 
 
+_PATH_PREFIX: Final = _name_part(b":path", 4, 0x10)
+_MAX_GROUPS: Final = 64
+
+
 class RequestHeaderEncoder:
     """A drop-in for ``hpack.Encoder`` inside ``h2`` (it calls ``encode(headers)``)."""
 
     __slots__ = (
         "_count",
+        "_groups",
         "_limit",
         "_never_cache",
         "_never_prefix",
@@ -99,6 +104,7 @@ class RequestHeaderEncoder:
         self._refs: dict[tuple[bytes, bytes], bytes] = {}
         self._never_prefix: dict[bytes, bytes] = {}
         self._never_cache: dict[bytes, bytes] = {}
+        self._groups: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
         self._pending_resize: int | None = None
 
     @property
@@ -116,6 +122,41 @@ class RequestHeaderEncoder:
         self._count = 0
         self._positions.clear()
         self._refs.clear()
+        self._groups.clear()
+
+    def encode_request(
+        self,
+        pseudo: tuple[tuple[bytes, bytes], ...],
+        path: bytes,
+        authorization: bytes | None,
+        fields: tuple[tuple[bytes, bytes], ...],
+        per_push: tuple[tuple[bytes, bytes], ...],
+    ) -> bytes:
+        """One request's block: ``pseudo`` and ``fields`` indexed (tuples the caller reuses),
+        ``:path``, ``authorization`` and ``per_push`` never indexed."""
+        parts: list[bytes] = []
+        if self._pending_resize is not None:
+            parts.append(encode_integer(0, 5, 0x20))
+            parts.append(encode_integer(self._pending_resize, 5, 0x20))
+            self._pending_resize = None
+        parts.append(self._groups.get(pseudo) or self._group(pseudo))
+        parts.append(_PATH_PREFIX + _string(path))
+        if authorization is not None:
+            parts.append(self._never_indexed(b"authorization", authorization))
+        parts.append(self._groups.get(fields) or self._group(fields))
+        for name, value in per_push:
+            parts.append(self._never_indexed(name, value))
+        return b"".join(parts)
+
+    def _group(self, group: tuple[tuple[bytes, bytes], ...]) -> bytes:
+        count = self._count
+        refs = self._refs
+        encoded = b"".join(refs.get(key) or self._first_use(key) for key in group)
+        if self._count == count:  # nothing entered the table: this encoding is stable
+            if len(self._groups) >= _MAX_GROUPS:
+                self._groups.clear()
+            self._groups[group] = encoded
+        return encoded
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
         """One header block; ``huffman`` is accepted for compatibility and ignored."""
@@ -162,6 +203,7 @@ class RequestHeaderEncoder:
         self._count += 1
         self._size += entry
         # Every dynamic index shifts by one on insertion: rebuild the references.
+        self._groups.clear()
         self._refs = {k: v for k, v in self._refs.items() if k in _STATIC_PAIRS}
         for other, position in self._positions.items():
             if other != key:
