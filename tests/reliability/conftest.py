@@ -230,6 +230,12 @@ async def store_devices(
         await tables.aclose()
 
 
+def principal(subject: str) -> str:
+    """An Easy Auth client principal naming ``subject`` (what the platform would add)."""
+    data = {"auth_typ": "aad", "claims": [{"typ": "sub", "val": subject}]}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
 # --- events ---------------------------------------------------------------------------------------
 
 
