@@ -259,7 +259,7 @@ async def redeliver(
     bodies: Mapping[str, bytes],
     *,
     delay: float = 0.2,
-    rounds: int = 12,
+    rounds: int = 30,
 ) -> dict[str, list[int]]:
     """Post every body; re-post those not answered 2xx after ``delay`` (Event Grid's behaviour,
     with a short schedule), up to ``rounds`` times. Returns each body's statuses in order."""

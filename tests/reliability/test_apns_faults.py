@@ -134,7 +134,7 @@ def events(tag: str) -> dict[str, bytes]:
 
 async def post_all(base: str, bodies: dict[str, bytes]) -> dict[str, list[int]]:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        return await redeliver(client, "on_chat_event", bodies, delay=0.2, rounds=20)
+        return await redeliver(client, "on_chat_event", bodies, delay=0.2, rounds=40)
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
