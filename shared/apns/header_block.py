@@ -150,8 +150,10 @@ class RequestHeaderEncoder:
 
     def _group(self, group: tuple[tuple[bytes, bytes], ...]) -> bytes:
         count = self._count
-        refs = self._refs
-        encoded = b"".join(refs.get(key) or self._first_use(key) for key in group)
+        # Look references up afresh for each field: an insertion (``_first_use``) shifts every
+        # dynamic index and replaces ``self._refs``, so a reference held from before it would
+        # point at the wrong entry (a duplicated or missing header).
+        encoded = b"".join(self._refs.get(key) or self._first_use(key) for key in group)
         if self._count == count:  # nothing entered the table: this encoding is stable
             if len(self._groups) >= _MAX_GROUPS:
                 self._groups.clear()

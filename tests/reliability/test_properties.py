@@ -9,7 +9,9 @@ round-trips and never yields a forbidden character (test_tables_keys.py). Here:
   parser (which replaces them) to the payload;
 - HTTP bodies, device registrations and Authorization headers: arbitrary input raises only our
   own 4xx errors (the surrogate-escaped header found by the corpus is one such input);
-- key encoding round-trips through real Table Storage (Azurite), not only in memory.
+- key encoding round-trips through real Table Storage (Azurite), not only in memory;
+- the APNs client's HPACK request blocks decode (with hpack's decoder) to exactly the fields sent,
+  whatever mix of push types shares a connection.
 
 Profiles (``tests/conftest.py``): no deadline; derandomized when ``CI`` is set.
 """
@@ -25,10 +27,12 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.data.tables import TableServiceClient
+from hpack import Decoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.azurite import Azurite
+from shared.apns.header_block import RequestHeaderEncoder
 from shared.auth import Authenticator, AuthError, AuthUnavailableError
 from shared.chat_payload import ChatPayloadOptions, build_chat_payload
 from shared.events import ChatMessageEvent, parse_event
@@ -156,6 +160,39 @@ def test_any_authorization_header_is_a_401(scheme: str, text: str, easy_auth: bo
         headers["X-MS-CLIENT-PRINCIPAL"] = text
     with pytest.raises((AuthError, AuthUnavailableError)):
         asyncio.run(auth.authenticate(headers))
+
+
+# --- HPACK request blocks -------------------------------------------------------------------------
+
+PSEUDO = ((b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.push.apple.com"))
+TOPICS = st.sampled_from([b"com.example.chat", b"com.example.chat.voip", b"com.example.other"])
+FIELDS = st.tuples(
+    TOPICS,
+    st.sampled_from([b"alert", b"voip", b"background"]),
+    st.sampled_from([b"10", b"5"]),
+).map(lambda t: ((b"apns-topic", t[0]), (b"apns-push-type", t[1]), (b"apns-priority", t[2])))
+
+
+@pytest.mark.unit
+@settings(max_examples=300)
+@given(st.lists(FIELDS, min_size=1, max_size=12), st.sampled_from([64, 128, 4096]))
+def test_request_blocks_decode_to_exactly_the_fields_sent(
+    requests: list[tuple[tuple[bytes, bytes], ...]], table_size: int
+) -> None:
+    """The hand-written HPACK encoder, checked block by block against hpack's decoder on one
+    connection: alert, VoIP and background pushes interleaved (the soak found a duplicated
+    ``apns-push-type`` when a VoIP push followed alerts on a connection)."""
+    encoder, decoder = RequestHeaderEncoder(), Decoder()
+    encoder.header_table_size = table_size
+    decoder.header_table_size = table_size
+    for n, fields in enumerate(requests):
+        path = b"/3/device/" + b"%064x" % n
+        per_push = ((b"apns-id", b"%032x" % n),)
+        block = encoder.encode_request(PSEUDO, path, b"bearer x.y.z", fields, per_push)
+        decoded = [(bytes(k), bytes(v)) for k, v in decoder.decode(block, raw=True)]
+        expected = [*PSEUDO, (b":path", path), (b"authorization", b"bearer x.y.z"), *fields,
+                    *per_push]  # fmt: skip
+        assert decoded == expected
 
 
 # --- key encoding through real storage ------------------------------------------------------------
