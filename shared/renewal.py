@@ -11,13 +11,14 @@ checkpoint through the bucket holding ``now`` (entries are already written at ke
 ``RENEWAL_LEAD_MINUTES``, so this is every device due before the next sweep), never further back
 than ``RENEWAL_CATCH_UP_HOURS``: buckets missed while the app was down are caught up, bounded.
 The checkpoint (``shared.renewal_sweeps``) is claimed under its ETag with a lease before reading,
-so a timer that fires twice reads nothing the second time. Entries are grouped by device (a
-device due in several buckets is woken once) and split into JSON shards of at most
-``RENEWAL_SHARD_SIZE`` devices (fewer when a queue message would be too big), the queue
-messages. Buckets that have left the catch-up window get a purge message. The device table is
-never scanned.
+so a timer that fires twice reads nothing the second time. It reads keys only, and splits them
+into shards of at most ``RENEWAL_SHARD_SIZE`` entries, each a RowKey range of one bucket: the
+queue messages, small JSON. A device due in several buckets of one sweep is woken once (its
+older entries are listed to skip). Buckets that have left the catch-up window get a purge
+message. The device table is never scanned.
 
-**Worker** (queue, :func:`renew_shard`). An entry carries what the worker needs
+**Worker** (queue, :func:`renew_shard`). It reads its range (one query). An entry carries what
+the worker needs
 (:class:`~shared.renewal_schedule.EntryState`: token, topic, environment, budget, and the
 device's ETag when that was true), so a device is not read on the common path:
 
@@ -63,7 +64,7 @@ from shared.apns.payload import background_payload, encode_payload
 from shared.apns.response import PushResult
 from shared.deliveries import DeliveryState
 from shared.devices import Device, DeviceKind, Guarded
-from shared.errors import InputError
+from shared.errors import InputError, TransientError
 from shared.notify import Pushers, background_budget_allows
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, settle
 from shared.renewal_schedule import (
@@ -74,6 +75,7 @@ from shared.renewal_schedule import (
     bucket_for,
     bucket_start,
     due_at,
+    row_key,
 )
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from shared.settings import Settings
@@ -306,65 +308,41 @@ def next_bucket_start(now: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ShardItem:
-    """One device of a shard: the buckets it was found in and what its latest entry carries."""
+    """One device of a shard: its entry's bucket and what the entry carries."""
 
     user_id: str
     device_id: str
-    buckets: tuple[str, ...]
+    due_bucket: str
     state: EntryState | None = None
-
-    @property
-    def due_bucket(self) -> str:
-        """The latest bucket the device was due in (the one that decides)."""
-        return max(self.buckets)
-
-
-def _state_json(s: EntryState | None) -> list[object] | None:
-    if s is None:
-        return None
-    wake_at = s.wake_at.isoformat() if s.wake_at else None
-    sent = [t.isoformat() for t in s.sent]
-    return [s.token, s.topic, s.environment, s.etag, s.at.isoformat(), sent, s.wakes, wake_at,
-            s.wake_sweep]  # fmt: skip
-
-
-def _state_from(v: object) -> EntryState | None:
-    if v is None:
-        return None
-    if not isinstance(v, list) or len(v) != 9:
-        raise TypeError("not an entry state")
-    token, topic, env, etag, at, sent, wakes, wake_at, sweep = v
-    return EntryState(
-        token=str(token),
-        topic=str(topic),
-        environment=Environment(env).value,
-        etag=str(etag),
-        at=datetime.fromisoformat(at),
-        sent=tuple(datetime.fromisoformat(t) for t in sent),
-        wakes=int(wakes),
-        wake_at=datetime.fromisoformat(wake_at) if wake_at else None,
-        wake_sweep=str(sweep) if sweep else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """One queue message: devices of one sweep for one worker invocation, or a bucket to purge."""
+    """One queue message: a RowKey range of one bucket for one worker invocation (``skip``:
+    RowKeys in it superseded by a later entry of the same sweep), or a bucket to purge.
+
+    Messages hold keys only, so they stay small; the worker reads the range with what the
+    entries carry (one query), in parallel with the other workers.
+    """
 
     sweep_id: str
     index: int
-    items: tuple[ShardItem, ...] = ()
-    purge: str | None = None
+    bucket: str
+    low: str = ""
+    high: str = ""
+    count: int = 0
+    skip: tuple[str, ...] = ()
+    purge: bool = False
 
     def to_json(self) -> str:
         """The message body (compact JSON)."""
-        body: dict[str, object] = {"v": SHARD_VERSION, "sweep": self.sweep_id, "shard": self.index}
-        if self.purge is not None:
-            body["purge"] = self.purge
+        body: dict[str, object] = {
+            "v": SHARD_VERSION, "sweep": self.sweep_id, "shard": self.index, "bucket": self.bucket,
+        }  # fmt: skip
+        if self.purge:
+            body["purge"] = True
         else:
-            body["devices"] = [
-                [i.user_id, i.device_id, list(i.buckets), _state_json(i.state)] for i in self.items
-            ]
+            body.update(low=self.low, high=self.high, n=self.count, skip=list(self.skip))
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -375,47 +353,57 @@ def parse_shard(body: bytes | str) -> Shard:
         data = json.loads(body)
         if data["v"] != SHARD_VERSION:
             raise MalformedShardError(f"unknown shard version {data['v']!r}")
-        if "purge" in data:
-            bucket_start(str(data["purge"]))
-            return Shard(str(data["sweep"]), int(data["shard"]), purge=str(data["purge"]))
-        items = tuple(
-            ShardItem(str(u), str(d), tuple(str(b) for b in buckets), _state_from(state))
-            for u, d, buckets, state in data["devices"]
+        sweep, index, bucket = str(data["sweep"]), int(data["shard"]), str(data["bucket"])
+        bucket_start(bucket)
+        if data.get("purge") is True:
+            return Shard(sweep, index, bucket, purge=True)
+        skip = tuple(str(k) for k in data["skip"])
+        return Shard(
+            sweep, index, bucket, str(data["low"]), str(data["high"]), int(data["n"]), skip
         )
-        for item in items:
-            bucket_start(item.due_bucket)
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedShardError(f"not a renewal shard: {type(exc).__name__}") from exc
-    return Shard(str(data["sweep"]), int(data["shard"]), items)
 
 
-def group_entries(entries: Iterable[ScheduleEntry]) -> list[ShardItem]:
-    """One item per device (a device due in several buckets is woken once), in entry order.
-
-    The item carries the state of its latest entry: an older one was superseded by it.
-    """
+def latest_entries(
+    entries: Iterable[ScheduleEntry],
+) -> tuple[list[ScheduleEntry], set[ScheduleEntry]]:
+    """Entries by bucket and RowKey, and those superseded by a later entry of the same device (a
+    device due in several buckets of one sweep is woken once, from its latest entry)."""
     latest: dict[tuple[str, str], ScheduleEntry] = {}
-    buckets: dict[tuple[str, str], set[str]] = {}
+    superseded: set[ScheduleEntry] = set()
     for e in entries:
         key = (e.user_id, e.device_id)
-        buckets.setdefault(key, set()).add(e.bucket)
-        if key not in latest or e.bucket >= latest[key].bucket:
-            latest[key] = e
-    return [
-        ShardItem(u, d, tuple(sorted(buckets[(u, d)])), e.state) for (u, d), e in latest.items()
-    ]
+        other = latest.get(key)
+        newer = e
+        if other is not None:
+            older, newer = (other, e) if other.bucket < e.bucket else (e, other)
+            superseded.add(older)
+        latest[key] = newer
+    ordered = sorted(
+        [*latest.values(), *superseded], key=lambda e: (e.bucket, row_key(e.user_id, e.device_id))
+    )
+    return ordered, superseded
 
 
-def split_shards(sweep_id: str, items: Sequence[ShardItem], size: int) -> list[Shard]:
-    """Shards of at most ``size`` devices, halved further while a message would be too big."""
-    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
+def split_shards(sweep_id: str, entries: Iterable[ScheduleEntry], size: int) -> list[Shard]:
+    """Shards of at most ``size`` entries, each a RowKey range of one bucket (halved further
+    while a message would be too big)."""
+    ordered, superseded = latest_entries(entries)
+    runs: list[list[ScheduleEntry]] = []
+    for e in ordered:
+        if runs and runs[-1][0].bucket == e.bucket and len(runs[-1]) < size:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
     shards: list[Shard] = []
-    while chunks:
-        chunk = chunks.pop(0)
-        shard = Shard(sweep_id, len(shards), tuple(chunk))
-        if len(chunk) > 1 and len(shard.to_json().encode()) > MAX_MESSAGE_BYTES:
-            half = len(chunk) // 2
-            chunks[:0] = [chunk[:half], chunk[half:]]
+    while runs:
+        run = runs.pop(0)
+        keys = [row_key(e.user_id, e.device_id) for e in run]
+        skip = tuple(k for k, e in zip(keys, run, strict=True) if e in superseded)
+        shard = Shard(sweep_id, len(shards), run[0].bucket, keys[0], keys[-1], len(run), skip)
+        if len(run) > 1 and len(shard.to_json().encode()) > MAX_MESSAGE_BYTES:
+            runs[:0] = [run[: len(run) // 2], run[len(run) // 2 :]]
             continue
         shards.append(shard)
     return shards
@@ -477,20 +465,20 @@ async def run_sweep(
     if claimed is None:
         log.info("renewal sweep skipped: another sweep claimed buckets through %s", end)
         return SweepResult(None, note="claimed elsewhere")
-    items = group_entries(await schedule.read_due(start, end))
-    shards = split_shards(end, items, rules.shard_size)
-    purges = [
-        Shard(end, len(shards) + n, purge=b) for n, b in enumerate(purge_buckets(seen, now, rules))
-    ]
-    record = SweepRecord(end, now, start, end, len(items), len(shards))
+    entries = await schedule.read_due(start, end)
+    shards = split_shards(end, entries, rules.shard_size)
+    devices = len({(e.user_id, e.device_id) for e in entries})
+    old = purge_buckets(seen, now, rules)
+    purges = [Shard(end, len(shards) + n, b, purge=True) for n, b in enumerate(old)]
+    record = SweepRecord(end, now, start, end, devices, len(shards))
     if not await sweeps.finish(claimed, record):
         return SweepResult(None, note="claim lost")
     log.info(
         "renewal sweep %s: buckets %s..%s, %d devices in %d shards, %d buckets to purge",
-        end, start, end, len(items), len(shards), len(purges),
+        end, start, end, devices, len(shards), len(purges),
     )  # fmt: skip
     messages = tuple(s.to_json() for s in (*shards, *purges))
-    return SweepResult(end, messages, len(items), start)
+    return SweepResult(end, messages, devices, start)
 
 
 # --- the worker -----------------------------------------------------------------------------------
@@ -506,6 +494,7 @@ class Looked:
     state: EntryState | None
     before: EntryState | None = None
     credit: str | None = None
+    soon: bool = False  # try again in the next bucket (no answer from APNs or storage)
 
 
 async def _bounded(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
@@ -549,6 +538,15 @@ class _ShardRun:
         self.tag = f"renewal {shard.sweep_id}/{shard.index}"
 
     async def look(self, item: ShardItem) -> Looked:
+        """Decide and claim; storage that does not answer for one device leaves it for the next
+        bucket rather than failing the whole shard (whose other claims would then be lost)."""
+        try:
+            return await self._look(item)
+        except TransientError as exc:
+            log.warning("%s: device %s left for the next bucket: %s", self.tag, item.device_id, exc)
+            return Looked(item, Decision.LATER, item.state, soon=True)
+
+    async def _look(self, item: ShardItem) -> Looked:
         """Decide on the carried state and claim; read the device only when that fails."""
         if item.state is not None:
             fast = await self.act(item, item.state)
@@ -611,10 +609,10 @@ class _ShardRun:
         )  # fmt: skip
         if undone.etag is None:
             log.info("%s: device %s changed; budget not given back", self.tag, item.device_id)
-            return replace(looked, state=None)
-        return replace(looked, state=replace(before, etag=undone.etag, at=self.now))
+            return replace(looked, state=None, soon=True)
+        return replace(looked, state=replace(before, etag=undone.etag, at=self.now), soon=True)
 
-    def next_entry(self, looked: Looked, released: bool) -> ScheduleEntry | None:
+    def next_entry(self, looked: Looked) -> ScheduleEntry | None:
         """The device's next entry, or None (it leaves the schedule)."""
         if looked.decision not in (Decision.WAKE, Decision.LATER):
             return None
@@ -624,7 +622,7 @@ class _ShardRun:
             max_per_hour=r.max_per_hour, min_spacing=r.min_spacing,
         )  # fmt: skip
         at = max(at, next_bucket_start(self.now))
-        if released:
+        if looked.soon:
             at = next_bucket_start(self.now)
         return ScheduleEntry(bucket_for(at), looked.item.user_id, looked.item.device_id, state)
 
@@ -647,10 +645,11 @@ async def renew_shard(
 
     Raises TransientError subclasses when storage does not answer (redelivering is safe).
     """
-    if shard.purge is not None:
+    if shard.purge:
         return await purge_bucket(shard, schedule)
+    items = await shard_items(shard, schedule)
     run = _ShardRun(shard, devices, rules, clock)
-    looked = await _bounded((run.look(i) for i in shard.items), CONCURRENCY)
+    looked = await _bounded((run.look(i) for i in items), CONCURRENCY)
     wake = [(x, x.state) for x in looked if x.decision is Decision.WAKE and x.state is not None]
     answers = await _bounded((run.send(s, pushers) for _, s in wake), CONCURRENCY)
     settled = await settle(
@@ -665,8 +664,8 @@ async def renew_shard(
     states = {id(x): o.state for x, o in settled.outcomes}
     released = {id(x) for x in looked if states.get(id(x)) is DeliveryState.RELEASED}
     given_back = await _bounded((run.give_back(x) for x in looked if id(x) in released), 16)
-    entries = [run.next_entry(x, False) for x in looked if id(x) not in released]
-    entries += [run.next_entry(x, True) for x in given_back]
+    entries = [run.next_entry(x) for x in looked if id(x) not in released]
+    entries += [run.next_entry(x) for x in given_back]
     await schedule.put_many([e for e in entries if e is not None])
     report = _report(shard, looked, states)
     await sweeps.record_shard(report, _credits(looked))
@@ -674,9 +673,20 @@ async def renew_shard(
     return report
 
 
+async def shard_items(shard: Shard, schedule: RenewalSchedule) -> list[ShardItem]:
+    """The shard's devices with what their entries carry (one query), less the superseded."""
+    skip = set(shard.skip)
+    entries = await schedule.read_range(shard.bucket, shard.low, shard.high)
+    return [
+        ShardItem(e.user_id, e.device_id, e.bucket, e.state)
+        for e in entries
+        if row_key(e.user_id, e.device_id) not in skip
+    ]
+
+
 async def purge_bucket(shard: Shard, schedule: RenewalSchedule) -> ShardReport:
     """Delete what is left in a bucket that has left the catch-up window (read once, long ago)."""
-    bucket = shard.purge or ""
+    bucket = shard.bucket
     entries = await schedule.read_due(bucket, bucket)
     await schedule.remove(entries)
     log.info("renewal purge of bucket %s: %d entries deleted", bucket, len(entries))
@@ -709,6 +719,8 @@ def _report(
         state = states.get(id(x))
         if state is DeliveryState.RELEASED:
             counts["released"] += 1
+        elif x.soon:
+            counts["errors"] += 1
         elif state is DeliveryState.FAILED:
             counts["failed"] += 1
         elif state is DeliveryState.DELIVERED or (

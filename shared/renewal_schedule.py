@@ -201,7 +201,11 @@ class RenewalSchedule(Protocol):
         ...
 
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
-        """Every entry in buckets ``from_bucket`` through ``to_bucket`` (inclusive)."""
+        """Every entry in buckets ``from_bucket`` through ``to_bucket`` (inclusive), keys only."""
+        ...
+
+    async def read_range(self, bucket: str, low: str, high: str) -> list[ScheduleEntry]:
+        """The entries of one bucket with RowKeys ``low``..``high``, with what they carry."""
         ...
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:
@@ -239,23 +243,44 @@ class TableRenewalSchedule:
             await self._table.delete_entity(bucket_for(due), row_key(user_id, device_id))
 
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
-        """Entries of buckets ``from_bucket``..``to_bucket``: one PartitionKey range query.
+        """Entries of buckets ``from_bucket``..``to_bucket``, keys only: one PartitionKey range
+        query (the sweep reads many; the worker reads what they carry, see :meth:`read_range`).
 
         Raises ValueError for malformed buckets, StorageUnavailableError on an outage.
         """
         bucket_start(from_bucket)
         bucket_start(to_bucket)
+        return await self._query(
+            "PartitionKey ge @lo and PartitionKey le @hi",
+            {"lo": from_bucket, "hi": to_bucket},
+            ["PartitionKey", "RowKey"],
+        )
+
+    async def read_range(self, bucket: str, low: str, high: str) -> list[ScheduleEntry]:
+        """One bucket's entries with RowKeys ``low``..``high`` and their state: one query.
+
+        Raises ValueError for a malformed bucket, StorageUnavailableError on an outage.
+        """
+        bucket_start(bucket)
+        return await self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+            {"pk": bucket, "lo": low, "hi": high},
+            None,
+        )
+
+    async def _query(
+        self, text: str, parameters: dict[str, str], select: list[str] | None
+    ) -> list[ScheduleEntry]:
         entries: list[ScheduleEntry] = []
         with storage_errors("read renewal schedule"):
-            async for e in self._table.query_entities(
-                "PartitionKey ge @lo and PartitionKey le @hi",
-                parameters={"lo": from_bucket, "hi": to_bucket},
-            ):
+            async for e in self._table.query_entities(text, parameters=parameters, select=select):
                 try:
                     entry = ScheduleEntry.from_keys(e["PartitionKey"], e["RowKey"])
-                    entries.append(replace(entry, state=EntryState.from_properties(e)))
                 except ValueError:
                     log.warning("skipping a malformed renewal row in bucket %s", e["PartitionKey"])
+                    continue
+                state = EntryState.from_properties(e) if select is None else None
+                entries.append(replace(entry, state=state))
         return entries
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:

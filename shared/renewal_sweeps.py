@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 SWEEPS_TABLE: Final = "renewalsweeps"
 SWEEPS_PARTITION: Final = "sweeps"
 CURSOR_ROW: Final = "~cursor"
-SHARD_COUNTS: Final = ("woken", "renewed", "later", "stale", "gone", "failed", "released")
+SHARD_COUNTS: Final = (
+    "woken", "renewed", "later", "stale", "gone", "failed", "released", "errors",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,8 @@ from shared.renewal import (
     MalformedShardError,
     RenewalRules,
     Shard,
-    ShardItem,
     SweepResult,
     decide,
-    group_entries,
     next_background_at,
     parse_shard,
     renew_shard,
@@ -40,7 +38,7 @@ from shared.renewal import (
     split_shards,
     sweep_range,
 )
-from shared.renewal_schedule import ScheduleEntry, bucket_for
+from shared.renewal_schedule import ScheduleEntry, bucket_for, row_key
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 from tests.unit.chat_fakes import T0, Clock, FakeApns
@@ -311,37 +309,53 @@ def test_catch_up_never_reaches_further_back_than_the_setting() -> None:
     assert start == bucket_for(now - RULES.catch_up)
 
 
-def test_a_device_due_in_several_buckets_is_one_item() -> None:
+def test_a_device_due_in_several_buckets_is_taken_from_its_latest_entry() -> None:
     entries = [
         ScheduleEntry("202603011200", "u", "a"),
         ScheduleEntry("202603011205", "u", "b"),
         ScheduleEntry("202603011210", "u", "a"),
     ]
-    items = group_entries(entries)
-    assert [(i.device_id, i.buckets, i.due_bucket) for i in items] == [
-        ("a", ("202603011200", "202603011210"), "202603011210"),
-        ("b", ("202603011205",), "202603011205"),
+    shards = split_shards("202603011210", entries, 200)
+    assert [(s.bucket, s.count, s.skip) for s in shards] == [
+        ("202603011200", 1, (row_key("u", "a"),)),
+        ("202603011205", 1, ()),
+        ("202603011210", 1, ()),
     ]
 
 
-def test_shards_hold_at_most_the_shard_size_and_fit_a_queue_message() -> None:
+def test_shards_are_key_ranges_of_one_bucket_at_most_the_shard_size() -> None:
+    entries = [ScheduleEntry("202603011200", "u", f"{n:064x}") for n in range(450)]
+    entries += [ScheduleEntry("202603011205", "u", f"{n:064x}") for n in range(1000, 1010)]
+    shards = split_shards("202603011205", entries, 200)
+    assert [(s.bucket, s.count) for s in shards] == [
+        ("202603011200", 200), ("202603011200", 200), ("202603011200", 50), ("202603011205", 10),
+    ]  # fmt: skip
+    assert [s.index for s in shards] == [0, 1, 2, 3]
+    assert shards[1].low == row_key("u", f"{200:064x}") and shards[1].high == row_key(
+        "u", f"{399:064x}"
+    )
+
+
+def test_a_message_stays_under_the_queue_limit_however_many_entries_it_skips() -> None:
     long_user = "8:acs:" + "x" * 400
-    items = [ShardItem(long_user, f"{n:064x}", ("202603011200",)) for n in range(450)]
-    shards = split_shards("202603011200", items, 200)
-    assert all(len(s.items) <= 200 for s in shards)
+    old = [ScheduleEntry("202603011200", long_user, f"{n:064x}") for n in range(200)]
+    new = [ScheduleEntry("202603011205", long_user, f"{n:064x}") for n in range(200)]
+    shards = split_shards("202603011205", old + new, 200)
     assert all(len(s.to_json().encode()) <= MAX_MESSAGE_BYTES for s in shards)
-    assert [i for s in shards for i in s.items] == items
-    assert [s.index for s in shards] == list(range(len(shards)))
+    assert sum(len(s.skip) for s in shards) == 200
 
 
 def test_a_shard_survives_its_message() -> None:
-    shard = Shard("202603011200", 3, (ShardItem("8:acs:u/#?", "d" * 64, ("202603011155",)),))
+    shard = Shard("202603011200", 3, "202603011155", "a", "b%2F", 7, ("a~1",))
     assert parse_shard(shard.to_json().encode()) == shard
+    purge = Shard("202603011200", 4, "202603010555", purge=True)
+    assert parse_shard(purge.to_json()) == purge
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "devices": []}', b"[1]",
-             b'{"v": 1, "sweep": "s", "shard": 0, "devices": [["u", "d", ["nope"]]]}'],
+    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "bucket": "202603011200"}', b"[1]",
+             b'{"v": 1, "sweep": "s", "shard": 0, "bucket": "nope", "purge": true}',
+             b'{"v": 1, "sweep": "s", "shard": 0, "bucket": "202603011200", "low": "a"}'],
 )  # fmt: skip
 def test_a_message_that_is_not_a_shard_is_refused(body: bytes) -> None:
     with pytest.raises(MalformedShardError):
