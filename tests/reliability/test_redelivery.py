@@ -13,6 +13,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -153,3 +154,39 @@ def test_a_fourth_copy_long_after_pushes_nobody(served: Served, sim: ApnsSimulat
     again = httpx.post(served.base + WEBHOOK + "on_chat_event", content=body, headers=EG_HEADERS,
                        timeout=30)  # fmt: skip
     assert (again.status_code, [r for r in sim.requests() if r.seq > mark]) == (202, [])
+
+
+def test_alert_and_voip_pushes_share_a_connection_cleanly(
+    served: Served, sim: ApnsSimulator
+) -> None:
+    """An incoming call between chat messages to the same user: VoIP and alert requests go out on
+    one connection, each with its own headers once (the soak found a duplicated apns-push-type)."""
+    voip = "d7" * 32
+    asyncio.run(store_devices(served.env, [(raw_id(USERS + 1), voip, False)], kind="voip"))
+    asyncio.run(store_devices(served.env, [(raw_id(USERS + 1), "d8" * 32, False)]))
+    call: dict[str, Any] = copy.deepcopy(sample_event("incoming_call.eventgrid.json"))
+    call["id"] = "mixed-call"
+    call["eventTime"] = datetime.now(UTC).isoformat()
+    call["data"]["to"] = {
+        "rawId": raw_id(USERS + 1),
+        "communicationUser": {"id": raw_id(USERS + 1)},
+    }
+    mark = max((r.seq for r in sim.requests()), default=0)
+    bodies = [
+        ("on_chat_event", event_for("received.eventgrid", USERS + 1, 20_000)[1]),
+        ("on_call_event", json.dumps([call]).encode()),
+        ("on_chat_event", event_for("received.eventgrid", USERS + 1, 20_001)[1]),
+    ]
+
+    async def post_in_turn() -> None:
+        async with httpx.AsyncClient(base_url=served.base, timeout=30) as client:
+            for n, (function, body) in enumerate(bodies):
+                statuses = await redeliver(client, function, {str(n): body})
+                assert statuses[str(n)][-1] == 202
+
+    asyncio.run(post_in_turn())
+    records = [r for r in sim.requests() if r.seq > mark]
+    accepted = [r.headers["apns-push-type"] for r in records if r.status == 200]
+    assert (accepted, [r.reason for r in records if r.status != 200]) == (
+        ["alert", "voip", "alert"], [],
+    )  # fmt: skip
