@@ -1,6 +1,6 @@
 """Benchmark the device registry and the token issuer through the local host against Azurite.
 
-    .venv/bin/python bench/registry.py [--requests 400] [--concurrency 8] [--profile SCENARIO]
+    .venv/bin/python bench/registry.py [--requests 400] [--rounds 3] [--profile SCENARIO]
 
 Starts Azurite, the development identity provider and the local ACS identity service (each its
 own process), and serves the real ``function_app`` on the local host in a thread of this process.
@@ -9,7 +9,9 @@ Prints, per scenario, requests/s, host CPU ms per request, Table Storage round t
 (``shared.tables.round_trips``: every HTTP request the Tables SDK sent, retries included), ACS
 Identity API calls per request (counted by the local ACS identity service) and latency
 percentiles, and writes them to ``bench/results/registry.json``. A benchmark, not a test:
-numbers depend on the machine (and on whatever else it runs: the load average is recorded).
+numbers depend on the machine and on whatever else it runs (the load average is recorded), so
+each scenario is measured ``--rounds`` times and the round with the least CPU per request is
+kept (every round's CPU is in the JSON).
 
 Scenarios (each caller's identity and the tables exist before measuring, as in a warm instance):
 
@@ -254,9 +256,10 @@ class Bench:
 
 
 def _scenarios(
-    idp: Service, users: list[dict[str, str]], n: int
+    idp: Service, users: list[dict[str, str]], n: int, round_no: int = 0
 ) -> dict[str, tuple[str, str, list[dict[str, Any]], list[dict[str, Any]]]]:
-    """name -> (method, path, warm-up requests, measured requests), built lazily by the caller."""
+    """name -> (method, path, warm-up requests, measured requests); new tokens and new callers
+    differ from round to round."""
     devices = [(users[u % len(users)], f"{u:064x}") for u in range(len(users) * 2)]
     warm_put = [{"headers": h, "body": _body(t, 0)} for h, t in devices]
     renew = [
@@ -265,12 +268,14 @@ def _scenarios(
         for h, t in [devices[i % len(devices)]]
     ]
     fresh = [
-        {"headers": users[i % len(users)], "body": _body(f"{i + 1:0128x}", i)} for i in range(n)
+        {"headers": users[i % len(users)], "body": _body(f"{round_no + 1:x}{i:0127x}", i)}
+        for i in range(n)
     ]
     warm_token = [{"headers": h} for h in users]
     tokens = [{"headers": users[i % len(users)]} for i in range(n)]
     newcomers = [
-        {"headers": {"Authorization": f"Bearer {_token(idp, f'new{i}')}"}} for i in range(n)
+        {"headers": {"Authorization": f"Bearer {_token(idp, f'new{round_no}-{i}')}"}}
+        for i in range(n)
     ]
     return {
         "PUT renewal": ("PUT", "/api/devices", warm_put, renew),
@@ -278,6 +283,13 @@ def _scenarios(
         "POST token": ("POST", "/api/token", warm_token, tokens),
         "POST token first": ("POST", "/api/token", [], newcomers),
     }
+
+
+def _best(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the least host CPU per request (others' load only ever adds to it)."""
+    best = dict(min(measured, key=lambda r: r["cpu_ms_per_request"]))
+    best["cpu_ms_per_request_rounds"] = [r["cpu_ms_per_request"] for r in measured]
+    return best
 
 
 def _print(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> None:
@@ -311,6 +323,7 @@ def _write(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> 
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "settings": {
+            "rounds": args.rounds,
             "requests": args.requests,
             "concurrency": args.concurrency,
             "callers": args.users,
@@ -343,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--users", type=int, default=16, help="distinct callers")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measure each scenario this often, keep the best"
+    )
     parser.add_argument("--profile", help="scenario to run once more under cProfile")
     parser.add_argument("--profile-dump", help="also write the raw cProfile stats to this file")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
@@ -366,23 +382,18 @@ def main(argv: list[str] | None = None) -> int:
             users = [
                 {"Authorization": f"Bearer {_token(idp, f'bench{u}')}"} for u in range(args.users)
             ]
-            scenarios = _scenarios(idp, users, args.requests)
-            for name, (method, path, warm, requests) in scenarios.items():
-                if warm:
-                    bench.send(method, path, warm)
-                rows.append((name, bench.measure(method, path, requests)))
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for round_no in range(args.rounds):
+                scenarios = _scenarios(idp, users, args.requests, round_no)
+                for name, (method, path, warm, requests) in scenarios.items():
+                    if warm and round_no == 0:
+                        bench.send(method, path, warm)
+                    runs.setdefault(name, []).append(bench.measure(method, path, requests))
+            rows = [(name, _best(measured)) for name, measured in runs.items()]
             if args.profile:
-                method, path, _, requests = scenarios[args.profile]
-                if args.profile == "POST token first":
-                    requests = [
-                        {"headers": {"Authorization": f"Bearer {_token(idp, f'p{i}')}"}}
-                        for i in range(args.requests)
-                    ]
-                elif args.profile == "PUT new device":
-                    requests = [
-                        {**r, "body": {**r["body"], "token": "f" + r["body"]["token"][1:]}}
-                        for r in requests
-                    ]
+                # One more round's inputs: its new tokens and callers are new indeed.
+                fresh = _scenarios(idp, users, args.requests, args.rounds)
+                method, path, _, requests = fresh[args.profile]
                 report = bench.profile(method, path, requests, args.profile_dump)
         finally:
             if app is not None:
