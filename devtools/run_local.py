@@ -326,6 +326,13 @@ def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
     return None
 
 
+async def close_app_clients() -> None:
+    """Close the app's storage and HTTP clients, as a worker's exit would (no unclosed sessions)."""
+    from shared.wiring import container
+
+    await container().aclose()
+
+
 def run(
     options: Options,
     *,
@@ -383,6 +390,7 @@ def run(
                 options=host_options,
                 on_ready=ready,
                 stop=stop,
+                on_shutdown=close_app_clients,
             )
         )
     finally:

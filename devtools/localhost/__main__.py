@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from devtools.localhost.catalog import import_app
@@ -40,10 +40,12 @@ async def serve(
     options: HostOptions | None = None,
     on_ready: Callable[[LocalHost], None] | None = None,
     stop: asyncio.Event | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve the app until ``stop`` is set (or SIGINT/SIGTERM when no event is given).
 
     ``env`` is applied to ``os.environ`` first, so the app's own code reads the same settings.
+    ``on_shutdown`` runs after the host stopped, on the same loop (the app's clients live there).
     """
     os.environ.update(env)
     directory = (app_dir or Path.cwd()).resolve()
@@ -63,6 +65,8 @@ async def serve(
         await stop.wait()
     finally:
         await host.stop()
+        if on_shutdown is not None:
+            await on_shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
