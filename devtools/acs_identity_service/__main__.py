@@ -10,19 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
-from devtools.acs_identity_service.server import AcsIdentityService
+from devtools.stop_signals import serve_until, stop_on_signals
+
+# Only the standard library above: the signal handlers go in before the service (cryptography)
+# is imported, so a SIGTERM during start-up also ends with exit 0.
 
 log = logging.getLogger("devtools.acs_identity_service")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGINT/SIGTERM; returns the exit code."""
+    stop = stop_on_signals()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
@@ -30,13 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True, help="CA, key and identities")
     parser.add_argument("--port", type=int, default=0, help="HTTPS port (default: a free one)")
     args = parser.parse_args(argv)
-    stop = threading.Event()
+    from devtools.acs_identity_service.server import AcsIdentityService
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     service = AcsIdentityService.start(args.state_dir, port=args.port)
     try:
         ca_file = str(service.ca_file.resolve())
@@ -51,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
+        serve_until(stop)
     finally:
         service.stop()
     log.info("local ACS identity service stopped")

@@ -13,8 +13,32 @@ GOAWAY, dropped connections). It never imports ``shared/`` so it checks our clie
 See docs/apns-simulator.md.
 """
 
-from devtools.apns_simulator.faults import Fault
-from devtools.apns_simulator.records import ConnectionRecord, RequestRecord
-from devtools.apns_simulator.simulator import ApnsSimulator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtools.apns_simulator.faults import Fault
+    from devtools.apns_simulator.records import ConnectionRecord, RequestRecord
+    from devtools.apns_simulator.simulator import ApnsSimulator
 
 __all__ = ["ApnsSimulator", "ConnectionRecord", "Fault", "RequestRecord"]
+
+# Imported on first use, so ``python -m devtools.apns_simulator`` installs its signal handlers
+# before h2 and cryptography load (see devtools/stop_signals.py).
+_HOMES = {
+    "ApnsSimulator": "devtools.apns_simulator.simulator",
+    "ConnectionRecord": "devtools.apns_simulator.records",
+    "Fault": "devtools.apns_simulator.faults",
+    "RequestRecord": "devtools.apns_simulator.records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

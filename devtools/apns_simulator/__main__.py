@@ -10,19 +10,18 @@ import argparse
 import json
 import logging
 import secrets
-import signal
 import string
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from devtools.stop_signals import serve_until, stop_on_signals
 
-from devtools.apns_simulator.faults import Fault
-from devtools.apns_simulator.simulator import ApnsSimulator
+if TYPE_CHECKING:
+    from devtools.apns_simulator.simulator import ApnsSimulator
+
+# Only the standard library above: the signal handlers go in before the simulator (h2,
+# cryptography) is imported, so a SIGTERM during start-up also ends with exit 0.
 
 log = logging.getLogger("devtools.apns_simulator")
 _ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -67,6 +66,9 @@ def dev_app(sim: ApnsSimulator, state_dir: Path, bundle_id: str) -> dict[str, st
         entry: dict[str, str] = json.loads(meta_path.read_text())
         key_pem = Path(entry["privateKeyFile"]).read_bytes()
     else:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         key_id, team_id = _random_id(), _random_id()
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(
@@ -90,17 +92,14 @@ def dev_app(sim: ApnsSimulator, state_dir: Path, bundle_id: str) -> dict[str, st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until SIGINT/SIGTERM; returns the exit code."""
+    stop = stop_on_signals()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     args = _parse_args(argv)
-    stop = threading.Event()
+    from devtools.apns_simulator.faults import Fault
+    from devtools.apns_simulator.simulator import ApnsSimulator
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     sim = ApnsSimulator.start(
         args.state_dir,
         sandbox_port=args.sandbox_port,
@@ -133,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         log.info("ready: sandbox %s, production %s", sim.sandbox_origin, sim.production_origin)
-        while not stop.wait(0.5):
-            pass
+        serve_until(stop)
     finally:
         sim.stop()
     log.info("APNs simulator stopped")

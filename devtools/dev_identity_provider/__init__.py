@@ -8,6 +8,22 @@
 Independent of ``shared/`` on purpose.
 """
 
-from devtools.dev_identity_provider.server import WARNING, DevIdentityProvider
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtools.dev_identity_provider.server import WARNING, DevIdentityProvider
 
 __all__ = ["WARNING", "DevIdentityProvider"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so ``python -m devtools.dev_identity_provider`` installs its signal
+    # handlers before the server's dependencies load (see devtools/stop_signals.py).
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("devtools.dev_identity_provider.server"), name)
+    globals()[name] = value
+    return value

@@ -11,38 +11,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
-from devtools.dev_identity_provider.server import (
-    DEFAULT_AUDIENCE,
-    WARNING,
-    DevIdentityProvider,
-)
+from devtools.stop_signals import serve_until, stop_on_signals
+
+# Only the standard library above: the signal handlers go in before the provider (cryptography,
+# PyJWT) is imported, so a SIGTERM during start-up also ends with exit 0.
 
 log = logging.getLogger("devtools.dev_identity_provider")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the provider until SIGINT/SIGTERM; returns the exit code."""
+    stop = stop_on_signals()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    from devtools.dev_identity_provider.server import (
+        DEFAULT_AUDIENCE,
+        WARNING,
+        DevIdentityProvider,
+    )
+
     parser = argparse.ArgumentParser(prog="python -m devtools.dev_identity_provider")
     parser.add_argument("--state-dir", type=Path, required=True, help="signing key")
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
     parser.add_argument("--audience", default=DEFAULT_AUDIENCE, help="'aud' of issued tokens")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     idp = DevIdentityProvider.start(args.state_dir, port=args.port, audience=args.audience)
     try:
         line = {
@@ -54,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
+        serve_until(stop)
     finally:
         idp.stop()
     log.info("development identity provider stopped")
