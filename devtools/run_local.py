@@ -36,7 +36,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtools.localhost.server import LocalHost
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_STORAGE = "UseDevelopmentStorage=true"
@@ -293,8 +296,45 @@ def start_services(options: Options, local_values: Mapping[str, str], plan: Plan
         plan.started.append(start_service(service, options.local_dir, options.local_dir / "logs"))
 
 
-def summary(plan: Plan, base_url: str, azurite: Any, banner: str) -> str:
-    """What runs where, what is simulated and what was skipped."""
+def endpoints(host: LocalHost) -> list[str]:
+    """The URLs to point things at, from the functions the local host serves (its catalog).
+
+    Event Grid webhooks first (the ACS event subscriptions go there), then the HTTP API, then
+    how to run a timer function now. Functions the host cannot serve are left out.
+    """
+    from devtools.localhost.server import ADMIN_PREFIX, EVENTGRID_PATH
+
+    base = host.base_url
+    prefix = f"/{host.options.route_prefix}" if host.options.route_prefix else ""
+    served = [f for f in host.catalog.functions.values() if f.name not in host.disabled]
+    webhooks = [
+        f"  {f.name}: {base}{EVENTGRID_PATH}?functionName={f.name}"
+        for f in served
+        if f.trigger_type == "eventGridTrigger"
+    ]
+    api = [
+        f"  {','.join(f.trigger.get('methods') or ['ANY'])} "
+        f"{base}{prefix}/{f.trigger.get('route') or f.name} ({f.name})"
+        for f in served
+        if f.trigger_type == "httpTrigger"
+    ]
+    timers = [f.name for f in served if f.trigger_type == "timerTrigger"]
+    lines: list[str] = []
+    if webhooks:
+        lines += ["Event Grid webhooks (subscribe the ACS events here):", *webhooks]
+    if api:
+        lines += ["HTTP API:", *api]
+    if timers:
+        lines.append(
+            f'Run a timer now: POST {base}{ADMIN_PREFIX}<name> {{"input": ""}} '
+            f"(name: {', '.join(timers)})"
+        )
+    return lines
+
+
+def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) -> str:
+    """What runs where, what is simulated and what was skipped, and the endpoints to use
+    (``endpoint_lines``: from :func:`endpoints`)."""
     lines = [
         "",
         "=" * 78,
@@ -310,7 +350,7 @@ def summary(plan: Plan, base_url: str, azurite: Any, banner: str) -> str:
     lines += plan.skipped
     lines += [
         "",
-        f"Event Grid webhook: {base_url}/runtime/webhooks/eventgrid?functionName=on_chat_event",
+        *endpoint_lines,
         "Stop with Ctrl-C.",
         "=" * 78,
     ]
@@ -342,7 +382,7 @@ def run(
     """Start everything, serve until stopped, stop everything. Returns the exit code."""
     from devtools.azurite import Azurite
     from devtools.localhost.__main__ import serve
-    from devtools.localhost.server import HostJson, HostOptions, LocalHost
+    from devtools.localhost.server import HostJson, HostOptions
     from devtools.settings_doc import defaults
 
     if not port_is_free(options.port, options.host):
@@ -379,7 +419,7 @@ def run(
         )
 
         def ready(host: LocalHost) -> None:
-            say(summary(plan, host.base_url, azurite, host.banner()))
+            say(summary(plan, azurite, host.banner(), endpoints(host)))
             if on_ready is not None:
                 on_ready(host.base_url)
 

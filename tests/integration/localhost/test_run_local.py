@@ -124,6 +124,31 @@ def test_the_summary_names_started_and_skipped_services(run: Run) -> None:
     assert f"http://127.0.0.1:{run.port}/runtime/webhooks/eventgrid" in run.output
 
 
+def test_the_summary_lists_the_endpoints_of_every_registered_function(run: Run) -> None:
+    from devtools.localhost.catalog import app_functions
+    from function_app import app
+
+    heading = "Event Grid webhooks (subscribe the ACS events here):"
+    assert heading in run.output
+    endpoints = run.output.split(heading, 1)[1]  # the summary's own list, not the host banner
+    base = f"http://127.0.0.1:{run.port}"
+    expected = []
+    for f in app_functions(app):
+        bindings = json.loads(f.get_function_json())["bindings"]
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        name = f.get_function_name()
+        if trigger["type"] == "eventGridTrigger":
+            expected.append(f"  {name}: {base}/runtime/webhooks/eventgrid?functionName={name}")
+        elif trigger["type"] == "httpTrigger":
+            route = trigger.get("route") or name
+            expected.append(f"{base}/api/{route} ({name})")
+        elif trigger["type"] == "timerTrigger":
+            expected.append(name)
+    assert expected
+    assert [e for e in expected if e not in endpoints] == []
+    assert "functionName=on_call_event" in endpoints
+
+
 def test_sigterm_stops_everything_cleanly(run: Run) -> None:
     run.process.send_signal(signal.SIGTERM)
 
