@@ -9,13 +9,13 @@ user:
 2. Build the payload once (:func:`shared.chat_payload.build_call_payload`: what the ACS Calling
    SDK's ``PushNotificationInfo.fromDictionary`` reads, within 5120 bytes).
 3. Load the callee's devices (one partition query) and keep the VoIP ones.
-4. Claim the delivery for each, exactly as chat push does (:mod:`shared.deliveries`): the key is
+4. Claim the delivery for each, exactly as chat push does (:mod:`shared.fanout`): the key is
    (callee, :data:`~shared.deliveries.CALLS_THREAD`, call id, ``call``, version 0) and the device,
    the call id being ``serverCallId``, else ``correlationId``, else the event id.
 5. Send each ``apns-push-type: voip`` to ``<bundle id>.voip`` with priority 10 and
    ``apns-expiration: 0`` (one delivery attempt, never stored: a phone that is offline now must
    not ring later), concurrently, within the call's remaining freshness.
-6. Settle the outcomes as chat push does (:mod:`shared.outcomes`: a 410 removes the device, token
+6. Settle the outcomes as chat push does (:mod:`shared.fanout`: a 410 removes the device, token
    failures are counted, many at once are a configuration error) and write them to the log.
 
 **Retryable failures** (429, 5xx, no answer, a claim in flight in another invocation). Event
@@ -54,8 +54,8 @@ from shared.deliveries import (
 from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import IncomingCallEvent, MalformedEvent, describe, parse_event
-from shared.notify import Pushers, lease_for, send_all, target_of
-from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, settle
+from shared.fanout import FanOut, Pushers
+from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,101 +161,70 @@ async def handle_call_event(
     if not isinstance(parsed, IncomingCallEvent):
         log.warning("non-call event on the calls subscription acknowledged: %s", describe(parsed))
         return CallPushSummary(note="not an IncomingCall")
-    ring = _Ring(parsed, devices, deliveries, pushers, settings, clock=clock, alarm=alarm)
-    return await ring.run()
+    fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
+    return await _Ring(parsed, fan).run()
 
 
+@dataclass(frozen=True, slots=True)
 class _Ring:
     """One call's fan-out to the callee's VoIP devices (state kept here so steps stay short)."""
 
-    def __init__(
-        self,
-        event: IncomingCallEvent,
-        devices: CallDevices,
-        deliveries: DeliveryStore,
-        pushers: Pushers,
-        settings: Settings,
-        *,
-        clock: Callable[[], datetime],
-        alarm: ConfigAlarm | None,
-    ) -> None:
-        self.event = event
-        self.devices = devices
-        self.deliveries = deliveries
-        self.pushers = pushers
-        self.settings = settings
-        self.clock = clock
-        self.alarm = alarm
-        self.max_age = timedelta(seconds=settings.call_max_age_seconds)
-        self.tag = describe(event)
+    event: IncomingCallEvent
+    fan: FanOut[CallDevices]
+
+    @property
+    def max_age(self) -> timedelta:
+        return timedelta(seconds=self.fan.settings.call_max_age_seconds)
 
     async def run(self) -> CallPushSummary:
-        event = self.event
+        event, fan = self.event, self.fan
         if not event.to_is_acs_user:
-            log.info("call to a non-ACS callee acknowledged: %s", self.tag)
+            log.info("call to a non-ACS callee acknowledged: %s", fan.tag)
             return CallPushSummary(note="callee is not an ACS user")
-        age = call_age(event, self.clock())
+        age = call_age(event, fan.clock())
         if is_stale(age, self.max_age):
             seconds = age.total_seconds() if age is not None else 0.0
-            log.info("call %.1f s old dropped, nobody rung: %s", seconds, self.tag)
+            log.info("call %.1f s old dropped, nobody rung: %s", seconds, fan.tag)
             return CallPushSummary(note="stale")
         try:
             built = build_call_payload(event)
         except PayloadError as exc:
-            log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, self.tag)
+            log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, fan.tag)
             return CallPushSummary(note="unreadable call")
-        listed = await self.devices.list_for_user(event.to_id)
+        listed = await fan.devices.list_for_user(event.to_id)
         voip = [d for d in listed if d.kind is DeviceKind.VOIP]
         if not voip:
-            log.info("callee has no VoIP devices: %s", self.tag)
+            log.info("callee has no VoIP devices: %s", fan.tag)
             return CallPushSummary(note="no devices")
         return await self._fan_out(voip, built)
 
     async def _fan_out(self, voip: Sequence[Device], built: ChatPayload) -> CallPushSummary:
-        now = self.clock()
-        claims = await self.deliveries.claim(
-            call_key(self.event),
-            [target_of(d) for d in voip],
-            now=now,
-            lease=lease_for(self.settings),
-            event_id=self.event.event_id,
-        )
-        by_id = {d.device_id: d for d in voip}
-        mine = [(r, by_id[r.device.device_id]) for r in claims.claimed]
+        event, fan, now = self.event, self.fan, self.fan.clock()
+        claimed = await fan.claim(call_key(event), voip, now=now, event_id=event.event_id)
         budget = send_budget(
-            call_age(self.event, now), self.max_age, self.settings.apns_retry_budget_seconds
+            call_age(event, now), self.max_age, fan.settings.apns_retry_budget_seconds
         )
-        answers = await send_all(
-            [(d, call_notification(built, d)) for _, d in mine],
-            self.pushers,
-            budget=budget,
-            tag=self.tag,
+        mine = claimed.mine
+        answers = await fan.send([(d, call_notification(built, d)) for _, d in mine], budget=budget)
+        settled = await fan.settle(
+            [Attempt(r, d, a) for (r, d), a in zip(mine, answers, strict=True)]
         )
-        settled = await settle(
-            [Attempt(r, d, a) for (r, d), a in zip(mine, answers, strict=True)],
-            devices=self.devices,
-            now=self.clock(),
-            bad_token_remove_after=self.settings.bad_token_remove_after,
-            config_error_threshold=self.settings.config_error_threshold,
-            alarm=self.alarm,
-            correlation=self.tag,
-        )
-        unfinished = settled.released + len(claims.in_flight)
-        retry = unfinished > 0 and worth_retrying(call_age(self.event, self.clock()), self.max_age)
+        unfinished = settled.released + claimed.in_flight
+        retry = unfinished > 0 and worth_retrying(call_age(event, fan.clock()), self.max_age)
         outcomes = settled.outcomes if retry else _give_up(settled.outcomes)
         if unfinished and not retry:
             log.warning(
                 "%d VoIP devices not rung and the call would be over before a redelivery: "
                 "acknowledged: %s",
                 unfinished,
-                self.tag,
+                fan.tag,
             )
-        await self.deliveries.complete(outcomes, self.clock())
+        await fan.deliveries.complete(outcomes, fan.clock())
         states = [o.state for _, o in outcomes]
         return CallPushSummary(
             devices=len(voip),
             delivered=states.count(DeliveryState.DELIVERED),
-            skipped=len(claims.done) + len(claims.in_flight),
+            skipped=claimed.done + claimed.in_flight,
             failed=states.count(DeliveryState.FAILED),
             retry_needed=retry,
         )

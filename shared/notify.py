@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from shared.apns.errors import ApnsError, ApnsUnavailable, NotificationError
-from shared.apns.notification import Environment, Notification
-from shared.apns.response import PushResult
+from shared.apns.errors import ApnsError, NotificationError
+from shared.apns.notification import Notification
 from shared.chat_payload import chat_notification, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
@@ -38,7 +37,6 @@ from shared.deliveries import (
     DeliveryRecord,
     DeliveryState,
     DeliveryStore,
-    DeviceTarget,
     Outcome,
 )
 from shared.devices import Device, DeviceKind
@@ -54,13 +52,12 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement, settle
+from shared.fanout import FanOut
+from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
+from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-LEASE_MARGIN: Final = timedelta(seconds=5)
-SEND_GRACE_SECONDS: Final = 2.0  # past the retry budget before unfinished sends are abandoned
 
 
 class ChatPushIncompleteError(TransientError):
@@ -69,20 +66,6 @@ class ChatPushIncompleteError(TransientError):
     def __init__(self, summary: ChatPushSummary) -> None:
         super().__init__(f"chat push incomplete, Event Grid should redeliver: {summary}")
         self.summary = summary
-
-
-class Pusher(Protocol):
-    """Port: sends one notification (``shared.apns.client.ApnsClient``)."""
-
-    async def send(
-        self, n: Notification, *, environment: Environment, budget: float | None = None
-    ) -> PushResult:
-        """Send ``n``; rejections are results; raises ApnsUnavailable or NotificationError."""
-        ...
-
-
-Pushers = Mapping[str, Pusher]
-"""The APNs client of each app, by topic (bundle ID): one deployment may push several apps."""
 
 
 class ChatDevices(DeviceOutcomes, Protocol):
@@ -138,8 +121,8 @@ async def handle_chat_event(
         log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
         return ChatPushSummary(note="malformed")
     if isinstance(parsed, ChatMessageEvent):
-        push = _ChatPush(parsed, devices, deliveries, pushers, settings, clock=clock, alarm=alarm)
-        return await push.run()
+        fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
+        return await _ChatPush(parsed, fan).run()
     if isinstance(parsed, ThreadEvent):
         return await _thread_event(parsed, deliveries, clock)
     if isinstance(parsed, IncomingCallEvent):
@@ -181,17 +164,6 @@ async def _thread_event(
     return ChatPushSummary(note="muted" if mute else "unmuted")
 
 
-def lease_for(settings: Settings) -> timedelta:
-    """How long a claim is held: the whole send budget plus one request, plus a margin."""
-    seconds = settings.apns_retry_budget_seconds + settings.apns_request_timeout_seconds
-    return timedelta(seconds=seconds) + LEASE_MARGIN
-
-
-def target_of(device: Device) -> DeviceTarget:
-    """What the delivery log keeps of a device."""
-    return DeviceTarget(device.device_id, device.short_token, device.topic, device.environment)
-
-
 def background_budget_allows(
     sent: Sequence[datetime], now: datetime, *, max_per_hour: int, min_spacing: timedelta
 ) -> bool:
@@ -205,73 +177,47 @@ def background_budget_allows(
     return not recent or now - max(recent) >= min_spacing
 
 
+@dataclass(frozen=True, slots=True)
 class _ChatPush:
     """One message event's fan-out (state kept here so each step stays short)."""
 
-    def __init__(
-        self,
-        event: ChatMessageEvent,
-        devices: ChatDevices,
-        deliveries: DeliveryStore,
-        pushers: Pushers,
-        settings: Settings,
-        *,
-        clock: Callable[[], datetime],
-        alarm: ConfigAlarm | None,
-    ) -> None:
-        self.event = event
-        self.devices = devices
-        self.deliveries = deliveries
-        self.pushers = pushers
-        self.settings = settings
-        self.clock = clock
-        self.alarm = alarm
-        self.tag = describe(event)
+    event: ChatMessageEvent
+    fan: FanOut[ChatDevices]
 
     async def run(self) -> ChatPushSummary:
-        event = self.event
+        event, fan = self.event, self.fan
         if not event.recipient_is_acs_user:
-            log.info("chat event for a non-ACS recipient acknowledged: %s", self.tag)
+            log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return ChatPushSummary(note="recipient is not an ACS user")
         listed, muted = await asyncio.gather(
-            self.devices.list_for_user(event.recipient_id),
-            self.deliveries.is_muted(event.recipient_id, event.thread_id),
+            fan.devices.list_for_user(event.recipient_id),
+            fan.deliveries.is_muted(event.recipient_id, event.thread_id),
         )
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if muted:
-            log.info(
-                "thread muted for this recipient, %d devices skipped: %s", len(alert), self.tag
-            )
+            log.info("thread muted for this recipient, %d devices skipped: %s", len(alert), fan.tag)
             return ChatPushSummary(devices=len(alert), skipped=len(alert), note="muted")
         if not alert:
-            log.info("recipient has no alert devices: %s", self.tag)
+            log.info("recipient has no alert devices: %s", fan.tag)
             return ChatPushSummary(note="no devices")
         return await self._fan_out(alert)
 
     async def _fan_out(self, alert: Sequence[Device]) -> ChatPushSummary:
-        event, now = self.event, self.clock()
+        event, fan, now = self.event, self.fan, self.fan.clock()
         key = DeliveryKey(
             event.recipient_id, event.thread_id, event.message_id, _KINDS[event.kind], event.version
         )
-        claims = await self.deliveries.claim(
-            key,
-            [target_of(d) for d in alert],
-            now=now,
-            lease=lease_for(self.settings),
-            event_id=event.event_id,
-        )
-        if claims.in_flight:
-            log.info("%d devices in flight elsewhere: %s", len(claims.in_flight), self.tag)
-        by_id = {d.device_id: d for d in alert}
-        mine = [(r, by_id[r.device.device_id]) for r in claims.claimed]
-        settled, skipped = await self._push_all(mine, now)
-        await self.deliveries.complete(settled.outcomes + skipped, self.clock())
+        claimed = await fan.claim(key, alert, now=now, event_id=event.event_id)
+        if claimed.in_flight:
+            log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
+        settled, skipped = await self._push_all(claimed.mine, now)
+        await fan.deliveries.complete(settled.outcomes + skipped, fan.clock())
         return ChatPushSummary(
             devices=len(alert),
             delivered=settled.delivered,
-            skipped=len(claims.done) + len(claims.in_flight) + len(skipped),
+            skipped=claimed.done + claimed.in_flight + len(skipped),
             failed=settled.failed,
-            retry_needed=settled.retry_needed or bool(claims.in_flight),
+            retry_needed=settled.retry_needed or bool(claimed.in_flight),
         )
 
     async def _push_all(
@@ -288,18 +234,10 @@ class _ChatPush:
                 skipped.append((record, built))
             else:
                 early.append(Attempt(record, device, built))
-        answers = await self._send_all([(d, n) for _, d, n in ready])
+        budget = self.fan.settings.apns_retry_budget_seconds
+        answers = await self.fan.send([(d, n) for _, d, n in ready], budget=budget)
         attempts = early + [Attempt(r, d, a) for (r, d, _), a in zip(ready, answers, strict=True)]
-        settled = await settle(
-            attempts,
-            devices=self.devices,
-            now=self.clock(),
-            bad_token_remove_after=self.settings.bad_token_remove_after,
-            config_error_threshold=self.settings.config_error_threshold,
-            alarm=self.alarm,
-            correlation=self.tag,
-        )
-        return settled, tuple(skipped)
+        return await self.fan.settle(attempts), tuple(skipped)
 
     async def _notification(
         self, record: DeliveryRecord, device: Device, now: datetime
@@ -308,7 +246,7 @@ class _ChatPush:
         event = self.event
         try:
             if event.kind is not MessageEventKind.DELETED:
-                return chat_notification(event, device, self.settings, now)
+                return chat_notification(event, device, self.fan.settings, now)
             if not await self._spend_background_budget(device, now):
                 return Outcome(DeliveryState.SKIPPED, detail="over the background push budget")
             return withdraw_notification(event, device)
@@ -316,7 +254,7 @@ class _ChatPush:
             return exc
 
     async def _spend_background_budget(self, device: Device, now: datetime) -> bool:
-        s = self.settings
+        s = self.fan.settings
         allowed = background_budget_allows(
             device.background_sent,
             now,
@@ -327,53 +265,10 @@ class _ChatPush:
             log.info(
                 "withdraw push skipped, device %s over its background budget: %s",
                 device.short_token,
-                self.tag,
+                self.fan.tag,
             )
             return False
-        recorded = await self.devices.record_background_push(
+        recorded = await self.fan.devices.record_background_push(
             device.user_id, device.device_id, now, renewal=False
         )
         return recorded is not None
-
-    async def _send_all(
-        self, items: Sequence[tuple[Device, Notification]]
-    ) -> list[PushResult | ApnsError]:
-        budget = self.settings.apns_retry_budget_seconds
-        return await send_all(items, self.pushers, budget=budget, tag=self.tag)
-
-
-async def send_all(
-    items: Sequence[tuple[Device, Notification]], pushers: Pushers, *, budget: float, tag: str
-) -> list[PushResult | ApnsError]:
-    """Send concurrently through each device's app; answers in the order given.
-
-    A send still running ``SEND_GRACE_SECONDS`` past ``budget`` counts as unanswered
-    (:class:`ApnsUnavailable`); a device whose app has no credentials gets a NotificationError.
-    Raises nothing: every failure is an answer.
-    """
-    if not items:
-        return []
-    tasks = [asyncio.ensure_future(_send(d, n, pushers, budget, tag)) for d, n in items]
-    done, pending = await asyncio.wait(tasks, timeout=budget + SEND_GRACE_SECONDS)
-    for task in pending:
-        task.cancel()
-    out: list[PushResult | ApnsError] = []
-    for task in tasks:
-        if task in done:
-            out.append(task.result())
-        else:
-            out.append(ApnsUnavailable("no answer within the retry budget"))
-    return out
-
-
-async def _send(
-    device: Device, n: Notification, pushers: Pushers, budget: float, tag: str
-) -> PushResult | ApnsError:
-    pusher = pushers.get(device.topic)
-    if pusher is None:
-        log.error("no APNs credentials for app %s: %s", device.topic, tag)
-        return NotificationError("topic", f"no APNs credentials configured for {device.topic}")
-    try:
-        return await pusher.send(n, environment=device.environment, budget=budget)
-    except ApnsError as exc:
-        return exc

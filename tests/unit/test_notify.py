@@ -457,7 +457,7 @@ async def test_redelivery_after_a_retryable_failure_pushes_only_unfinished_devic
 async def test_send_past_the_budget_is_released(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.notify.SEND_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr("shared.fanout.SEND_GRACE_SECONDS", 0.0)
     world.settings = settings(apns_retry_budget_seconds=0.01)
 
     async def never(n: Any) -> PushResult:
