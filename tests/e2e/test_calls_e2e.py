@@ -12,57 +12,24 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.acs_identity_service import AcsIdentityService
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
 from tests.e2e.conftest import LocalApp
+from tests.local_apns import APP, KEY, simulator_settings
+from tests.sample_events import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 WEBHOOK = "/runtime/webhooks/eventgrid?functionName=on_call_event"
-APP, TEAM, KEY_ID = "com.example.chat", "TEAM123456", "KEY1234567"
-SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
 PHONE, LAPTOP = "c4" * 32, "d5" * 32  # a PushKit token, and an alert-only device
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsSimulator]:
-    with ApnsSimulator.start(tmp_path_factory.mktemp("apns")) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevIdentityProvider]:
-    with DevIdentityProvider.start(tmp_path_factory.mktemp("idp")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def acs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcsIdentityService]:
-    with AcsIdentityService.start(tmp_path_factory.mktemp("acs")) as service:
-        yield service
-
-
-@pytest.fixture
-def apns(sim: ApnsSimulator) -> ApnsSimulator:
-    sim.reset()
-    public = SIGNING_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    sim.register_key(KEY_ID, TEAM, public, topics=[APP])
-    return sim
 
 
 def settings(
@@ -72,18 +39,10 @@ def settings(
     az: Azurite,
     prefix: str,
 ) -> dict[str, str]:
-    pem = SIGNING_KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
     return {
         "STORAGE_CONNECTION": az.connection_string,
         "TABLE_PREFIX": prefix,
-        "APNS_APPS": json.dumps(
-            [{"bundleId": APP, "teamId": TEAM, "keyId": KEY_ID, "privateKey": pem}]
-        ),
-        "APNS_SANDBOX_ORIGIN": sim.sandbox_origin,
-        "APNS_PRODUCTION_ORIGIN": sim.production_origin,
-        "APNS_CA_FILE": str(sim.ca_file),
+        **simulator_settings(sim, [KEY.app(APP)]),
         "APNS_RETRY_BUDGET_SECONDS": "0.6",
         "KEY_ENCRYPTION_KEYS": "k1=" + base64.b64encode(b"\x09" * 32).decode(),
         "ACS_CONNECTION_STRING": acs.connection_string,

@@ -14,29 +14,25 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import padding, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
 from tests.e2e.conftest import LocalApp
+from tests.local_apns import APP, KEY, sandbox_device, simulator_settings
+from tests.sample_events import SAMPLES
 
 pytestmark = pytest.mark.e2e
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 WEBHOOK = "/runtime/webhooks/eventgrid?functionName=on_chat_event"
-APP, TEAM, KEY_ID = "com.example.chat", "TEAM123456", "KEY1234567"
 ADMIN = "ops-admin"
-SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
 PREVIEW_KEY = bytes(range(64))  # what the ACS SDK handed the app through onPersistKey
 KEK = "k1=" + base64.b64encode(b"\x07" * 32).decode()
 
@@ -76,43 +72,13 @@ def decrypt_as_the_device(key: bytes, blob_b64: str) -> dict[str, str]:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsSimulator]:
-    with ApnsSimulator.start(tmp_path_factory.mktemp("apns")) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevIdentityProvider]:
-    with DevIdentityProvider.start(tmp_path_factory.mktemp("idp")) as provider:
-        yield provider
-
-
-@pytest.fixture
-def apns(sim: ApnsSimulator) -> ApnsSimulator:
-    sim.reset()
-    public = SIGNING_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    sim.register_key(KEY_ID, TEAM, public, topics=[APP])
-    return sim
-
-
 def settings(
     sim: ApnsSimulator, idp: DevIdentityProvider, az: Azurite, prefix: str
 ) -> dict[str, str]:
-    pem = SIGNING_KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
     return {
         "STORAGE_CONNECTION": az.connection_string,
         "TABLE_PREFIX": prefix,
-        "APNS_APPS": json.dumps(
-            [{"bundleId": APP, "teamId": TEAM, "keyId": KEY_ID, "privateKey": pem}]
-        ),
-        "APNS_SANDBOX_ORIGIN": sim.sandbox_origin,
-        "APNS_PRODUCTION_ORIGIN": sim.production_origin,
-        "APNS_CA_FILE": str(sim.ca_file),
+        **simulator_settings(sim, [KEY.app(APP)]),
         "APNS_RETRY_BUDGET_SECONDS": "0.6",
         "KEY_ENCRYPTION_KEYS": KEK,
         "DELIVERY_LOG_ADMINS": ADMIN,
@@ -122,15 +88,7 @@ def settings(
 
 async def register_devices(env: dict[str, str]) -> None:
     """Store the recipient's two phones as registration would: one with a live preview key."""
-    from shared.apns.notification import Environment
-    from shared.devices import (
-        DEVICES_TABLE,
-        OWNERS_TABLE,
-        Device,
-        DeviceKind,
-        DeviceStore,
-        device_id_for,
-    )
+    from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
     from shared.key_wrap import KeyWrapper
     from shared.tables import Tables
 
@@ -143,20 +101,9 @@ async def register_devices(env: dict[str, str]) -> None:
         )
         now = datetime.now(UTC)
         for token, key in ((WITH_KEY, PREVIEW_KEY), (WITHOUT_KEY, None)):
-            await store.register(
-                Device(
-                    user_id=USER,
-                    device_id=device_id_for(token),
-                    token=token,
-                    kind=DeviceKind.ALERT,
-                    topic=APP,
-                    environment=Environment.SANDBOX,
-                    registered_at=now,
-                    renewed_at=now,
-                    preview_key=key,
-                    key_expires_at=None if key is None else now + timedelta(minutes=45),
-                )
-            )
+            expires = None if key is None else now + timedelta(minutes=45)
+            device = sandbox_device(USER, token, at=now, preview_key=key, key_expires_at=expires)
+            await store.register(device)
     finally:
         await tables.aclose()
 

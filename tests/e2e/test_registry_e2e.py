@@ -9,7 +9,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -28,18 +27,6 @@ KEK = "k1=" + base64.b64encode(b"\x05" * 32).decode()
 PREVIEW_KEY = base64.b64encode(bytes(range(64))).decode()
 ALICE_TOKEN = "c0ffee" * 10 + "abcd"  # 64 hex digits: an APNs device token
 Snapshot = dict[tuple[str, str, str], dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevIdentityProvider]:
-    with DevIdentityProvider.start(tmp_path_factory.mktemp("idp")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def acs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcsIdentityService]:
-    with AcsIdentityService.start(tmp_path_factory.mktemp("acs")) as service:
-        yield service
 
 
 class Phone:

@@ -10,39 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
-import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
-from shared.apns.notification import Environment
 from shared.calls import CallPushSummary, handle_call_event
 from shared.deliveries import CALLS_THREAD, DeliveryRecord, DeliveryState
-from shared.devices import Device, DeviceKind, device_id_for
+from shared.devices import DeviceKind
 from shared.tables import round_trips
 from shared.wiring import Container
+from tests.local_apns import APP, KEY, sandbox_device, simulator_settings, token
+from tests.sample_events import sample_event as sample
 
 pytestmark = pytest.mark.integration
-
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-APP, TEAM, KEY_ID = "com.example.chat", "TEAM123456", "KEY1234567"
-SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def sample(name: str, **data: Any) -> dict[str, Any]:
-    body = json.loads((SAMPLES / name).read_text())
-    event = copy.deepcopy(body[0] if isinstance(body, list) else body)
-    event["data"].update(data)
-    return event
-
 
 CALL = sample("incoming_call.eventgrid.json")
 CALLEE = CALL["data"]["to"]["rawId"]
@@ -51,39 +35,11 @@ RANG_AT = datetime.fromisoformat(CALL["eventTime"])
 SDK_KEYS = {"eventId", "cp", "callId", "recipientId", "callerId", "displayName", "videoCall"}
 
 
-def token(n: int) -> str:
-    return f"{n:02x}" * 32
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsSimulator]:
-    with ApnsSimulator.start(tmp_path_factory.mktemp("apns")) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def apns(sim: ApnsSimulator) -> ApnsSimulator:
-    sim.reset()
-    public = SIGNING_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    sim.register_key(KEY_ID, TEAM, public, topics=[APP])  # the app's key covers APP.voip too
-    return sim
-
-
 def app_settings(sim: ApnsSimulator, azurite: Azurite, prefix: str) -> dict[str, str]:
-    pem = SIGNING_KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
     return {
         "STORAGE_CONNECTION": azurite.connection_string,
         "TABLE_PREFIX": prefix,
-        "APNS_APPS": json.dumps(
-            [{"bundleId": APP, "teamId": TEAM, "keyId": KEY_ID, "privateKey": pem}]
-        ),
-        "APNS_SANDBOX_ORIGIN": sim.sandbox_origin,
-        "APNS_PRODUCTION_ORIGIN": sim.production_origin,
-        "APNS_CA_FILE": str(sim.ca_file),
+        **simulator_settings(sim, [KEY.app(APP)]),
         "APNS_RETRY_BUDGET_SECONDS": "0.6",
         "APNS_REQUEST_TIMEOUT_SECONDS": "0.5",
         "KEY_ENCRYPTION_KEYS": "k1=" + base64.b64encode(bytes(range(32))).decode(),
@@ -120,17 +76,7 @@ class Stack:
         self, n: int, *, kind: DeviceKind = DeviceKind.VOIP, user: str = CALLEE
     ) -> str:
         t = token(n)
-        at = RANG_AT - timedelta(days=1)
-        device = Device(
-            user_id=user,
-            device_id=device_id_for(t),
-            token=t,
-            kind=kind,
-            topic=APP,
-            environment=Environment.SANDBOX,
-            registered_at=at,
-            renewed_at=at,
-        )
+        device = sandbox_device(user, t, at=RANG_AT - timedelta(days=1), kind=kind)
         await (await self.c.device_registry()).register(device)
         return t
 

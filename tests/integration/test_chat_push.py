@@ -9,44 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import io
-import json
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from shared.apns.notification import Environment
 from shared.deliveries import DeliveryState
-from shared.devices import Device, DeviceKind, device_id_for
 from shared.notify import ChatPushSummary, handle_chat_event
 from shared.tables import round_trips
 from shared.wiring import Container
+from tests.local_apns import (
+    APP,
+    KEY,
+    KEY_ID,
+    ProviderKey,
+    sandbox_device,
+    simulator_settings,
+    token,
+)
+from tests.sample_events import sample_event as sample
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-APP = "com.example.chat"
 OTHER_APP = "com.example.other"
 CERT_APP = "com.example.certified"
-TEAM, KEY_ID = "TEAM123456", "KEY1234567"
 OTHER_TEAM, OTHER_KEY_ID = "TEAM654321", "KEY7654321"
-
-
-def sample(name: str, **data: Any) -> dict[str, Any]:
-    body = json.loads((SAMPLES / name).read_text())
-    event = copy.deepcopy(body[0] if isinstance(body, list) else body)
-    event["data"].update(data)
-    return event
-
+OTHER_KEY = ProviderKey(OTHER_KEY_ID, OTHER_TEAM)
 
 RECEIVED = sample("chat_message_received.eventgrid.json")
 USER = RECEIVED["data"]["recipientCommunicationIdentifier"]["rawId"]
@@ -54,64 +47,18 @@ THREAD = RECEIVED["data"]["threadId"]
 MESSAGE = RECEIVED["data"]["messageId"]
 
 
-def token(n: int) -> str:
-    return f"{n:02x}" * 32
-
-
-@dataclass
-class Key:
-    key_id: str
-    team_id: str
-    private: ec.EllipticCurvePrivateKey = field(
-        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
-    )
-
-    @property
-    def private_pem(self) -> str:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-
-    @property
-    def public_pem(self) -> str:
-        return (
-            self.private.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-
-
-KEY = Key(KEY_ID, TEAM)
-OTHER_KEY = Key(OTHER_KEY_ID, OTHER_TEAM)
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsSimulator]:
-    with ApnsSimulator.start(tmp_path_factory.mktemp("apns")) as simulator:
-        yield simulator
-
-
 @pytest.fixture
 def apns(sim: ApnsSimulator) -> ApnsSimulator:
     sim.reset()
-    sim.register_key(KEY.key_id, KEY.team_id, KEY.public_pem, topics=[APP])
-    sim.register_key(OTHER_KEY.key_id, OTHER_KEY.team_id, OTHER_KEY.public_pem, topics=[OTHER_APP])
+    KEY.trust(sim, APP)
+    OTHER_KEY.trust(sim, OTHER_APP)
     return sim
 
 
 def app_settings(sim: ApnsSimulator, azurite: Azurite, prefix: str, **extra: str) -> dict[str, str]:
     apps = [
-        {"bundleId": APP, "teamId": TEAM, "keyId": KEY_ID, "privateKey": KEY.private_pem},
-        {
-            "bundleId": OTHER_APP,
-            "teamId": OTHER_TEAM,
-            "keyId": OTHER_KEY_ID,
-            "privateKey": OTHER_KEY.private_pem,
-        },
+        KEY.app(APP),
+        OTHER_KEY.app(OTHER_APP),
         {
             "bundleId": CERT_APP,
             "p12": base64.b64encode(sim.make_client_certificate(CERT_APP, password=b"pw")).decode(),
@@ -121,10 +68,7 @@ def app_settings(sim: ApnsSimulator, azurite: Azurite, prefix: str, **extra: str
     return {
         "STORAGE_CONNECTION": azurite.connection_string,
         "TABLE_PREFIX": prefix,
-        "APNS_APPS": json.dumps(apps),
-        "APNS_SANDBOX_ORIGIN": sim.sandbox_origin,
-        "APNS_PRODUCTION_ORIGIN": sim.production_origin,
-        "APNS_CA_FILE": str(sim.ca_file),
+        **simulator_settings(sim, apps),
         "APNS_RETRY_BUDGET_SECONDS": "0.6",
         "APNS_REQUEST_TIMEOUT_SECONDS": "0.5",
         "KEY_ENCRYPTION_KEYS": "k1=" + base64.b64encode(bytes(range(32))).decode(),
@@ -157,18 +101,7 @@ class Stack:
 
     async def register(self, n: int, *, topic: str = APP, user: str = USER, **kw: Any) -> str:
         t = token(n)
-        at = self.now - timedelta(minutes=5)
-        device = Device(
-            user_id=user,
-            device_id=device_id_for(t),
-            token=t,
-            kind=kw.pop("kind", DeviceKind.ALERT),
-            topic=topic,
-            environment=kw.pop("environment", Environment.SANDBOX),
-            registered_at=at,
-            renewed_at=at,
-            **kw,
-        )
+        device = sandbox_device(user, t, at=self.now - timedelta(minutes=5), topic=topic, **kw)
         await (await self.c.device_registry()).register(device)
         return t
 

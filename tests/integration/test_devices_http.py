@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import azure.functions as func
@@ -29,18 +29,6 @@ APNS_APPS = json.dumps(
 )
 TOKEN = "5e" * 32
 KEY = bytes(range(64))
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevIdentityProvider]:
-    with DevIdentityProvider.start(tmp_path_factory.mktemp("idp")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def acs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcsIdentityService]:
-    with AcsIdentityService.start(tmp_path_factory.mktemp("acs")) as service:
-        yield service
 
 
 @pytest.fixture(scope="module")
