@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import copy
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,7 +33,15 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from bench.chat import KEK, ServedApp, pct, simulator, user_id  # noqa: E402
+from bench.chat import (  # noqa: E402
+    KEK,
+    ServedApp,
+    pct,
+    phase_figures,
+    simulator,
+    user_id,
+    write_result,
+)
 from bench.chat import SAMPLE as CHAT_SAMPLE  # noqa: E402
 from bench.chat import register as register_chat  # noqa: E402
 from bench.chat import run_phase as run_chat_phase  # noqa: E402
@@ -146,21 +152,8 @@ def run_call_phase(
         for r in rung
         if r["payload"]["data"]["callId"] in sent
     ]
-    return {
-        "event": "IncomingCall",
-        "devices_per_recipient": devices,
-        "events": events,
-        "failed_events": failures,
-        "pushes": len(rung),
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(events / elapsed, 1),
-        "pushes_per_s": round(len(rung) / elapsed, 1),
-        "latency_ms_p50": round(pct(latencies, 50), 2) if latencies else None,
-        "latency_ms_p99": round(pct(latencies, 99), 2) if latencies else None,
-        "cpu_ms_per_event": round(cpu * 1000 / events, 3),
-        "round_trips_per_event": round(trips / events, 2),
-        "_latencies": latencies,
-    }
+    figures = phase_figures(events, failures, len(rung), elapsed, latencies, cpu, trips)
+    return {"event": "IncomingCall", "devices_per_recipient": devices, **figures}
 
 
 def report(phases: list[dict[str, Any]]) -> None:
@@ -229,25 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     report(phases)
     print(f"\nall calls: webhook-to-APNs p50 {overall['latency_ms_p50']} ms, "
           f"p99 {overall['latency_ms_p99']} ms")  # fmt: skip
-    result = {
-        "benchmark": "incoming calls (with a chat phase for comparison)",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
-        "settings": {
-            "events": args.events,
-            "concurrency": args.concurrency,
-            "chat_events": args.chat_events,
-        },
-        "phases": [{k: v for k, v in p.items() if not k.startswith("_")} for p in phases],
-        "overall_calls": overall,
+    name = "incoming calls (with a chat phase for comparison)"
+    settings = {
+        "events": args.events,
+        "concurrency": args.concurrency,
+        "chat_events": args.chat_events,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    write_result(args.out, name, settings, phases, {"overall_calls": overall})
     return 0
 
 

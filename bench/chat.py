@@ -237,21 +237,27 @@ def run_phase(
         for r in pushes
         if isinstance(r.get("payload"), dict) and str(r["payload"].get("messageId")) in sent
     ]
+    figures = phase_figures(events, failures, len(pushes), elapsed, latencies, cpu, trips)
+    return {"devices_per_recipient": devices, **figures, "_cpu": cpu, "_trips": trips}
+
+
+def phase_figures(
+    events: int, failures: int, pushes: int, elapsed: float,
+    latencies: list[float], cpu: float, trips: int,
+) -> dict[str, Any]:  # fmt: skip
+    """A phase's figures: rates, webhook-to-APNs latency, CPU and round trips per event."""
     return {
-        "devices_per_recipient": devices,
         "events": events,
         "failed_events": failures,
-        "pushes": len(pushes),
+        "pushes": pushes,
         "seconds": round(elapsed, 3),
         "events_per_s": round(events / elapsed, 1),
-        "pushes_per_s": round(len(pushes) / elapsed, 1),
+        "pushes_per_s": round(pushes / elapsed, 1),
         "latency_ms_p50": round(pct(latencies, 50), 2) if latencies else None,
         "latency_ms_p99": round(pct(latencies, 99), 2) if latencies else None,
         "cpu_ms_per_event": round(cpu * 1000 / events, 3),
         "round_trips_per_event": round(trips / events, 2),
         "_latencies": latencies,
-        "_cpu": cpu,
-        "_trips": trips,
     }
 
 
@@ -472,23 +478,32 @@ def main(argv: list[str] | None = None) -> int:
     total = summarize(phases, alone)
     total["webhook_and_parse_alone"] = webhook
     report(phases, alone, total)
+    settings = {"events": args.events, "concurrency": args.concurrency, "parts": args.parts}
+    extra = {"parts_alone": alone, "overall": total}
+    write_result(args.out, "chat push", settings, phases, extra)
+    return 0
+
+
+def write_result(
+    out: Path, name: str, settings: dict[str, Any], phases: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> None:  # fmt: skip
+    """Write a run's figures (phases without their raw ``_`` fields) with the machine's."""
     result = {
-        "benchmark": "chat push",
+        "benchmark": name,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
-        "settings": {"events": args.events, "concurrency": args.concurrency, "parts": args.parts},
+        "settings": settings,
         "phases": [{k: v for k, v in p.items() if not k.startswith("_")} for p in phases],
-        "parts_alone": alone,
-        "overall": total,
+        **extra,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
 
 if __name__ == "__main__":
