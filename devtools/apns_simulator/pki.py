@@ -7,93 +7,18 @@ Everything is P-256 (fast to generate) and kept in the state directory, so a cli
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
-_DAY = dt.timedelta(days=1)
+from devtools.pki import DAY, issue_ca, issue_leaf, pem_key, subject_name
 
-
-def _name(common_name: str, uid: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if uid is not None:
-        attrs.insert(0, x509.NameAttribute(NameOID.USER_ID, uid))
-    attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pushrelay APNs simulator"))
-    return x509.Name(attrs)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _issue_ca(
-    common_name: str, now: dt.datetime
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _DAY)
-        .not_valid_after(now + 3650 * _DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _issue_leaf(
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    subject: x509.Name,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    *,
-    server: bool,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(ca_key, hashes.SHA256()), key
+_ORG = "pushrelay APNs simulator"
 
 
 @dataclass(frozen=True)
@@ -118,7 +43,7 @@ class Pki:
         }
         if all(p.exists() for p in paths.values()):
             server = x509.load_pem_x509_certificate(paths["server"].read_bytes())
-            if server.not_valid_after_utc > now + 30 * _DAY:
+            if server.not_valid_after_utc > now + 30 * DAY:
                 client_ca = x509.load_pem_x509_certificate(paths["client-ca"].read_bytes())
                 client_key = serialization.load_pem_private_key(
                     paths["client-ca-key"].read_bytes(), password=None
@@ -128,18 +53,20 @@ class Pki:
                     paths["ca"], paths["server"], paths["server-key"], paths["client-ca"],
                     client_ca, client_key,
                 )  # fmt: skip
-        ca, ca_key = _issue_ca("pushrelay APNs simulator CA", now)
-        server, server_key = _issue_leaf(
-            ca, ca_key, _name("localhost"), now - _DAY, now + 825 * _DAY, server=True
+        ca, ca_key = issue_ca(subject_name("pushrelay APNs simulator CA", _ORG), now)
+        server, server_key = issue_leaf(
+            (ca, ca_key), subject_name("localhost", _ORG), now - DAY, now + 825 * DAY, server=True
         )
-        client_ca, client_key = _issue_ca("pushrelay APNs simulator client CA", now)
+        client_ca, client_key = issue_ca(
+            subject_name("pushrelay APNs simulator client CA", _ORG), now
+        )
         for name, data in (
             ("ca", ca.public_bytes(serialization.Encoding.PEM)),
-            ("ca-key", _pem_key(ca_key)),
+            ("ca-key", pem_key(ca_key)),
             ("server", server.public_bytes(serialization.Encoding.PEM)),
-            ("server-key", _pem_key(server_key)),
+            ("server-key", pem_key(server_key)),
             ("client-ca", client_ca.public_bytes(serialization.Encoding.PEM)),
-            ("client-ca-key", _pem_key(client_key)),
+            ("client-ca-key", pem_key(client_key)),
         ):
             paths[name].write_bytes(data)
             if name.endswith("key"):
@@ -159,12 +86,11 @@ class Pki:
     ) -> bytes:
         """A .p12 with a client certificate (UID = topic) and its key, signed by the client CA."""
         if not_after is None:
-            not_after = now + 365 * _DAY
-        not_before = min(now, not_after) - 30 * _DAY
-        cert, key = _issue_leaf(
-            self.client_ca,
-            self.client_ca_key,
-            _name(f"Apple Push Services: {topic}", uid=topic),
+            not_after = now + 365 * DAY
+        not_before = min(now, not_after) - 30 * DAY
+        cert, key = issue_leaf(
+            (self.client_ca, self.client_ca_key),
+            subject_name(f"Apple Push Services: {topic}", _ORG, uid=topic),
             not_before,
             not_after,
             server=False,
