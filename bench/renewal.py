@@ -129,7 +129,7 @@ async def worker(batch: int) -> dict[str, Any]:
     from shared import wiring
     from shared.tables import round_trips
 
-    queue = QueueOptions(poll_interval=0.05, visibility_timeout=60.0, lease_seconds=600,
+    queue = QueueOptions(poll_interval=0.05, visibility_timeout=5.0, lease_seconds=600,
                          batch_size=batch)  # fmt: skip
     options = HostOptions(port=0, timers=False, queues=True, queue=queue)
     host = LocalHost(import_app("function_app", app_dir=REPO), dict(os.environ), options)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=2, help="worker processes")
-    p.add_argument("--batch", type=int, default=4, help="queue messages a worker runs at once")
+    p.add_argument("--batch", type=int, default=2, help="queue messages a worker runs at once")
     p.add_argument("--seeders", type=int, default=2, help="seeding processes")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--results", type=Path, default=RESULTS)

@@ -11,16 +11,16 @@ checkpoint through the bucket holding ``now`` (entries are already written at ke
 ``RENEWAL_LEAD_MINUTES``, so this is every device due before the next sweep), never further back
 than ``RENEWAL_CATCH_UP_HOURS``: buckets missed while the app was down are caught up, bounded.
 The checkpoint (``shared.renewal_sweeps``) is claimed under its ETag with a lease before reading,
-so a timer that fires twice reads nothing the second time. It reads keys only, and splits them
-into shards of at most ``RENEWAL_SHARD_SIZE`` entries, each a RowKey range of one bucket: the
-queue messages, small JSON. A device due in several buckets of one sweep is woken once (its
-older entries are listed to skip). Buckets that have left the catch-up window get a purge
-message. The device table is never scanned.
+so a timer that fires twice reads nothing the second time. It reads keys only and splits them
+into shards of at most ``RENEWAL_SHARD_SIZE`` consecutive entries, sent as key ranges: small
+JSON queue messages (a bucket spans ``LANES`` partitions; a shard lists its ranges). A device
+due in several buckets of one sweep is woken once (its older entries are listed to skip).
+Buckets that have left the catch-up window get a purge message. The device table is never
+scanned.
 
-**Worker** (queue, :func:`renew_shard`). It reads its range (one query). An entry carries what
-the worker needs
-(:class:`~shared.renewal_schedule.EntryState`: token, topic, environment, budget, and the
-device's ETag when that was true), so a device is not read on the common path:
+**Worker** (queue, :func:`renew_shard`). It reads its ranges (a query each). An entry carries
+what the worker needs (:class:`~shared.renewal_schedule.EntryState`: token, topic, environment,
+budget, and the device's ETag when that was true), so a device is not read on the common path:
 
 1. decide on the carried state: over budget → a later entry; too many unanswered wakes → mark
    stale (under the ETag); otherwise
@@ -75,7 +75,6 @@ from shared.renewal_schedule import (
     bucket_for,
     bucket_start,
     due_at,
-    row_key,
 )
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from shared.settings import Settings
@@ -85,7 +84,7 @@ log = logging.getLogger(__name__)
 SHARD_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 45_000  # a queue message is 64 KiB once base64-encoded
 CLAIM_ATTEMPTS: Final = 3
-CONCURRENCY: Final = 64  # devices of one shard in flight at once
+CONCURRENCY: Final = 32  # devices of one shard in flight at once (aiohttp pools 100 connections)
 PURGE_LOOKBACK: Final = timedelta(hours=24)  # how far below the window a purge looks at most
 HOUR: Final = timedelta(hours=1)
 BUCKET: Final = timedelta(minutes=BUCKET_MINUTES)
@@ -318,31 +317,28 @@ class ShardItem:
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """One queue message: a RowKey range of one bucket for one worker invocation (``skip``:
-    RowKeys in it superseded by a later entry of the same sweep), or a bucket to purge.
+    """One queue message: key ranges for one worker invocation, or a bucket to purge.
 
-    Messages hold keys only, so they stay small; the worker reads the range with what the
-    entries carry (one query), in parallel with the other workers.
+    ``ranges``: (PartitionKey, first RowKey, last RowKey) in schedule order, at most
+    ``RENEWAL_SHARD_SIZE`` entries in all; ``skip``: (PartitionKey, RowKey) of entries superseded
+    by a later entry of the same device in this sweep. Messages hold keys only, so they stay
+    small; the worker reads its ranges with what the entries carry (a query per range).
     """
 
     sweep_id: str
     index: int
-    bucket: str
-    low: str = ""
-    high: str = ""
+    ranges: tuple[tuple[str, str, str], ...] = ()
     count: int = 0
-    skip: tuple[str, ...] = ()
-    purge: bool = False
+    skip: tuple[tuple[str, str], ...] = ()
+    purge: str | None = None  # a bucket
 
     def to_json(self) -> str:
         """The message body (compact JSON)."""
-        body: dict[str, object] = {
-            "v": SHARD_VERSION, "sweep": self.sweep_id, "shard": self.index, "bucket": self.bucket,
-        }  # fmt: skip
-        if self.purge:
-            body["purge"] = True
+        body: dict[str, object] = {"v": SHARD_VERSION, "sweep": self.sweep_id, "shard": self.index}
+        if self.purge is not None:
+            body["purge"] = self.purge
         else:
-            body.update(low=self.low, high=self.high, n=self.count, skip=list(self.skip))
+            body.update(ranges=self.ranges, n=self.count, skip=self.skip)
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -353,14 +349,15 @@ def parse_shard(body: bytes | str) -> Shard:
         data = json.loads(body)
         if data["v"] != SHARD_VERSION:
             raise MalformedShardError(f"unknown shard version {data['v']!r}")
-        sweep, index, bucket = str(data["sweep"]), int(data["shard"]), str(data["bucket"])
-        bucket_start(bucket)
-        if data.get("purge") is True:
-            return Shard(sweep, index, bucket, purge=True)
-        skip = tuple(str(k) for k in data["skip"])
-        return Shard(
-            sweep, index, bucket, str(data["low"]), str(data["high"]), int(data["n"]), skip
-        )
+        sweep, index = str(data["sweep"]), int(data["shard"])
+        if "purge" in data:
+            bucket_start(str(data["purge"]))
+            return Shard(sweep, index, purge=str(data["purge"]))
+        ranges = tuple((str(p), str(lo), str(hi)) for p, lo, hi in data["ranges"])
+        for p, _, _ in ranges:
+            bucket_start(p.partition("-")[0])
+        skip = tuple((str(p), str(r)) for p, r in data["skip"])
+        return Shard(sweep, index, ranges, int(data["n"]), skip)
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedShardError(f"not a renewal shard: {type(exc).__name__}") from exc
 
@@ -368,7 +365,7 @@ def parse_shard(body: bytes | str) -> Shard:
 def latest_entries(
     entries: Iterable[ScheduleEntry],
 ) -> tuple[list[ScheduleEntry], set[ScheduleEntry]]:
-    """Entries by bucket and RowKey, and those superseded by a later entry of the same device (a
+    """Entries in schedule order, and those superseded by a later entry of the same device (a
     device due in several buckets of one sweep is woken once, from its latest entry)."""
     latest: dict[tuple[str, str], ScheduleEntry] = {}
     superseded: set[ScheduleEntry] = set()
@@ -380,28 +377,32 @@ def latest_entries(
             older, newer = (other, e) if other.bucket < e.bucket else (e, other)
             superseded.add(older)
         latest[key] = newer
-    ordered = sorted(
-        [*latest.values(), *superseded], key=lambda e: (e.bucket, row_key(e.user_id, e.device_id))
-    )
+    ordered = sorted([*latest.values(), *superseded], key=lambda e: (e.partition, e.row))
     return ordered, superseded
 
 
-def split_shards(sweep_id: str, entries: Iterable[ScheduleEntry], size: int) -> list[Shard]:
-    """Shards of at most ``size`` entries, each a RowKey range of one bucket (halved further
-    while a message would be too big)."""
-    ordered, superseded = latest_entries(entries)
-    runs: list[list[ScheduleEntry]] = []
-    for e in ordered:
-        if runs and runs[-1][0].bucket == e.bucket and len(runs[-1]) < size:
-            runs[-1].append(e)
+def _shard(
+    sweep_id: str, index: int, run: Sequence[ScheduleEntry], skip: set[ScheduleEntry]
+) -> Shard:
+    ranges: list[tuple[str, str, str]] = []
+    for e in run:
+        if ranges and ranges[-1][0] == e.partition:
+            ranges[-1] = (e.partition, ranges[-1][1], e.row)
         else:
-            runs.append([e])
+            ranges.append((e.partition, e.row, e.row))
+    skipped = tuple((e.partition, e.row) for e in run if e in skip)
+    return Shard(sweep_id, index, tuple(ranges), len(run), skipped)
+
+
+def split_shards(sweep_id: str, entries: Iterable[ScheduleEntry], size: int) -> list[Shard]:
+    """Shards of at most ``size`` consecutive entries (halved further while a message would be
+    too big)."""
+    ordered, superseded = latest_entries(entries)
+    runs = [ordered[i : i + size] for i in range(0, len(ordered), size)]
     shards: list[Shard] = []
     while runs:
         run = runs.pop(0)
-        keys = [row_key(e.user_id, e.device_id) for e in run]
-        skip = tuple(k for k, e in zip(keys, run, strict=True) if e in superseded)
-        shard = Shard(sweep_id, len(shards), run[0].bucket, keys[0], keys[-1], len(run), skip)
+        shard = _shard(sweep_id, len(shards), run, superseded)
         if len(run) > 1 and len(shard.to_json().encode()) > MAX_MESSAGE_BYTES:
             runs[:0] = [run[: len(run) // 2], run[len(run) // 2 :]]
             continue
@@ -469,7 +470,7 @@ async def run_sweep(
     shards = split_shards(end, entries, rules.shard_size)
     devices = len({(e.user_id, e.device_id) for e in entries})
     old = purge_buckets(seen, now, rules)
-    purges = [Shard(end, len(shards) + n, b, purge=True) for n, b in enumerate(old)]
+    purges = [Shard(end, len(shards) + n, purge=b) for n, b in enumerate(old)]
     record = SweepRecord(end, now, start, end, devices, len(shards))
     if not await sweeps.finish(claimed, record):
         return SweepResult(None, note="claim lost")
@@ -543,7 +544,10 @@ class _ShardRun:
         try:
             return await self._look(item)
         except TransientError as exc:
-            log.warning("%s: device %s left for the next bucket: %s", self.tag, item.device_id, exc)
+            log.warning(
+                "%s: device %s left for the next bucket: %s (%r)",
+                self.tag, item.device_id, exc, exc.__cause__,
+            )  # fmt: skip
             return Looked(item, Decision.LATER, item.state, soon=True)
 
     async def _look(self, item: ShardItem) -> Looked:
@@ -645,7 +649,7 @@ async def renew_shard(
 
     Raises TransientError subclasses when storage does not answer (redelivering is safe).
     """
-    if shard.purge:
+    if shard.purge is not None:
         return await purge_bucket(shard, schedule)
     items = await shard_items(shard, schedule)
     run = _ShardRun(shard, devices, rules, clock)
@@ -674,19 +678,21 @@ async def renew_shard(
 
 
 async def shard_items(shard: Shard, schedule: RenewalSchedule) -> list[ShardItem]:
-    """The shard's devices with what their entries carry (one query), less the superseded."""
+    """The shard's devices with what their entries carry (a query per range), less the
+    superseded."""
     skip = set(shard.skip)
-    entries = await schedule.read_range(shard.bucket, shard.low, shard.high)
+    read = await asyncio.gather(*(schedule.read_range(*r) for r in shard.ranges))
     return [
         ShardItem(e.user_id, e.device_id, e.bucket, e.state)
+        for entries in read
         for e in entries
-        if row_key(e.user_id, e.device_id) not in skip
+        if (e.partition, e.row) not in skip
     ]
 
 
 async def purge_bucket(shard: Shard, schedule: RenewalSchedule) -> ShardReport:
     """Delete what is left in a bucket that has left the catch-up window (read once, long ago)."""
-    bucket = shard.bucket
+    bucket = shard.purge or ""
     entries = await schedule.read_due(bucket, bucket)
     await schedule.remove(entries)
     log.info("renewal purge of bucket %s: %d entries deleted", bucket, len(entries))

@@ -16,7 +16,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
-from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for, row_key
+from shared.renewal_schedule import (
+    EntryState,
+    ScheduleEntry,
+    bucket_for,
+    partition_key,
+    row_key,
+)
 
 
 class FakeDeviceStore:
@@ -205,13 +211,14 @@ class FakeRenewalSchedule:
             for user, device in sorted(self.buckets[bucket])
         ]
 
-    async def read_range(self, bucket: str, low: str, high: str) -> list[ScheduleEntry]:
+    async def read_range(self, partition: str, low: str, high: str) -> list[ScheduleEntry]:
         await asyncio.sleep(0)
+        bucket = partition.partition("-")[0]
         keys = sorted(self.buckets.get(bucket, set()), key=lambda k: row_key(*k))
         return [
             ScheduleEntry(bucket, user, device, self.states.get((bucket, user, device)))
             for user, device in keys
-            if low <= row_key(user, device) <= high
+            if low <= row_key(user, device) <= high and partition_key(bucket, device) == partition
         ]
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:

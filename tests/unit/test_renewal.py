@@ -38,7 +38,7 @@ from shared.renewal import (
     split_shards,
     sweep_range,
 )
-from shared.renewal_schedule import ScheduleEntry, bucket_for, row_key
+from shared.renewal_schedule import LANES, ScheduleEntry, bucket_for
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 from tests.unit.chat_fakes import T0, Clock, FakeApns
@@ -309,31 +309,37 @@ def test_catch_up_never_reaches_further_back_than_the_setting() -> None:
     assert start == bucket_for(now - RULES.catch_up)
 
 
+def _shard_entries(shards: Sequence[Shard]) -> int:
+    return sum(s.count for s in shards)
+
+
 def test_a_device_due_in_several_buckets_is_taken_from_its_latest_entry() -> None:
+    older = ScheduleEntry("202603011200", "u", "a")
     entries = [
-        ScheduleEntry("202603011200", "u", "a"),
+        older,
         ScheduleEntry("202603011205", "u", "b"),
         ScheduleEntry("202603011210", "u", "a"),
     ]
     shards = split_shards("202603011210", entries, 200)
-    assert [(s.bucket, s.count, s.skip) for s in shards] == [
-        ("202603011200", 1, (row_key("u", "a"),)),
-        ("202603011205", 1, ()),
-        ("202603011210", 1, ()),
-    ]
+    assert [s.skip for s in shards] == [((older.partition, older.row),)]
+    assert _shard_entries(shards) == 3
 
 
-def test_shards_are_key_ranges_of_one_bucket_at_most_the_shard_size() -> None:
+def test_shards_hold_at_most_the_shard_size_in_schedule_order() -> None:
     entries = [ScheduleEntry("202603011200", "u", f"{n:064x}") for n in range(450)]
     entries += [ScheduleEntry("202603011205", "u", f"{n:064x}") for n in range(1000, 1010)]
     shards = split_shards("202603011205", entries, 200)
-    assert [(s.bucket, s.count) for s in shards] == [
-        ("202603011200", 200), ("202603011200", 200), ("202603011200", 50), ("202603011205", 10),
-    ]  # fmt: skip
-    assert [s.index for s in shards] == [0, 1, 2, 3]
-    assert shards[1].low == row_key("u", f"{200:064x}") and shards[1].high == row_key(
-        "u", f"{399:064x}"
-    )
+    assert [s.count for s in shards] == [200, 200, 60]
+    assert [s.index for s in shards] == [0, 1, 2]
+    ordered = sorted(entries, key=lambda e: (e.partition, e.row))
+    first = shards[1].ranges[0]
+    assert (first[0], first[1]) == (ordered[200].partition, ordered[200].row)
+
+
+def test_a_bucket_is_spread_over_partitions() -> None:
+    entries = [ScheduleEntry("202603011200", "u", f"{n:064x}") for n in range(1000)]
+    assert len({e.partition for e in entries}) == LANES
+    assert all(e.partition.startswith("202603011200-") for e in entries)
 
 
 def test_a_message_stays_under_the_queue_limit_however_many_entries_it_skips() -> None:
@@ -343,19 +349,24 @@ def test_a_message_stays_under_the_queue_limit_however_many_entries_it_skips() -
     shards = split_shards("202603011205", old + new, 200)
     assert all(len(s.to_json().encode()) <= MAX_MESSAGE_BYTES for s in shards)
     assert sum(len(s.skip) for s in shards) == 200
+    assert _shard_entries(shards) == 400
 
 
 def test_a_shard_survives_its_message() -> None:
-    shard = Shard("202603011200", 3, "202603011155", "a", "b%2F", 7, ("a~1",))
+    shard = Shard(
+        "202603011200", 3, (("202603011155-a", "a", "b%2F"),), 7, (("202603011155-a", "a~1"),)
+    )
     assert parse_shard(shard.to_json().encode()) == shard
-    purge = Shard("202603011200", 4, "202603010555", purge=True)
+    purge = Shard("202603011200", 4, purge="202603010555")
     assert parse_shard(purge.to_json()) == purge
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "bucket": "202603011200"}', b"[1]",
-             b'{"v": 1, "sweep": "s", "shard": 0, "bucket": "nope", "purge": true}',
-             b'{"v": 1, "sweep": "s", "shard": 0, "bucket": "202603011200", "low": "a"}'],
+    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "purge": "202603011200"}', b"[1]",
+             b'{"v": 1, "sweep": "s", "shard": 0, "purge": "nope"}',
+             b'{"v": 1, "sweep": "s", "shard": 0, "ranges": [["x-1", "a", "b"]], "n": 1,'
+             b' "skip": []}',
+             b'{"v": 1, "sweep": "s", "shard": 0, "ranges": [["202603011200-1", "a"]]}'],
 )  # fmt: skip
 def test_a_message_that_is_not_a_shard_is_refused(body: bytes) -> None:
     with pytest.raises(MalformedShardError):
