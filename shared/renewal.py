@@ -11,16 +11,15 @@ checkpoint through the bucket holding ``now`` (entries are already written at ke
 ``RENEWAL_LEAD_MINUTES``, so this is every device due before the next sweep), never further back
 than ``RENEWAL_CATCH_UP_HOURS``: buckets missed while the app was down are caught up, bounded.
 The checkpoint (``shared.renewal_sweeps``) is claimed under its ETag with a lease before reading,
-so a timer that fires twice reads nothing the second time. It reads keys only and splits them
-into shards of at most ``RENEWAL_SHARD_SIZE`` consecutive entries, sent as key ranges: small
-JSON queue messages (a bucket spans ``LANES`` partitions; a shard lists its ranges). A device
-due in several buckets of one sweep is woken once (its older entries are listed to skip).
-Buckets that have left the catch-up window get a purge message. The device table is never
-scanned.
+so a timer that fires twice reads nothing the second time. Entries are grouped by device (a
+device due in several buckets is woken once, from its latest entry) and split into JSON shards
+of at most ``RENEWAL_SHARD_SIZE`` devices (fewer when a queue message would be too big), each
+carrying what its entries carry: the queue messages. Buckets that have left the catch-up window
+get a purge message. The device table is never scanned.
 
-**Worker** (queue, :func:`renew_shard`). It reads its ranges (a query each). An entry carries
-what the worker needs (:class:`~shared.renewal_schedule.EntryState`: token, topic, environment,
-budget, and the device's ETag when that was true), so a device is not read on the common path:
+**Worker** (queue, :func:`renew_shard`). An entry carries what the worker needs
+(:class:`~shared.renewal_schedule.EntryState`: token, topic, environment, budget, and the
+device's ETag when that was true), so a device is not read on the common path:
 
 1. decide on the carried state: over budget → a later entry; too many unanswered wakes → mark
    stale (under the ETag); otherwise
@@ -307,30 +306,55 @@ def next_bucket_start(now: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ShardItem:
-    """One device of a shard: its entry's bucket and what the entry carries."""
+    """One device of a shard: the buckets it was found in and what its latest entry carries."""
 
     user_id: str
     device_id: str
-    due_bucket: str
+    buckets: tuple[str, ...]
     state: EntryState | None = None
+
+    @property
+    def due_bucket(self) -> str:
+        """The latest bucket the device was due in (the one that decides)."""
+        return max(self.buckets)
+
+
+def _state_json(s: EntryState | None) -> list[object] | None:
+    if s is None:
+        return None
+    wake_at = s.wake_at.isoformat() if s.wake_at else None
+    sent = [t.isoformat() for t in s.sent]
+    return [s.token, s.topic, s.environment, s.etag, s.at.isoformat(), sent, s.wakes, wake_at,
+            s.wake_sweep]  # fmt: skip
+
+
+def _state_from(v: object) -> EntryState | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 9:
+        raise TypeError("not an entry state")
+    token, topic, env, etag, at, sent, wakes, wake_at, sweep = v
+    return EntryState(
+        token=str(token),
+        topic=str(topic),
+        environment=Environment(env).value,
+        etag=str(etag),
+        at=datetime.fromisoformat(at),
+        sent=tuple(datetime.fromisoformat(t) for t in sent),
+        wakes=int(wakes),
+        wake_at=datetime.fromisoformat(wake_at) if wake_at else None,
+        wake_sweep=str(sweep) if sweep else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """One queue message: key ranges for one worker invocation, or a bucket to purge.
-
-    ``ranges``: (PartitionKey, first RowKey, last RowKey) in schedule order, at most
-    ``RENEWAL_SHARD_SIZE`` entries in all; ``skip``: (PartitionKey, RowKey) of entries superseded
-    by a later entry of the same device in this sweep. Messages hold keys only, so they stay
-    small; the worker reads its ranges with what the entries carry (a query per range).
-    """
+    """One queue message: devices of one sweep for one worker invocation, or a bucket to purge."""
 
     sweep_id: str
     index: int
-    ranges: tuple[tuple[str, str, str], ...] = ()
-    count: int = 0
-    skip: tuple[tuple[str, str], ...] = ()
-    purge: str | None = None  # a bucket
+    items: tuple[ShardItem, ...] = ()
+    purge: str | None = None
 
     def to_json(self) -> str:
         """The message body (compact JSON)."""
@@ -338,7 +362,9 @@ class Shard:
         if self.purge is not None:
             body["purge"] = self.purge
         else:
-            body.update(ranges=self.ranges, n=self.count, skip=self.skip)
+            body["devices"] = [
+                [i.user_id, i.device_id, list(i.buckets), _state_json(i.state)] for i in self.items
+            ]
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -349,62 +375,47 @@ def parse_shard(body: bytes | str) -> Shard:
         data = json.loads(body)
         if data["v"] != SHARD_VERSION:
             raise MalformedShardError(f"unknown shard version {data['v']!r}")
-        sweep, index = str(data["sweep"]), int(data["shard"])
         if "purge" in data:
             bucket_start(str(data["purge"]))
-            return Shard(sweep, index, purge=str(data["purge"]))
-        ranges = tuple((str(p), str(lo), str(hi)) for p, lo, hi in data["ranges"])
-        for p, _, _ in ranges:
-            bucket_start(p.partition("-")[0])
-        skip = tuple((str(p), str(r)) for p, r in data["skip"])
-        return Shard(sweep, index, ranges, int(data["n"]), skip)
+            return Shard(str(data["sweep"]), int(data["shard"]), purge=str(data["purge"]))
+        items = tuple(
+            ShardItem(str(u), str(d), tuple(str(b) for b in buckets), _state_from(state))
+            for u, d, buckets, state in data["devices"]
+        )
+        for item in items:
+            bucket_start(item.due_bucket)
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedShardError(f"not a renewal shard: {type(exc).__name__}") from exc
+    return Shard(str(data["sweep"]), int(data["shard"]), items)
 
 
-def latest_entries(
-    entries: Iterable[ScheduleEntry],
-) -> tuple[list[ScheduleEntry], set[ScheduleEntry]]:
-    """Entries in schedule order, and those superseded by a later entry of the same device (a
-    device due in several buckets of one sweep is woken once, from its latest entry)."""
+def group_entries(entries: Iterable[ScheduleEntry]) -> list[ShardItem]:
+    """One item per device (a device due in several buckets is woken once), in entry order.
+
+    The item carries the state of its latest entry: an older one was superseded by it.
+    """
     latest: dict[tuple[str, str], ScheduleEntry] = {}
-    superseded: set[ScheduleEntry] = set()
+    buckets: dict[tuple[str, str], set[str]] = {}
     for e in entries:
         key = (e.user_id, e.device_id)
-        other = latest.get(key)
-        newer = e
-        if other is not None:
-            older, newer = (other, e) if other.bucket < e.bucket else (e, other)
-            superseded.add(older)
-        latest[key] = newer
-    ordered = sorted([*latest.values(), *superseded], key=lambda e: (e.partition, e.row))
-    return ordered, superseded
+        buckets.setdefault(key, set()).add(e.bucket)
+        if key not in latest or e.bucket >= latest[key].bucket:
+            latest[key] = e
+    return [
+        ShardItem(u, d, tuple(sorted(buckets[(u, d)])), e.state) for (u, d), e in latest.items()
+    ]
 
 
-def _shard(
-    sweep_id: str, index: int, run: Sequence[ScheduleEntry], skip: set[ScheduleEntry]
-) -> Shard:
-    ranges: list[tuple[str, str, str]] = []
-    for e in run:
-        if ranges and ranges[-1][0] == e.partition:
-            ranges[-1] = (e.partition, ranges[-1][1], e.row)
-        else:
-            ranges.append((e.partition, e.row, e.row))
-    skipped = tuple((e.partition, e.row) for e in run if e in skip)
-    return Shard(sweep_id, index, tuple(ranges), len(run), skipped)
-
-
-def split_shards(sweep_id: str, entries: Iterable[ScheduleEntry], size: int) -> list[Shard]:
-    """Shards of at most ``size`` consecutive entries (halved further while a message would be
-    too big)."""
-    ordered, superseded = latest_entries(entries)
-    runs = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+def split_shards(sweep_id: str, items: Sequence[ShardItem], size: int) -> list[Shard]:
+    """Shards of at most ``size`` devices, halved further while a message would be too big."""
+    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
     shards: list[Shard] = []
-    while runs:
-        run = runs.pop(0)
-        shard = _shard(sweep_id, len(shards), run, superseded)
-        if len(run) > 1 and len(shard.to_json().encode()) > MAX_MESSAGE_BYTES:
-            runs[:0] = [run[: len(run) // 2], run[len(run) // 2 :]]
+    while chunks:
+        chunk = chunks.pop(0)
+        shard = Shard(sweep_id, len(shards), tuple(chunk))
+        if len(chunk) > 1 and len(shard.to_json().encode()) > MAX_MESSAGE_BYTES:
+            half = len(chunk) // 2
+            chunks[:0] = [chunk[:half], chunk[half:]]
             continue
         shards.append(shard)
     return shards
@@ -466,11 +477,11 @@ async def run_sweep(
     if claimed is None:
         log.info("renewal sweep skipped: another sweep claimed buckets through %s", end)
         return SweepResult(None, note="claimed elsewhere")
-    entries = await schedule.read_due(start, end)
-    shards = split_shards(end, entries, rules.shard_size)
-    devices = len({(e.user_id, e.device_id) for e in entries})
-    old = purge_buckets(seen, now, rules)
-    purges = [Shard(end, len(shards) + n, purge=b) for n, b in enumerate(old)]
+    items = group_entries(await schedule.read_due(start, end))
+    shards = split_shards(end, items, rules.shard_size)
+    devices = len(items)
+    old_buckets = purge_buckets(seen, now, rules)
+    purges = [Shard(end, len(shards) + n, purge=b) for n, b in enumerate(old_buckets)]
     record = SweepRecord(end, now, start, end, devices, len(shards))
     if not await sweeps.finish(claimed, record):
         return SweepResult(None, note="claim lost")
@@ -651,9 +662,8 @@ async def renew_shard(
     """
     if shard.purge is not None:
         return await purge_bucket(shard, schedule)
-    items = await shard_items(shard, schedule)
     run = _ShardRun(shard, devices, rules, clock)
-    looked = await _bounded((run.look(i) for i in items), CONCURRENCY)
+    looked = await _bounded((run.look(i) for i in shard.items), CONCURRENCY)
     wake = [(x, x.state) for x in looked if x.decision is Decision.WAKE and x.state is not None]
     answers = await _bounded((run.send(s, pushers) for _, s in wake), CONCURRENCY)
     settled = await settle(
@@ -675,19 +685,6 @@ async def renew_shard(
     await sweeps.record_shard(report, _credits(looked))
     _log_report(run.tag, report)
     return report
-
-
-async def shard_items(shard: Shard, schedule: RenewalSchedule) -> list[ShardItem]:
-    """The shard's devices with what their entries carry (a query per range), less the
-    superseded."""
-    skip = set(shard.skip)
-    read = await asyncio.gather(*(schedule.read_range(*r) for r in shard.ranges))
-    return [
-        ShardItem(e.user_id, e.device_id, e.bucket, e.state)
-        for entries in read
-        for e in entries
-        if (e.partition, e.row) not in skip
-    ]
 
 
 async def purge_bucket(shard: Shard, schedule: RenewalSchedule) -> ShardReport:

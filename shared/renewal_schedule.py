@@ -221,11 +221,7 @@ class RenewalSchedule(Protocol):
         ...
 
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
-        """Every entry in buckets ``from_bucket`` through ``to_bucket`` (inclusive), keys only."""
-        ...
-
-    async def read_range(self, partition: str, low: str, high: str) -> list[ScheduleEntry]:
-        """The entries of one partition with RowKeys ``low``..``high``, with what they carry."""
+        """Every entry in buckets ``from_bucket`` through ``to_bucket`` (inclusive)."""
         ...
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:
@@ -264,8 +260,8 @@ class TableRenewalSchedule:
             await self._table.delete_entity(entry.partition, entry.row)
 
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
-        """Entries of buckets ``from_bucket``..``to_bucket``, keys only: one PartitionKey range
-        query (the sweep reads many; the worker reads what they carry, see :meth:`read_range`).
+        """Entries of buckets ``from_bucket``..``to_bucket`` with what they carry: one
+        PartitionKey range query over the buckets' lanes.
 
         Raises ValueError for malformed buckets, StorageUnavailableError on an outage.
         """
@@ -274,34 +270,18 @@ class TableRenewalSchedule:
         return await self._query(
             "PartitionKey ge @lo and PartitionKey le @hi",
             {"lo": from_bucket + "-", "hi": to_bucket + "-~"},
-            ["PartitionKey", "RowKey"],
         )
 
-    async def read_range(self, partition: str, low: str, high: str) -> list[ScheduleEntry]:
-        """One partition's entries with RowKeys ``low``..``high`` and their state: one query.
-
-        Raises ValueError for a malformed partition, StorageUnavailableError on an outage.
-        """
-        bucket_start(partition.partition("-")[0])
-        return await self._query(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
-            {"pk": partition, "lo": low, "hi": high},
-            None,
-        )
-
-    async def _query(
-        self, text: str, parameters: dict[str, str], select: list[str] | None
-    ) -> list[ScheduleEntry]:
+    async def _query(self, text: str, parameters: dict[str, str]) -> list[ScheduleEntry]:
         entries: list[ScheduleEntry] = []
         with storage_errors("read renewal schedule"):
-            async for e in self._table.query_entities(text, parameters=parameters, select=select):
+            async for e in self._table.query_entities(text, parameters=parameters):
                 try:
                     entry = ScheduleEntry.from_keys(e["PartitionKey"], e["RowKey"])
                 except ValueError:
                     log.warning("skipping a malformed renewal row in bucket %s", e["PartitionKey"])
                     continue
-                state = EntryState.from_properties(e) if select is None else None
-                entries.append(replace(entry, state=state))
+                entries.append(replace(entry, state=EntryState.from_properties(e)))
         return entries
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:

@@ -16,13 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
-from shared.renewal_schedule import (
-    EntryState,
-    ScheduleEntry,
-    bucket_for,
-    partition_key,
-    row_key,
-)
+from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for
 
 
 class FakeDeviceStore:
@@ -205,20 +199,10 @@ class FakeRenewalSchedule:
     async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
         await asyncio.sleep(0)
         return [
-            ScheduleEntry(bucket, user, device)
+            ScheduleEntry(bucket, user, device, self.states.get((bucket, user, device)))
             for bucket in sorted(self.buckets)
             if from_bucket <= bucket <= to_bucket
             for user, device in sorted(self.buckets[bucket])
-        ]
-
-    async def read_range(self, partition: str, low: str, high: str) -> list[ScheduleEntry]:
-        await asyncio.sleep(0)
-        bucket = partition.partition("-")[0]
-        keys = sorted(self.buckets.get(bucket, set()), key=lambda k: row_key(*k))
-        return [
-            ScheduleEntry(bucket, user, device, self.states.get((bucket, user, device)))
-            for user, device in keys
-            if low <= row_key(user, device) <= high and partition_key(bucket, device) == partition
         ]
 
     async def remove(self, entries: Sequence[ScheduleEntry]) -> None:

@@ -29,8 +29,10 @@ from shared.renewal import (
     MalformedShardError,
     RenewalRules,
     Shard,
+    ShardItem,
     SweepResult,
     decide,
+    group_entries,
     next_background_at,
     parse_shard,
     renew_shard,
@@ -38,7 +40,7 @@ from shared.renewal import (
     split_shards,
     sweep_range,
 )
-from shared.renewal_schedule import LANES, ScheduleEntry, bucket_for
+from shared.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 from tests.unit.chat_fakes import T0, Clock, FakeApns
@@ -309,31 +311,30 @@ def test_catch_up_never_reaches_further_back_than_the_setting() -> None:
     assert start == bucket_for(now - RULES.catch_up)
 
 
-def _shard_entries(shards: Sequence[Shard]) -> int:
-    return sum(s.count for s in shards)
-
-
-def test_a_device_due_in_several_buckets_is_taken_from_its_latest_entry() -> None:
-    older = ScheduleEntry("202603011200", "u", "a")
+def test_a_device_due_in_several_buckets_is_one_item_from_its_latest_entry() -> None:
+    state = EntryState("ab" * 32, APP, "sandbox", 'W/"2"', T0)
     entries = [
-        older,
+        ScheduleEntry("202603011200", "u", "a"),
         ScheduleEntry("202603011205", "u", "b"),
-        ScheduleEntry("202603011210", "u", "a"),
+        ScheduleEntry("202603011210", "u", "a", state),
     ]
-    shards = split_shards("202603011210", entries, 200)
-    assert [s.skip for s in shards] == [((older.partition, older.row),)]
-    assert _shard_entries(shards) == 3
+    items = group_entries(entries)
+    assert [(i.device_id, i.buckets, i.due_bucket, i.state) for i in items] == [
+        ("a", ("202603011200", "202603011210"), "202603011210", state),
+        ("b", ("202603011205",), "202603011205", None),
+    ]
 
 
-def test_shards_hold_at_most_the_shard_size_in_schedule_order() -> None:
-    entries = [ScheduleEntry("202603011200", "u", f"{n:064x}") for n in range(450)]
-    entries += [ScheduleEntry("202603011205", "u", f"{n:064x}") for n in range(1000, 1010)]
-    shards = split_shards("202603011205", entries, 200)
-    assert [s.count for s in shards] == [200, 200, 60]
-    assert [s.index for s in shards] == [0, 1, 2]
-    ordered = sorted(entries, key=lambda e: (e.partition, e.row))
-    first = shards[1].ranges[0]
-    assert (first[0], first[1]) == (ordered[200].partition, ordered[200].row)
+def test_shards_hold_at_most_the_shard_size_and_fit_a_queue_message() -> None:
+    long_user = "8:acs:" + "x" * 400
+    state = EntryState("ab" * 100, APP, "production", 'W/"datetime\'2026-03-01T12%3A00Z\'"', T0,
+                       sent=(T0, T0), wakes=3, wake_at=T0, wake_sweep="202603011155")  # fmt: skip
+    items = [ShardItem(long_user, f"{n:064x}", ("202603011200",), state) for n in range(450)]
+    shards = split_shards("202603011200", items, 200)
+    assert all(len(s.items) <= 200 for s in shards)
+    assert all(len(s.to_json().encode()) <= MAX_MESSAGE_BYTES for s in shards)
+    assert [i for s in shards for i in s.items] == items
+    assert [s.index for s in shards] == list(range(len(shards)))
 
 
 def test_a_bucket_is_spread_over_partitions() -> None:
@@ -342,31 +343,20 @@ def test_a_bucket_is_spread_over_partitions() -> None:
     assert all(e.partition.startswith("202603011200-") for e in entries)
 
 
-def test_a_message_stays_under_the_queue_limit_however_many_entries_it_skips() -> None:
-    long_user = "8:acs:" + "x" * 400
-    old = [ScheduleEntry("202603011200", long_user, f"{n:064x}") for n in range(200)]
-    new = [ScheduleEntry("202603011205", long_user, f"{n:064x}") for n in range(200)]
-    shards = split_shards("202603011205", old + new, 200)
-    assert all(len(s.to_json().encode()) <= MAX_MESSAGE_BYTES for s in shards)
-    assert sum(len(s.skip) for s in shards) == 200
-    assert _shard_entries(shards) == 400
-
-
 def test_a_shard_survives_its_message() -> None:
-    shard = Shard(
-        "202603011200", 3, (("202603011155-a", "a", "b%2F"),), 7, (("202603011155-a", "a~1"),)
-    )
+    state = EntryState("ab" * 32, APP, "sandbox", 'W/"1"', T0, (T0,), 2, T0, "202603011150")
+    item = ShardItem("8:acs:u/#?", "d" * 64, ("202603011155",), state)
+    shard = Shard("202603011200", 3, (item, ShardItem("u", "e" * 64, ("202603011155",))))
     assert parse_shard(shard.to_json().encode()) == shard
     purge = Shard("202603011200", 4, purge="202603010555")
     assert parse_shard(purge.to_json()) == purge
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "purge": "202603011200"}', b"[1]",
-             b'{"v": 1, "sweep": "s", "shard": 0, "purge": "nope"}',
-             b'{"v": 1, "sweep": "s", "shard": 0, "ranges": [["x-1", "a", "b"]], "n": 1,'
-             b' "skip": []}',
-             b'{"v": 1, "sweep": "s", "shard": 0, "ranges": [["202603011200-1", "a"]]}'],
+    "body", [b"", b"{}", b'{"v": 2, "sweep": "x", "shard": 0, "devices": []}', b"[1]",
+             b'{"v": 1, "sweep": "s", "shard": 0, "devices": [["u", "d", ["nope"], null]]}',
+             b'{"v": 1, "sweep": "s", "shard": 0, "devices": [["u", "d", ["202603011200"], [1]]]}',
+             b'{"v": 1, "sweep": "s", "shard": 0, "purge": "nope"}'],
 )  # fmt: skip
 def test_a_message_that_is_not_a_shard_is_refused(body: bytes) -> None:
     with pytest.raises(MalformedShardError):
