@@ -48,6 +48,8 @@ from shared.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
+    MatchConditions,
+    UpdateMode,
     encode_key,
     storage_errors,
 )
@@ -410,7 +412,7 @@ def days_to_purge(cursor: date | None, now: datetime, retention: timedelta) -> l
 
 
 class TableDeliveryStore:
-    """:class:`DeliveryStore` on an (already created) ``azure.data.tables.aio.TableClient``.
+    """:class:`DeliveryStore` on an (already created) :class:`shared.tables.TableClient`.
 
     Raises :class:`~shared.tables.StorageUnavailableError` when storage does not answer,
     :class:`~shared.tables.StorageRejectedError` on a request it refuses, and
@@ -535,9 +537,6 @@ class TableDeliveryStore:
     async def _write_one_claim(
         self, what: ClaimVerdict, record: DeliveryRecord
     ) -> DeliveryRecord | None:
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
         try:
             with storage_errors("claim a delivery"):
                 if what is ClaimVerdict.CLAIM:
@@ -580,9 +579,6 @@ class TableDeliveryStore:
                         await self._complete_one(record)
 
     async def _complete_one(self, record: DeliveryRecord) -> None:
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
         try:
             with storage_errors("record an outcome"):
                 await self._table.update_entity(
@@ -621,9 +617,6 @@ class TableDeliveryStore:
 
         Raises :class:`~shared.tables.StorageConflictError` when a concurrent change won (retry).
         """
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
         row = await self._mute_row(user_id, thread_id)
         if row is not None and _utc(row["changedAt"]) > at:
             return False
@@ -750,9 +743,6 @@ def _claim_op(what: ClaimVerdict, record: DeliveryRecord) -> tuple[Any, ...]:
 
 
 def _replace_op(record: DeliveryRecord) -> tuple[Any, ...]:
-    from azure.core import MatchConditions
-    from azure.data.tables import UpdateMode
-
     options = {
         "mode": UpdateMode.REPLACE,
         "etag": record.etag,

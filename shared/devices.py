@@ -33,17 +33,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from azure.core import MatchConditions
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
 from shared.apns.notification import Environment
 from shared.errors import TransientError
 from shared.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
 from shared.tables import (
     EntityChangedError,
     EntityNotFoundError,
+    MatchConditions,
     StorageConflictError,
+    TableClient,
+    UpdateMode,
     decode_key,
     encode_key,
     int_property,

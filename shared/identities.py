@@ -18,15 +18,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from azure.core import MatchConditions
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
 from shared.access_tokens import IdentityRecord, with_rate
 from shared.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
+    MatchConditions,
+    TableClient,
+    UpdateMode,
     encode_key,
     storage_errors,
 )

@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
 from shared.devices import DeviceKind, DeviceRegistry
 from shared.renewal_schedule import RenewalSchedule, due_at
 from shared.settings import Settings
 from shared.tables import (
     EntityNotFoundError,
+    TableClient,
+    UpdateMode,
     decode_key,
     encode_key,
     storage_errors,

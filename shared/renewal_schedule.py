@@ -30,11 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
 from shared.tables import (
     EntityNotFoundError,
+    TableClient,
+    UpdateMode,
     decode_key,
     encode_key,
     storage_errors,

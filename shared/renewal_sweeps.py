@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from azure.core import MatchConditions
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
 from shared.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
+    MatchConditions,
+    TableClient,
+    UpdateMode,
     encode_key,
     read_int,
     storage_errors,

@@ -28,6 +28,13 @@ class PreviewMode(enum.StrEnum):
     NONE = "none"
 
 
+class StorageClient(enum.StrEnum):
+    """Which client talks to Table Storage (``shared.tables``)."""
+
+    LEAN = "lean"
+    SDK = "sdk"
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One row of the settings table."""
@@ -72,6 +79,12 @@ class Settings:
     )
     table_prefix: str = _setting(
         "TABLE_PREFIX", "pushrelay", "Prefix of every table name (letters and digits only)."
+    )
+    storage_client: StorageClient = _setting(
+        "STORAGE_CLIENT",
+        StorageClient.LEAN,
+        "Table Storage client: lean (our own on aiohttp, about a third of the SDK's CPU per "
+        "request) or sdk (azure-data-tables, the fallback).",
     )
     queue_connection: str = _setting(
         "AzureWebJobsStorage",

@@ -1,19 +1,21 @@
 """Table Storage: the connection, key encoding, batches, INT64 values and error mapping.
 
-Every storage adapter (``devices``, ``renewal_schedule``, ``identities``, ``deliveries``) builds on
-this module; nothing else imports the Tables SDK.
+Every storage adapter (``devices``, ``renewal_schedule``, ``identities``, ``deliveries`` ...)
+builds on this module and on the :class:`TableClient` port it defines.
 
 - :class:`Tables` connects from ``STORAGE_CONNECTION`` (a connection string, e.g. Azurite's, or
-  a table endpoint URL reached with ``DefaultAzureCredential``) and hands out async table clients
-  that share one aiohttp transport. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once
-  per process.
+  a table endpoint URL reached with ``DefaultAzureCredential``) and hands out table clients that
+  share one aiohttp session. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once per
+  process. ``STORAGE_CLIENT`` picks the client: ``lean`` (:mod:`shared.table_client`, ours, the
+  default) or ``sdk`` (azure-data-tables, :mod:`shared.tables_sdk`); both answer the same calls
+  with the same results and errors.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
   characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
   round-trips.
 - :func:`batches` / :func:`submit_batches`: a transaction holds at most 100 operations of one
   partition (Azurite does not reject larger ones cleanly).
 - :func:`int64` / :func:`read_int`: integers at or above 2**31 need an explicit ``Edm.Int64``.
-- :func:`storage_errors` maps ``azure.core`` errors to ours::
+- The storage errors both clients raise (:func:`storage_errors` maps the SDK's)::
 
       PushRelayError
       ├── StorageConflictError          a precondition failed: re-read and decide
@@ -30,27 +32,20 @@ this module; nothing else imports the Tables SDK.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
-
-import aiohttp
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.pipeline.transport._aiohttp import AioHttpTransport
-from azure.data.tables import EdmType, EntityProperty, TableTransactionError
-from azure.data.tables.aio import TableClient, TableServiceClient
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.errors import PushRelayError, TransientError
+from shared.settings import StorageClient
+from shared.table_wire import Edm, Entity, Typed
+
+if TYPE_CHECKING:
+    from shared.table_client import ClientOptions
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +83,47 @@ class StorageUnavailableError(TransientError):
     """Storage did not answer, answered 408/429/5xx, or refused our credentials."""
 
 
+def _sdk_errors() -> tuple[type[BaseException], ...]:
+    """The azure-core errors :func:`storage_errors` maps: none until the SDK has been loaded
+    (the lean client raises ours already, and importing azure-core for nothing costs a cold
+    start)."""
+    module = sys.modules.get("azure.core.exceptions")
+    if module is None:
+        return ()
+    return (module.AzureError,)
+
+
 @contextmanager
 def storage_errors(what: str) -> Iterator[None]:
     """Map the Tables SDK's errors raised inside the block to ours (``what`` names the operation).
 
-    Raises EntityExistsError, EntityChangedError, EntityNotFoundError, StorageRejectedError or
+    Our own storage errors (the lean client's) pass through as they are. Raises
+    EntityExistsError, EntityChangedError, EntityNotFoundError, StorageRejectedError or
     StorageUnavailableError, each ``from`` the library error.
     """
     try:
         yield
-    except ResourceModifiedError as exc:
-        raise EntityChangedError(f"{what}: entity changed (412)") from exc
-    except ResourceExistsError as exc:
-        raise EntityExistsError(f"{what}: entity exists (409)") from exc
-    except ResourceNotFoundError as exc:
-        raise EntityNotFoundError(f"{what}: not found (404)") from exc
-    except ClientAuthenticationError as exc:
-        raise StorageUnavailableError(f"{what}: storage refused our credentials") from exc
-    except TableTransactionError as exc:
-        raise _from_status(what, exc.status_code, "transaction failed") from exc
-    except HttpResponseError as exc:
-        raise _from_status(what, exc.status_code, "request failed") from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise StorageUnavailableError(
-            f"{what}: no answer from storage ({type(exc).__name__})"
-        ) from exc
+    except _sdk_errors() as exc:
+        raise _from_sdk(what, exc) from exc
+
+
+def _from_sdk(what: str, exc: BaseException) -> PushRelayError:
+    from azure.core import exceptions as sdk
+    from azure.data.tables import TableTransactionError
+
+    if isinstance(exc, sdk.ResourceModifiedError):
+        return EntityChangedError(f"{what}: entity changed (412)")
+    if isinstance(exc, sdk.ResourceExistsError):
+        return EntityExistsError(f"{what}: entity exists (409)")
+    if isinstance(exc, sdk.ResourceNotFoundError):
+        return EntityNotFoundError(f"{what}: not found (404)")
+    if isinstance(exc, sdk.ClientAuthenticationError):
+        return StorageUnavailableError(f"{what}: storage refused our credentials")
+    if isinstance(exc, TableTransactionError):
+        return _from_status(what, exc.status_code, "transaction failed")
+    if isinstance(exc, sdk.HttpResponseError):
+        return _from_status(what, exc.status_code, "request failed")
+    return StorageUnavailableError(f"{what}: no answer from storage ({type(exc).__name__})")
 
 
 def _from_status(what: str, status: int | None, text: str) -> PushRelayError:
@@ -151,25 +162,131 @@ def decode_key(key: str) -> str:
 # --- values ---------------------------------------------------------------------------------------
 
 
-def int64(value: int) -> EntityProperty:
-    """``value`` typed as Edm.Int64 (a plain int >= 2**31 makes the SDK raise TypeError)."""
-    return EntityProperty(value, EdmType.INT64)
+def int64(value: int) -> Typed:
+    """``value`` typed as Edm.Int64 (either client takes it; the SDK raises on a plain int >=
+    2**31)."""
+    return Typed(value, Edm.INT64)
 
 
 def read_int(value: object, default: int = 0) -> int:
-    """An integer property as read back (int, or Int64 EntityProperty); ``default`` if absent."""
+    """An integer property as read back (int, or an Int64 typed value); ``default`` if absent."""
     if value is None:
         return default
-    if isinstance(value, EntityProperty):
-        value = value.value
+    if isinstance(value, tuple):  # Typed, or the SDK's EntityProperty
+        value = value[0]
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"not an integer property: {type(value).__name__}")
     return int(value)
 
 
-def int_property(value: int) -> int | EntityProperty:
+def int_property(value: int) -> int | Typed:
     """``value`` as Int32 when it fits, else explicitly Int64."""
     return value if -_INT32_MAX - 1 <= value <= _INT32_MAX else int64(value)
+
+
+# --- the table port -------------------------------------------------------------------------------
+
+
+class UpdateMode(enum.StrEnum):
+    """How a write treats the stored entity's other properties (the SDK's names and values)."""
+
+    REPLACE = "replace"
+    MERGE = "merge"
+
+
+class MatchConditions(enum.Enum):
+    """ETag conditions of a write (the azure-core names; only these two are used)."""
+
+    Unconditionally = 1
+    IfNotModified = 2
+
+
+class TableClient(Protocol):
+    """One table: the calls the adapters make, as both clients answer them.
+
+    Entities are read as :class:`~shared.table_wire.Entity` (``.metadata["etag"]``); writes
+    return ``{"etag": ...}``; a transaction returns one such dict per operation. Raises the
+    storage errors of this module.
+    """
+
+    table_name: str
+
+    async def get_entity(
+        self, partition_key: str, row_key: str, *, select: Sequence[str] | None = None
+    ) -> Entity:
+        """One entity. Raises EntityNotFoundError."""
+        ...
+
+    def query_entities(
+        self,
+        query_filter: str,
+        *,
+        parameters: Mapping[str, object] | None = None,
+        select: Sequence[str] | None = None,
+        results_per_page: int | None = None,
+    ) -> AsyncIterator[Entity]:
+        """Entities matching ``query_filter`` (``@name`` parameters substituted)."""
+        ...
+
+    def list_entities(
+        self, *, select: Sequence[str] | None = None, results_per_page: int | None = None
+    ) -> AsyncIterator[Entity]:
+        """Every entity of the table (a scan: tools and tests only)."""
+        ...
+
+    async def create_entity(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert. Raises EntityExistsError."""
+        ...
+
+    async def upsert_entity(
+        self, entity: Mapping[str, Any], mode: UpdateMode = UpdateMode.MERGE
+    ) -> dict[str, Any]:
+        """Insert or merge/replace."""
+        ...
+
+    async def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        mode: UpdateMode = UpdateMode.MERGE,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> dict[str, Any]:
+        """Merge/replace an existing entity. Raises EntityNotFoundError, EntityChangedError."""
+        ...
+
+    async def delete_entity(
+        self,
+        partition_key: str,
+        row_key: str,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> None:
+        """Delete (absent is fine). Raises EntityChangedError."""
+        ...
+
+    async def submit_transaction(
+        self, operations: Sequence[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        """One entity-group transaction, all or nothing."""
+        ...
+
+
+class TableBackend(Protocol):
+    """An account as :class:`Tables` uses it (``TableService`` or the SDK's, wrapped)."""
+
+    def table(self, name: str) -> TableClient:
+        """A client for table ``name``."""
+        ...
+
+    async def create_table(self, name: str) -> bool:
+        """Create the table; False when it exists."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the transport and credential."""
+        ...
 
 
 # --- batches --------------------------------------------------------------------------------------
@@ -218,7 +335,7 @@ class _RoundTrips:
     def __init__(self) -> None:
         self.count = 0
 
-    def on_request(self, _request: object) -> None:
+    def on_request(self, _request: object = None) -> None:
         self.count += 1
 
 
@@ -233,71 +350,63 @@ def round_trips() -> int:
 # --- connection -----------------------------------------------------------------------------------
 
 IDLE_SECONDS: Final = 4.0
-"""How long an idle connection to storage is kept open: under Azurite's 5 s keep-alive."""
+"""How long an idle connection to storage is kept open: under Azurite's 5 s keep-alive.
+
+aiohttp keeps an idle connection 15 s; Azurite closes it after 5 s, and a request written to a
+connection the server is closing fails with "Connection reset by peer" or "Server disconnected"
+(two batch writers against Azurite failed this way within a minute). Azure Storage keeps idle
+connections for minutes, so 4 s costs little there.
+"""
+
+CONNECT_TIMEOUT: Final = 5.0
+READ_TIMEOUT: Final = 15.0
+ATTEMPTS: Final = 3
+"""Requests sent at most this many times: fail over to the caller's retry (Event Grid, the app)
+rather than stall an invocation."""
 
 
-class _Transport(AioHttpTransport):
-    """The SDK's aiohttp transport, closing idle connections before the server does.
-
-    aiohttp keeps an idle connection 15 s; Azurite closes it after 5 s, and a request written to
-    a connection the server is closing fails with "Connection reset by peer" or "Server
-    disconnected" (two batch writers against Azurite failed this way within a minute). Azure
-    Storage keeps idle connections for minutes, so 4 s costs little there.
-    """
-
-    async def open(self) -> None:
-        if self.session is None and self._session_owner:
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(keepalive_timeout=IDLE_SECONDS),
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
-        await super().open()  # type: ignore[no-untyped-call]
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(("https://", "http://"))
 
 
 class Tables:
-    """The storage account: hands out table clients (one shared transport), creating tables once.
+    """The storage account: hands out table clients (one shared session), creating tables once.
 
     Build with :meth:`connect`; close with :meth:`aclose`.
     """
 
-    def __init__(self, service: TableServiceClient, prefix: str, credential: Any = None) -> None:
-        self._service = service
+    def __init__(self, backend: TableBackend, prefix: str, client: StorageClient) -> None:
+        self._backend = backend
         self._prefix = prefix
-        self._credential = credential
+        self.client = client
         self._ready: dict[str, TableClient] = {}
 
     @classmethod
-    def connect(cls, connection: str, prefix: str) -> Tables:
+    def connect(
+        cls, connection: str, prefix: str, client: StorageClient | str = StorageClient.LEAN
+    ) -> Tables:
         """Connect by connection string, or by table endpoint URL with DefaultAzureCredential.
 
-        Nothing is sent until a table is first used. Raises ValueError on an unusable setting.
+        A connection string with a shared access signature always uses the SDK client (the
+        lean one signs with an account key or a token only). Nothing is sent until a table is
+        first used. Raises ValueError on an unusable setting.
         """
-        timeouts: dict[str, Any] = {
-            "connection_timeout": 5,
-            "read_timeout": 15,
-            # Otherwise aiohttp reads ~/.netrc and the proxy variables in a worker thread on
-            # every request (two thread hops per round trip); storage is reached directly.
-            "use_env_settings": False,
-        }
-        options: dict[str, Any] = {
-            "raw_request_hook": _ROUND_TRIPS.on_request,
-            # Fail over to the caller's retry (Event Grid, the app) rather than stall a request.
-            "retry_total": 2,
-            **timeouts,
-            "transport": _Transport(**timeouts),
-        }
         text = connection.strip()
-        if text.lower().startswith(("https://", "http://")):
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-            service = TableServiceClient(endpoint=text, credential=credential, **options)
-            return cls(service, prefix, credential)
         if not text:
             raise ValueError("no storage connection configured")
-        return cls(TableServiceClient.from_connection_string(text, **options), prefix)
+        kind = StorageClient(client)
+        if (
+            kind is StorageClient.LEAN
+            and not _is_url(text)
+            and "sharedaccesssignature=" in (text.lower())
+        ):
+            log.info("storage connection string holds a SAS: using the SDK client")
+            kind = StorageClient.SDK
+        if kind is StorageClient.SDK:
+            from shared.tables_sdk import connect_sdk
+
+            return cls(connect_sdk(text, on_request=_ROUND_TRIPS.on_request), prefix, kind)
+        return cls(_connect_lean(text), prefix, kind)
 
     def name(self, table: str) -> str:
         """The full table name: ``<prefix><table>``."""
@@ -313,16 +422,35 @@ class Tables:
             return client
         full = self.name(table)
         with storage_errors(f"create table {full}"):
-            client = await self._service.create_table_if_not_exists(full)
+            await self._backend.create_table(full)
         log.debug("table %s ready", full)
         # Concurrent first uses may both create; keep one client.
-        return self._ready.setdefault(table, client)
+        return self._ready.setdefault(table, self._backend.table(full))
 
     async def aclose(self) -> None:
-        """Close the table clients, the shared transport and the credential."""
-        for client in self._ready.values():
-            await client.close()
+        """Close the shared session and the credential."""
         self._ready.clear()
-        await self._service.close()
-        if self._credential is not None:
-            await self._credential.close()
+        await self._backend.aclose()
+
+
+def lean_options() -> ClientOptions:
+    """The lean client's options: the timeouts, attempts and keep-alive above, counted."""
+    from shared.table_client import ClientOptions
+
+    return ClientOptions(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        attempts=ATTEMPTS,
+        idle_seconds=IDLE_SECONDS,
+        on_request=_ROUND_TRIPS.on_request,
+    )
+
+
+def _connect_lean(text: str) -> TableBackend:
+    from shared.table_client import TableService, TokenAuth
+
+    if _is_url(text):
+        from azure.identity.aio import DefaultAzureCredential
+
+        return TableService(text, TokenAuth(DefaultAzureCredential()), lean_options())
+    return TableService.from_connection_string(text, lean_options())

@@ -149,7 +149,8 @@ class Container:
         async def build() -> Tables:
             from shared.tables import Tables
 
-            return Tables.connect(self.settings.storage_connection, self.settings.table_prefix)
+            s = self.settings
+            return Tables.connect(s.storage_connection, s.table_prefix, s.storage_client)
 
         return await self._once("tables", build)
 

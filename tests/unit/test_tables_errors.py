@@ -65,26 +65,57 @@ def test_other_exceptions_pass_through_untouched() -> None:
         raise KeyError("x")
 
 
-def test_a_table_endpoint_url_connects_with_a_token_credential() -> None:
-    async def connect() -> tuple[str, str]:
-        t = tables.Tables.connect("https://acct.table.core.windows.net", "pr")
+def _connected(connection: str, client: str) -> tuple[str, str, str]:
+    """Which backend, authorization and credential ``Tables.connect`` chose."""
+
+    async def connect() -> tuple[str, str, str]:
+        t = tables.Tables.connect(connection, "pr", client)
         try:
-            return type(t._credential).__name__, t.name("devices")
+            backend = t._backend
+            auth = getattr(backend, "_auth", None)
+            credential = getattr(auth, "_credential", None) or getattr(backend, "credential", None)
+            return type(backend).__name__, type(auth).__name__, type(credential).__name__
         finally:
             await t.aclose()
 
-    assert asyncio.run(connect()) == ("DefaultAzureCredential", "prdevices")
+    return asyncio.run(connect())
 
 
-def test_a_connection_string_connects_with_the_account_key() -> None:
-    async def connect() -> object:
-        t = tables.Tables.connect("UseDevelopmentStorage=true", "pr")
-        try:
-            return t._credential
-        finally:
-            await t.aclose()
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("lean", ("TableService", "TokenAuth", "DefaultAzureCredential")),
+        ("sdk", ("SdkTables", "NoneType", "DefaultAzureCredential")),
+    ],
+)
+def test_a_table_endpoint_url_connects_with_a_token_credential(
+    client: str, expected: tuple[str, str, str]
+) -> None:
+    assert _connected("https://acct.table.core.windows.net", client) == expected
 
-    assert asyncio.run(connect()) is None
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("lean", ("TableService", "SharedKey", "NoneType")),
+        ("sdk", ("SdkTables", "NoneType", "NoneType")),
+    ],
+)
+def test_a_connection_string_connects_with_the_account_key(
+    client: str, expected: tuple[str, str, str]
+) -> None:
+    assert _connected("UseDevelopmentStorage=true", client) == expected
+
+
+def test_a_sas_connection_string_uses_the_sdk_client() -> None:
+    sas = "TableEndpoint=https://acct.table.core.windows.net;SharedAccessSignature=sv=2019-02-02&sig=x"
+    assert _connected(sas, "lean")[0] == "SdkTables"
+
+
+def test_the_table_names_carry_the_prefix() -> None:
+    t = tables.Tables.connect("UseDevelopmentStorage=true", "pr")
+    assert t.name("devices") == "prdevices"
+    asyncio.run(t.aclose())
 
 
 def test_an_empty_connection_setting_is_refused() -> None:

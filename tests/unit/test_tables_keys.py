@@ -74,14 +74,27 @@ def test_a_batch_limit_beyond_the_service_limit_is_refused(limit: int) -> None:
 
 def test_large_integers_are_typed_int64() -> None:
     prop = tables.int_property(2**31)
-    assert isinstance(prop, EntityProperty)
-    assert prop.edm_type == EdmType.INT64
+    assert isinstance(prop, tuple)
+    assert prop == (2**31, "Edm.Int64")
     assert tables.int_property(2**31 - 1) == 2**31 - 1
+
+
+def test_the_int64_value_has_the_shape_the_sdk_serializes() -> None:
+    # The SDK client takes any (value, edm_type) pair whose type EdmType accepts.
+    prop = tables.int64(2**40)
+    assert EdmType(prop[1]) is EdmType.INT64
+    assert EntityProperty(*prop) == (2**40, EdmType.INT64)
 
 
 @pytest.mark.parametrize(
     ("stored", "expected"),
-    [(7, 7), (EntityProperty(2**40, EdmType.INT64), 2**40), (None, 0), ("12", 12)],
+    [
+        (7, 7),
+        (EntityProperty(2**40, EdmType.INT64), 2**40),
+        (tables.int64(2**40), 2**40),
+        (None, 0),
+        ("12", 12),
+    ],
 )
 def test_integers_read_back_whatever_their_wire_type(stored: object, expected: int) -> None:
     assert tables.read_int(stored) == expected

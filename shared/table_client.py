@@ -1,0 +1,635 @@
+"""A small Table Storage client on aiohttp: the operations the app's adapters use, nothing else.
+
+Why not the azure-data-tables SDK on these paths: each SDK call walks the azure-core pipeline (a
+dozen policies), the generated operations layer and its serializers, and cost 2-5x the CPU of the
+same request made with aiohttp and a Shared Key signature (``bench/storage.py``; the numbers and
+the SDK trimmed to three policies are in ``docs/performance.md``). This client builds each
+request directly: one signature, one aiohttp request on a shared session, one JSON parse.
+
+- :class:`TableService` is the account (endpoint, credentials, one aiohttp session, retries);
+  :meth:`TableService.table` hands out a :class:`TableClient` per table.
+- :class:`TableClient` has the same method names, arguments and results as the SDK's async
+  ``TableClient`` for what the adapters call (``get_entity``, ``query_entities``,
+  ``create_entity``, ``upsert_entity``, ``update_entity``, ``delete_entity``,
+  ``submit_transaction``), so an adapter works on either (``STORAGE_CLIENT``).
+- Authorization: :class:`SharedKey` (an account key from a connection string) or
+  :class:`TokenAuth` (Entra ID: any ``azure.identity.aio`` credential, scope
+  ``https://storage.azure.com/.default``, the token reused until 5 minutes before it expires).
+- Retries: a request that got no answer (connection refused or reset, timeout) or a 408, 429,
+  500, 502, 503 or 504 is sent again, at most ``attempts`` times in all: at once (a reset is
+  usually a connection the server closed while idle), then after a jittered back-off. Like the
+  SDK's retries, a retried create can meet its own first attempt (409) and a retried
+  conditional write its own new ETag (412): callers already treat those as "re-read".
+- Errors are :mod:`shared.tables`' (404 EntityNotFoundError, 409 EntityExistsError, 412
+  EntityChangedError, other 4xx StorageRejectedError; no answer, 408/429/5xx after the retries,
+  401/403 StorageUnavailableError). Messages name the table, the operation and the service's
+  error code, never a key (keys hold user ids). A delete of a missing entity succeeds, as with
+  the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any, Final, Protocol
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from shared.table_wire import (
+    API_VERSION,
+    JSON_TYPE,
+    MAX_BATCH_BYTES,
+    MAX_OPERATIONS,
+    MINIMAL_METADATA,
+    Entity,
+    SubRequest,
+    canonical_resource,
+    decode_batch,
+    decode_entity,
+    encode_batch,
+    encode_entity,
+    entity_path,
+    failed_index,
+    parse_error,
+    query_string,
+    quote_key,
+    shared_key_string,
+    signature,
+    substitute,
+)
+from shared.tables import (
+    EntityChangedError,
+    EntityExistsError,
+    EntityNotFoundError,
+    MatchConditions,
+    StorageRejectedError,
+    StorageUnavailableError,
+    UpdateMode,
+)
+
+log = logging.getLogger(__name__)
+
+STORAGE_SCOPE: Final = "https://storage.azure.com/.default"
+RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+DEVELOPMENT_ACCOUNT: Final = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft; not a secret).
+DEVELOPMENT_KEY: Final = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+_TOKEN_MARGIN: Final = 300.0  # renew an access token this many seconds before it expires
+
+
+# --- authorization --------------------------------------------------------------------------------
+
+
+class Authorizer(Protocol):
+    """Produces the ``Authorization`` header of one request."""
+
+    async def authorization(self, method: str, content_type: str, date: str, path: str) -> str:
+        """The header value for a request to the encoded ``path`` dated ``date``."""
+        ...
+
+    def rejected(self) -> None:
+        """The service answered 401: whatever is cached is stale."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the authorizer holds."""
+        ...
+
+
+class SharedKey:
+    """Shared Key authorization (Table service form) with the account's key."""
+
+    def __init__(self, account: str, key: str) -> None:
+        try:
+            self._key = base64.b64decode(key, validate=True)
+        except binascii.Error as exc:
+            raise ValueError("the storage account key is not base64") from exc
+        self.account = account
+
+    async def authorization(self, method: str, content_type: str, date: str, path: str) -> str:
+        """``SharedKey <account>:<signature>`` over the request's method, type, date, path."""
+        text = shared_key_string(method, content_type, date, canonical_resource(self.account, path))
+        return f"SharedKey {self.account}:{signature(self._key, text)}"
+
+    def rejected(self) -> None:
+        """Nothing cached to drop: a 401 means a wrong key or a clock far off."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class TokenSource(Protocol):
+    """What an ``azure.identity.aio`` credential offers."""
+
+    async def get_token(self, *scopes: str) -> Any:
+        """An access token with ``.token`` and ``.expires_on`` (epoch seconds)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the credential's transport."""
+        ...
+
+
+class TokenAuth:
+    """Entra ID authorization: a bearer token for Azure Storage, reused until near expiry."""
+
+    def __init__(self, credential: TokenSource, clock: Callable[[], float] = time.time) -> None:
+        self._credential = credential
+        self._clock = clock
+        self._header = ""
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def authorization(self, method: str, content_type: str, date: str, path: str) -> str:
+        """``Bearer <token>``; fetches a token first when there is none or it expires soon.
+
+        Raises StorageUnavailableError when no token can be had.
+        """
+        if self._clock() >= self._renew_at:
+            async with self._lock:
+                if self._clock() >= self._renew_at:
+                    await self._renew()
+        return self._header
+
+    async def _renew(self) -> None:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            token = await self._credential.get_token(STORAGE_SCOPE)
+        except ClientAuthenticationError as exc:
+            raise StorageUnavailableError("no access token for storage") from exc
+        self._header = f"Bearer {token.token}"
+        self._renew_at = float(token.expires_on) - _TOKEN_MARGIN
+
+    def rejected(self) -> None:
+        """Drop the token: the next request fetches a new one."""
+        self._renew_at = 0.0
+
+    async def aclose(self) -> None:
+        """Close the credential."""
+        await self._credential.close()
+
+
+# --- the account ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Timeouts, retries and the hooks tests and benchmarks use."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    attempts: int = 3  # in all, the first included
+    backoff: float = 0.4  # the second retry waits 0.2-0.6 s, each later one twice as long
+    backoff_cap: float = 4.0
+    idle_seconds: float = 4.0  # idle connections closed before Azurite's 5 s keep-alive does
+    on_request: Callable[[], None] | None = None  # called before every request sent
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    random: Callable[[], float] = random.random
+    wall_clock: Callable[[], float] = time.time  # for x-ms-date
+    session_factory: Callable[[ClientOptions], aiohttp.ClientSession] | None = field(
+        default=None, compare=False
+    )
+
+
+def parse_connection_string(text: str) -> dict[str, str]:
+    """The ``Key=Value;...`` pairs of a storage connection string (keys as written)."""
+    pairs = {}
+    for part in text.strip().split(";"):
+        if part.strip():
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError("malformed storage connection string")
+            pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _table_endpoint(pairs: Mapping[str, str]) -> str:
+    if pairs.get("UseDevelopmentStorage", "").lower() == "true":
+        return f"http://127.0.0.1:10002/{DEVELOPMENT_ACCOUNT}"
+    if "TableEndpoint" in pairs:
+        return pairs["TableEndpoint"]
+    account = pairs.get("AccountName")
+    if not account:
+        raise ValueError("the storage connection string names no account")
+    scheme = pairs.get("DefaultEndpointsProtocol", "https")
+    suffix = pairs.get("EndpointSuffix", "core.windows.net")
+    return f"{scheme}://{account}.table.{suffix}"
+
+
+class _Answer:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class TableService:
+    """One storage account's Table endpoint: credentials, one aiohttp session, retries."""
+
+    def __init__(
+        self, endpoint: str, auth: Authorizer, options: ClientOptions | None = None
+    ) -> None:
+        url = URL(endpoint.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("the table endpoint must be an http(s) URL")
+        self._origin = str(url.origin())
+        self._base_path = url.raw_path.rstrip("/")
+        self._auth = auth
+        self._options = options or ClientOptions()
+        self._session: aiohttp.ClientSession | None = None
+        self._date: tuple[int, str] = (0, "")
+
+    @classmethod
+    def from_connection_string(
+        cls, text: str, options: ClientOptions | None = None
+    ) -> TableService:
+        """Connect with an account key connection string (``UseDevelopmentStorage=true`` too).
+
+        Raises ValueError when it has no account key (a SAS string needs the SDK client).
+        """
+        pairs = parse_connection_string(text)
+        if pairs.get("UseDevelopmentStorage", "").lower() == "true":
+            pairs = {"AccountName": DEVELOPMENT_ACCOUNT, "AccountKey": DEVELOPMENT_KEY, **pairs}
+        account, key = pairs.get("AccountName"), pairs.get("AccountKey")
+        if not account or not key:
+            raise ValueError("the storage connection string has no AccountName and AccountKey")
+        return cls(_table_endpoint(pairs), SharedKey(account, key), options)
+
+    @property
+    def base_url(self) -> str:
+        """The endpoint URL, no trailing slash (what batch sub-requests are relative to)."""
+        return self._origin + self._base_path
+
+    def table(self, name: str) -> TableClient:
+        """A client for table ``name`` (nothing is sent)."""
+        return TableClient(self, name)
+
+    async def create_table(self, name: str) -> bool:
+        """Create table ``name``; False when it exists already. Raises as :meth:`send`."""
+        body = json.dumps({"TableName": name}).encode()
+        answer = await self.send(
+            "POST", "Tables", body=body, prefer_no_content=True, what=f"create table {name}"
+        )
+        if answer.status in (201, 204):
+            return True
+        error = parse_error(answer.body, answer.headers.get("x-ms-error-code"))
+        if answer.status == 409 and error.code == "TableAlreadyExists":
+            return False
+        raise failure(answer.status, error.code, f"create table {name}")
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            factory = self._options.session_factory or default_session
+            self._session = factory(self._options)
+        return self._session
+
+    def _x_ms_date(self) -> str:
+        # The text changes once a second; formatting it per request would cost more than HMAC.
+        now = int(self._options.wall_clock())
+        second, text = self._date
+        if second != now:
+            text = formatdate(now, usegmt=True)
+            self._date = (now, text)
+        return text
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        query: str = "",
+        *,
+        body: bytes | None = None,
+        content_type: str = JSON_TYPE,
+        accept: str = MINIMAL_METADATA,
+        if_match: str | None = None,
+        prefer_no_content: bool = False,
+        what: str,
+    ) -> _Answer:
+        """Send one request (``path`` encoded, relative to the endpoint), retried as the module
+        says; the answer, whatever its status, unless the retries ran out.
+
+        Raises StorageUnavailableError when no answer came or the last one was retryable.
+        """
+        raw_path = f"{self._base_path}/{path}"
+        url = URL(self._origin + raw_path + query, encoded=True)
+        ctype = content_type if body is not None else ""
+        options = self._options
+        for attempt in range(1, options.attempts + 1):
+            date = self._x_ms_date()
+            headers = {
+                "x-ms-date": date,
+                "x-ms-version": API_VERSION,
+                "DataServiceVersion": "3.0",
+                "Accept": accept,
+                "Authorization": await self._auth.authorization(method, ctype, date, raw_path),
+            }
+            if ctype:
+                headers["Content-Type"] = ctype
+            if if_match is not None:
+                headers["If-Match"] = if_match
+            if prefer_no_content:
+                headers["Prefer"] = "return-no-content"
+            if method == "POST" and path == "$batch":
+                headers["MaxDataServiceVersion"] = "3.0;NetFx"
+            if options.on_request is not None:
+                options.on_request()
+            try:
+                async with self._session_now().request(
+                    method, url, headers=headers, data=body
+                ) as response:
+                    answer = _Answer(response.status, response.headers, await response.read())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == options.attempts:
+                    raise StorageUnavailableError(
+                        f"{what}: no answer from storage ({type(exc).__name__})"
+                    ) from exc
+                log.info("%s: no answer (%s), retrying", what, type(exc).__name__)
+            else:
+                if answer.status == 401:
+                    self._auth.rejected()
+                if answer.status not in RETRYABLE_STATUS:
+                    return answer
+                if attempt == options.attempts:
+                    code = parse_error(answer.body, answer.headers.get("x-ms-error-code")).code
+                    raise failure(answer.status, code, what)
+                log.info("%s: storage answered %d, retrying", what, answer.status)
+            await options.sleep(self._delay(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _delay(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: none after the first, then jittered doubling."""
+        if attempt <= 1:
+            return 0.0
+        base = min(self._options.backoff_cap, self._options.backoff * 2 ** (attempt - 2))
+        return float(base * (0.5 + self._options.random()))
+
+    async def aclose(self) -> None:
+        """Close the session and the credential."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self._auth.aclose()
+
+
+def default_session(options: ClientOptions) -> aiohttp.ClientSession:
+    """The shared aiohttp session: keep-alive under the server's, no cookies, no proxies."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=options.idle_seconds),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=options.connect_timeout, sock_read=options.read_timeout
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # No ~/.netrc or proxy variables read per request; storage is reached directly.
+        trust_env=False,
+        auto_decompress=False,
+        # Without Accept-Encoding the service never compresses, so bodies are read as sent.
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
+def failure(status: int, code: str, what: str) -> Exception:
+    """Our storage error for an error status (``code`` is the service's error code)."""
+    detail = f"{status} {code}".strip()
+    if status == 404:
+        return EntityNotFoundError(f"{what}: not found ({detail})")
+    if status == 409:
+        return EntityExistsError(f"{what}: entity exists ({detail})")
+    if status == 412:
+        return EntityChangedError(f"{what}: entity changed ({detail})")
+    if status in (401, 403):
+        return StorageUnavailableError(f"{what}: storage refused our credentials ({detail})")
+    if status in RETRYABLE_STATUS:
+        return StorageUnavailableError(f"{what}: storage unavailable ({detail})")
+    return StorageRejectedError(f"{what}: request refused ({detail})")
+
+
+def _raise_for(answer: _Answer, what: str) -> None:
+    code = parse_error(answer.body, answer.headers.get("x-ms-error-code")).code
+    raise failure(answer.status, code, what)
+
+
+# --- one table ------------------------------------------------------------------------------------
+
+
+def _if_match(etag: str | None, match_condition: MatchConditions | None) -> str:
+    """The If-Match value the SDK would send for these arguments. Raises ValueError."""
+    if match_condition is MatchConditions.IfNotModified:
+        if not etag:
+            raise ValueError("IfNotModified needs an etag")
+        return etag
+    if match_condition not in (None, MatchConditions.Unconditionally):
+        raise ValueError(f"unsupported match condition: {match_condition}")
+    if etag:
+        raise ValueError("an etag needs match_condition=IfNotModified")
+    return "*"
+
+
+def _meta(answer: _Answer) -> dict[str, Any]:
+    return {"etag": answer.headers.get("ETag"), "date": answer.headers.get("Date")}
+
+
+class TableClient:
+    """One table on a :class:`TableService`; the SDK async TableClient's methods we use."""
+
+    def __init__(self, service: TableService, table_name: str) -> None:
+        self._service = service
+        self.table_name = table_name
+
+    def _what(self, operation: str) -> str:
+        return f"{operation} on {self.table_name}"
+
+    async def get_entity(
+        self, partition_key: str, row_key: str, *, select: Sequence[str] | None = None
+    ) -> Entity:
+        """One entity (point read). Raises EntityNotFoundError and as :meth:`TableService.send`."""
+        query = "?$select=" + ",".join(select) if select else ""
+        what = self._what("read")
+        answer = await self._service.send(
+            "GET", entity_path(self.table_name, partition_key, row_key), query, what=what
+        )
+        if answer.status != 200:
+            _raise_for(answer, what)
+        entity = decode_entity(json.loads(answer.body))
+        if "etag" not in entity.metadata:
+            entity.metadata["etag"] = answer.headers.get("ETag")
+        return entity
+
+    async def query_entities(
+        self,
+        query_filter: str,
+        *,
+        parameters: Mapping[str, object] | None = None,
+        select: Sequence[str] | None = None,
+        results_per_page: int | None = None,
+    ) -> AsyncIterator[Entity]:
+        """The entities matching ``query_filter`` (``@name`` parameters substituted), page by
+        page following the continuation headers."""
+        text = substitute(query_filter, parameters)
+        what = self._what("query")
+        continuation: tuple[str | None, str | None] = (None, None)
+        while True:
+            query = query_string(text, select, results_per_page, continuation)
+            answer = await self._service.send("GET", f"{self.table_name}()", query, what=what)
+            if answer.status != 200:
+                _raise_for(answer, what)
+            for raw in json.loads(answer.body)["value"]:
+                yield decode_entity(raw)
+            # A page may be short, even empty, and still have a continuation (5 s or partition
+            # boundaries on the service): only its absence ends the query.
+            next_pk = answer.headers.get("x-ms-continuation-NextPartitionKey")
+            next_rk = answer.headers.get("x-ms-continuation-NextRowKey")
+            if next_pk is None and next_rk is None:
+                return
+            continuation = (next_pk, next_rk)
+
+    def list_entities(
+        self, *, select: Sequence[str] | None = None, results_per_page: int | None = None
+    ) -> AsyncIterator[Entity]:
+        """Every entity of the table (a scan: tools and tests only, never a hot path)."""
+        return self.query_entities("", select=select, results_per_page=results_per_page)
+
+    async def create_entity(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert; its ETag. Raises EntityExistsError (409) and as :meth:`TableService.send`."""
+        what = self._what("create")
+        answer = await self._service.send(
+            "POST", self.table_name, body=encode_entity(entity), prefer_no_content=True, what=what
+        )
+        if answer.status not in (201, 204):
+            _raise_for(answer, what)
+        return _meta(answer)
+
+    async def upsert_entity(
+        self, entity: Mapping[str, Any], mode: UpdateMode = UpdateMode.MERGE
+    ) -> dict[str, Any]:
+        """Insert or merge (or replace); its ETag. Raises as :meth:`TableService.send`."""
+        return await self._write(entity, mode, None, "upsert")
+
+    async def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        mode: UpdateMode = UpdateMode.MERGE,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> dict[str, Any]:
+        """Merge (or replace) an existing entity, under ``etag`` with IfNotModified; its ETag.
+
+        Raises EntityNotFoundError (404), EntityChangedError (412) and as
+        :meth:`TableService.send`.
+        """
+        return await self._write(entity, mode, _if_match(etag, match_condition), "update")
+
+    async def _write(
+        self, entity: Mapping[str, Any], mode: UpdateMode, if_match: str | None, operation: str
+    ) -> dict[str, Any]:
+        what = self._what(operation)
+        path = entity_path(self.table_name, entity["PartitionKey"], entity["RowKey"])
+        method = "PUT" if mode == UpdateMode.REPLACE else "PATCH"
+        answer = await self._service.send(
+            method, path, body=encode_entity(entity), if_match=if_match, what=what
+        )
+        if answer.status != 204:
+            _raise_for(answer, what)
+        return _meta(answer)
+
+    async def delete_entity(
+        self,
+        partition_key: str,
+        row_key: str,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> None:
+        """Delete (absent is fine, as with the SDK). Raises EntityChangedError (412) and as
+        :meth:`TableService.send`."""
+        what = self._what("delete")
+        answer = await self._service.send(
+            "DELETE",
+            entity_path(self.table_name, partition_key, row_key),
+            if_match=_if_match(etag, match_condition),
+            what=what,
+        )
+        if answer.status not in (204, 404):
+            _raise_for(answer, what)
+
+    async def submit_transaction(
+        self, operations: Sequence[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        """Run operations (``("create" | "upsert" | "update" | "delete", entity[, options])``)
+        as one entity-group transaction; each one's ETag, in order.
+
+        All or nothing: raises the failed operation's error (EntityExistsError,
+        EntityChangedError, EntityNotFoundError, StorageRejectedError), StorageRejectedError
+        before sending when the transaction breaks a service limit (100 operations, one
+        partition, 4 MiB), and as :meth:`TableService.send`.
+        """
+        if not operations:
+            return []
+        what = self._what(f"transaction of {len(operations)}")
+        requests = [self._sub_request(op) for op in operations]
+        if len(requests) > MAX_OPERATIONS:
+            raise StorageRejectedError(f"{what}: over {MAX_OPERATIONS} operations")
+        if len({op[1]["PartitionKey"] for op in operations}) != 1:
+            raise StorageRejectedError(f"{what}: operations span several partitions")
+        content_type, body = encode_batch(self._service.base_url, requests)
+        if len(body) > MAX_BATCH_BYTES:
+            raise StorageRejectedError(f"{what}: over 4 MiB")
+        answer = await self._service.send(
+            "POST", "$batch", body=body, content_type=content_type, accept=JSON_TYPE, what=what
+        )
+        if answer.status != 202:
+            _raise_for(answer, what)
+        try:
+            parts = decode_batch(answer.headers.get("Content-Type", ""), answer.body)
+        except ValueError as exc:
+            raise StorageUnavailableError(f"{what}: unreadable answer") from exc
+        for part in parts:
+            if part.status >= 300:
+                error = parse_error(part.body)
+                index = failed_index(error.message)
+                at = f" (operation {index})" if index is not None else ""
+                raise failure(part.status, error.code, what + at)
+        if len(parts) != len(requests):
+            raise StorageUnavailableError(f"{what}: {len(parts)} answers to {len(requests)}")
+        return [{"etag": part.headers.get("etag")} for part in parts]
+
+    def _sub_request(self, operation: tuple[Any, ...]) -> SubRequest:
+        kind, entity = str(getattr(operation[0], "value", operation[0])).lower(), operation[1]
+        options: Mapping[str, Any] = operation[2] if len(operation) > 2 else {}
+        path = (
+            f"{self.table_name}(PartitionKey='{quote_key(entity['PartitionKey'])}',"
+            f"RowKey='{quote_key(entity['RowKey'])}')"
+        )
+        accept = ("Accept", MINIMAL_METADATA)
+        if kind == "create":
+            headers = (accept, ("Prefer", "return-no-content"), ("DataServiceVersion", "3.0"))
+            return SubRequest("POST", self.table_name, headers, encode_entity(entity))
+        mode = options.get("mode", UpdateMode.MERGE)
+        method = "PUT" if mode == UpdateMode.REPLACE else "PATCH"
+        version = ("DataServiceVersion", "3.0")
+        if kind == "upsert":
+            return SubRequest(method, path, (accept, version), encode_entity(entity))
+        if_match = ("If-Match", _if_match(options.get("etag"), options.get("match_condition")))
+        if kind == "update":
+            return SubRequest(method, path, (accept, if_match, version), encode_entity(entity))
+        if kind == "delete":
+            return SubRequest("DELETE", path, (accept, if_match, version), b"")
+        raise ValueError(f"unknown transaction operation: {operation[0]!r}")
+
+    async def close(self) -> None:
+        """Nothing to close: the service owns the session."""
