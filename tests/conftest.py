@@ -2,6 +2,8 @@
 
 - ``azurite``: one real Azurite per test session (in memory, free ports).
 - ``table_prefix``: a unique table-name prefix per test, so tests never see each other's rows.
+- ``storage_client``: each Table Storage client (``lean``, ``sdk``): the adapter tests that take
+  it run once per client, so both keep answering the adapters alike.
 - ``sim``, ``idp``, ``acs``: the APNs simulator, the development identity provider and the local
   ACS identity service, one of each per test module that asks (a module may define its own).
 - ``apns``: that simulator, reset for the test, trusting ``tests.local_apns.KEY`` for its app.
@@ -41,6 +43,12 @@ def azurite() -> Iterator[Azurite]:
 def table_prefix() -> str:
     """A unique prefix (letters and digits) for this test's tables and queues."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(params=["lean", "sdk"])
+def storage_client(request: pytest.FixtureRequest) -> str:
+    """A Table Storage client (``STORAGE_CLIENT``); tests taking it run with each."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

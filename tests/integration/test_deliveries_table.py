@@ -32,8 +32,10 @@ RELEASED = Outcome(DeliveryState.RELEASED, 503, "ServiceUnavailable", None, 3)
 
 
 @pytest.fixture
-async def store(azurite: Azurite, table_prefix: str) -> AsyncIterator[TableDeliveryStore]:
-    tables = Tables.connect(azurite.connection_string, table_prefix)
+async def store(
+    azurite: Azurite, table_prefix: str, storage_client: str
+) -> AsyncIterator[TableDeliveryStore]:
+    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
     try:
         yield TableDeliveryStore(await tables.table("deliveries"))
     finally:

@@ -60,8 +60,10 @@ class Registry:
 
 
 @pytest.fixture
-async def registry(azurite: Azurite, table_prefix: str) -> AsyncIterator[Registry]:
-    tables = Tables.connect(azurite.connection_string, table_prefix)
+async def registry(
+    azurite: Azurite, table_prefix: str, storage_client: str
+) -> AsyncIterator[Registry]:
+    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
     try:
         store = DeviceStore(
             await tables.table(DEVICES_TABLE),

@@ -22,8 +22,10 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(azurite: Azurite, table_prefix: str) -> AsyncIterator[TableIdentityStore]:
-    tables = Tables.connect(azurite.connection_string, table_prefix)
+async def store(
+    azurite: Azurite, table_prefix: str, storage_client: str
+) -> AsyncIterator[TableIdentityStore]:
+    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
     try:
         yield TableIdentityStore(await tables.table(TABLE))
     finally:

@@ -51,8 +51,8 @@ class Stores:
 
 
 @pytest.fixture
-async def stores(azurite: Azurite, table_prefix: str) -> AsyncIterator[Stores]:
-    tables = Tables.connect(azurite.connection_string, table_prefix)
+async def stores(azurite: Azurite, table_prefix: str, storage_client: str) -> AsyncIterator[Stores]:
+    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
     try:
         yield Stores(
             tables,
