@@ -62,7 +62,6 @@ from shared.table_wire import (
     failed_index,
     parse_error,
     query_string,
-    quote_key,
     shared_key_string,
     signature,
     substitute,
@@ -443,6 +442,13 @@ def _meta(answer: _Answer) -> dict[str, Any]:
     return {"etag": answer.headers.get("ETag"), "date": answer.headers.get("Date")}
 
 
+_CREATE_HEADERS: Final = (
+    ("Accept", MINIMAL_METADATA),
+    ("Prefer", "return-no-content"),
+    ("DataServiceVersion", "3.0"),
+)
+
+
 class TableClient:
     """One table on a :class:`TableService`; the SDK async TableClient's methods we use."""
 
@@ -611,14 +617,10 @@ class TableClient:
     def _sub_request(self, operation: tuple[Any, ...]) -> SubRequest:
         kind, entity = str(getattr(operation[0], "value", operation[0])).lower(), operation[1]
         options: Mapping[str, Any] = operation[2] if len(operation) > 2 else {}
-        path = (
-            f"{self.table_name}(PartitionKey='{quote_key(entity['PartitionKey'])}',"
-            f"RowKey='{quote_key(entity['RowKey'])}')"
-        )
-        accept = ("Accept", MINIMAL_METADATA)
         if kind == "create":
-            headers = (accept, ("Prefer", "return-no-content"), ("DataServiceVersion", "3.0"))
-            return SubRequest("POST", self.table_name, headers, encode_entity(entity))
+            return SubRequest("POST", self.table_name, _CREATE_HEADERS, encode_entity(entity))
+        path = entity_path(self.table_name, entity["PartitionKey"], entity["RowKey"])
+        accept = ("Accept", MINIMAL_METADATA)
         mode = options.get("mode", UpdateMode.MERGE)
         method = "PUT" if mode == UpdateMode.REPLACE else "PATCH"
         version = ("DataServiceVersion", "3.0")
