@@ -83,8 +83,8 @@ class Settings:
     storage_client: StorageClient = _setting(
         "STORAGE_CLIENT",
         StorageClient.LEAN,
-        "Table Storage client: lean (our own on aiohttp, about a third of the SDK's CPU per "
-        "request) or sdk (azure-data-tables, the fallback).",
+        "Table Storage client: lean (our own, a fraction of the SDK's CPU per request; "
+        "docs/performance.md) or sdk (azure-data-tables, the fallback).",
     )
     queue_connection: str = _setting(
         "AzureWebJobsStorage",

@@ -1,12 +1,13 @@
-"""A small Table Storage client on aiohttp: the operations the app's adapters use, nothing else.
+"""A small Table Storage client: the operations the app's adapters use, nothing else.
 
 Why not the azure-data-tables SDK on these paths: each SDK call walks the azure-core pipeline (a
-dozen policies), the generated operations layer and its serializers, and cost 2-5x the CPU of the
-same request made with aiohttp and a Shared Key signature (``bench/storage.py``; the numbers and
-the SDK trimmed to three policies are in ``docs/performance.md``). This client builds each
-request directly: one signature, one aiohttp request on a shared session, one JSON parse.
+dozen policies), the generated operations layer and its serializers, and costs 2-10x the CPU of
+the same request made with aiohttp and a Shared Key signature (``bench/storage.py``; the numbers,
+and the SDK trimmed to the policies a request needs, are in ``docs/performance.md``). This client
+builds each request directly: one signature, one request on a kept-alive connection
+(:mod:`shared.table_http`), one JSON parse.
 
-- :class:`TableService` is the account (endpoint, credentials, one aiohttp session, retries);
+- :class:`TableService` is the account (endpoint, credentials, connections, retries);
   :meth:`TableService.table` hands out a :class:`TableClient` per table.
 - :class:`TableClient` has the same method names, arguments and results as the SDK's async
   ``TableClient`` for what the adapters call (``get_entity``, ``query_entities``,
@@ -40,11 +41,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
-
+from shared.table_http import HttpAnswer, HttpClient, NoAnswerError
 from shared.table_wire import (
     API_VERSION,
     JSON_TYPE,
@@ -194,12 +193,38 @@ class ClientOptions:
     backoff: float = 0.4  # the second retry waits 0.2-0.6 s, each later one twice as long
     backoff_cap: float = 4.0
     idle_seconds: float = 4.0  # idle connections closed before Azurite's 5 s keep-alive does
+    max_connections: int = 64
     on_request: Callable[[], None] | None = None  # called before every request sent
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     random: Callable[[], float] = random.random
     wall_clock: Callable[[], float] = time.time  # for x-ms-date
-    session_factory: Callable[[ClientOptions], aiohttp.ClientSession] | None = field(
+    http_factory: Callable[[str, ClientOptions], HttpTransport] | None = field(
         default=None, compare=False
+    )
+
+
+class HttpTransport(Protocol):
+    """What the client sends requests on (:class:`shared.table_http.HttpClient`; fakes)."""
+
+    async def request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
+    ) -> HttpAnswer:
+        """One request to the origin. Raises NoAnswerError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        ...
+
+
+def default_http(origin: str, options: ClientOptions) -> HttpTransport:
+    """Our HTTP/1.1 client for ``origin`` with the options' timeouts and keep-alive."""
+    return HttpClient(
+        origin,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        idle_seconds=options.idle_seconds,
+        max_connections=options.max_connections,
     )
 
 
@@ -228,29 +253,20 @@ def _table_endpoint(pairs: Mapping[str, str]) -> str:
     return f"{scheme}://{account}.table.{suffix}"
 
 
-class _Answer:
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-
 class TableService:
-    """One storage account's Table endpoint: credentials, one aiohttp session, retries."""
+    """One storage account's Table endpoint: credentials, kept-alive connections, retries."""
 
     def __init__(
         self, endpoint: str, auth: Authorizer, options: ClientOptions | None = None
     ) -> None:
-        url = URL(endpoint.rstrip("/"))
-        if url.scheme not in ("http", "https") or not url.host:
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the table endpoint must be an http(s) URL")
-        self._origin = str(url.origin())
-        self._base_path = url.raw_path.rstrip("/")
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_path = parts.path.rstrip("/")
         self._auth = auth
         self._options = options or ClientOptions()
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpTransport | None = None
         self._date: tuple[int, str] = (0, "")
 
     @classmethod
@@ -291,11 +307,11 @@ class TableService:
             return False
         raise failure(answer.status, error.code, f"create table {name}")
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            factory = self._options.session_factory or default_session
-            self._session = factory(self._options)
-        return self._session
+    def _http_now(self) -> HttpTransport:
+        if self._http is None:
+            factory = self._options.http_factory or default_http
+            self._http = factory(self._origin, self._options)
+        return self._http
 
     def _x_ms_date(self) -> str:
         # The text changes once a second; formatting it per request would cost more than HMAC.
@@ -318,14 +334,14 @@ class TableService:
         if_match: str | None = None,
         prefer_no_content: bool = False,
         what: str,
-    ) -> _Answer:
+    ) -> HttpAnswer:
         """Send one request (``path`` encoded, relative to the endpoint), retried as the module
         says; the answer, whatever its status, unless the retries ran out.
 
         Raises StorageUnavailableError when no answer came or the last one was retryable.
         """
         raw_path = f"{self._base_path}/{path}"
-        url = URL(self._origin + raw_path + query, encoded=True)
+        target = raw_path + query
         ctype = content_type if body is not None else ""
         options = self._options
         for attempt in range(1, options.attempts + 1):
@@ -348,16 +364,11 @@ class TableService:
             if options.on_request is not None:
                 options.on_request()
             try:
-                async with self._session_now().request(
-                    method, url, headers=headers, data=body
-                ) as response:
-                    answer = _Answer(response.status, response.headers, await response.read())
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await self._http_now().request(method, target, headers, body)
+            except NoAnswerError as exc:
                 if attempt == options.attempts:
-                    raise StorageUnavailableError(
-                        f"{what}: no answer from storage ({type(exc).__name__})"
-                    ) from exc
-                log.info("%s: no answer (%s), retrying", what, type(exc).__name__)
+                    raise StorageUnavailableError(f"{what}: no answer ({exc})") from exc
+                log.info("%s: no answer (%s), retrying", what, exc)
             else:
                 if answer.status == 401:
                     self._auth.rejected()
@@ -378,27 +389,11 @@ class TableService:
         return float(base * (0.5 + self._options.random()))
 
     async def aclose(self) -> None:
-        """Close the session and the credential."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the connections and the credential."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         await self._auth.aclose()
-
-
-def default_session(options: ClientOptions) -> aiohttp.ClientSession:
-    """The shared aiohttp session: keep-alive under the server's, no cookies, no proxies."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(keepalive_timeout=options.idle_seconds),
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=options.connect_timeout, sock_read=options.read_timeout
-        ),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # No ~/.netrc or proxy variables read per request; storage is reached directly.
-        trust_env=False,
-        auto_decompress=False,
-        # Without Accept-Encoding the service never compresses, so bodies are read as sent.
-        skip_auto_headers=("Accept-Encoding",),
-    )
 
 
 def failure(status: int, code: str, what: str) -> Exception:
@@ -417,7 +412,7 @@ def failure(status: int, code: str, what: str) -> Exception:
     return StorageRejectedError(f"{what}: request refused ({detail})")
 
 
-def _raise_for(answer: _Answer, what: str) -> None:
+def _raise_for(answer: HttpAnswer, what: str) -> None:
     code = parse_error(answer.body, answer.headers.get("x-ms-error-code")).code
     raise failure(answer.status, code, what)
 
@@ -438,8 +433,8 @@ def _if_match(etag: str | None, match_condition: MatchConditions | None) -> str:
     return "*"
 
 
-def _meta(answer: _Answer) -> dict[str, Any]:
-    return {"etag": answer.headers.get("ETag"), "date": answer.headers.get("Date")}
+def _meta(answer: HttpAnswer) -> dict[str, Any]:
+    return {"etag": answer.headers.get("etag"), "date": answer.headers.get("date")}
 
 
 _CREATE_HEADERS: Final = (
@@ -472,7 +467,7 @@ class TableClient:
             _raise_for(answer, what)
         entity = decode_entity(json.loads(answer.body))
         if "etag" not in entity.metadata:
-            entity.metadata["etag"] = answer.headers.get("ETag")
+            entity.metadata["etag"] = answer.headers.get("etag")
         return entity
 
     async def query_entities(
@@ -497,8 +492,8 @@ class TableClient:
                 yield decode_entity(raw)
             # A page may be short, even empty, and still have a continuation (5 s or partition
             # boundaries on the service): only its absence ends the query.
-            next_pk = answer.headers.get("x-ms-continuation-NextPartitionKey")
-            next_rk = answer.headers.get("x-ms-continuation-NextRowKey")
+            next_pk = answer.headers.get("x-ms-continuation-nextpartitionkey")
+            next_rk = answer.headers.get("x-ms-continuation-nextrowkey")
             if next_pk is None and next_rk is None:
                 return
             continuation = (next_pk, next_rk)
@@ -601,7 +596,7 @@ class TableClient:
         if answer.status != 202:
             _raise_for(answer, what)
         try:
-            parts = decode_batch(answer.headers.get("Content-Type", ""), answer.body)
+            parts = decode_batch(answer.headers.get("content-type", ""), answer.body)
         except ValueError as exc:
             raise StorageUnavailableError(f"{what}: unreadable answer") from exc
         for part in parts:

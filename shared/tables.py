@@ -5,7 +5,7 @@ builds on this module and on the :class:`TableClient` port it defines.
 
 - :class:`Tables` connects from ``STORAGE_CONNECTION`` (a connection string, e.g. Azurite's, or
   a table endpoint URL reached with ``DefaultAzureCredential``) and hands out table clients that
-  share one aiohttp session. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once per
+  share one set of kept-alive connections. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once per
   process. ``STORAGE_CLIENT`` picks the client: ``lean`` (:mod:`shared.table_client`, ours, the
   default) or ``sdk`` (azure-data-tables, :mod:`shared.tables_sdk`); both answer the same calls
   with the same results and errors.
@@ -352,10 +352,10 @@ def round_trips() -> int:
 IDLE_SECONDS: Final = 4.0
 """How long an idle connection to storage is kept open: under Azurite's 5 s keep-alive.
 
-aiohttp keeps an idle connection 15 s; Azurite closes it after 5 s, and a request written to a
-connection the server is closing fails with "Connection reset by peer" or "Server disconnected"
-(two batch writers against Azurite failed this way within a minute). Azure Storage keeps idle
-connections for minutes, so 4 s costs little there.
+Azurite closes an idle connection after 5 s, and a request written to a connection the server
+is closing fails with "Connection reset by peer" or "Server disconnected" (two batch writers
+against Azurite failed this way within a minute). Azure Storage keeps idle connections for
+minutes, so 4 s costs little there.
 """
 
 CONNECT_TIMEOUT: Final = 5.0
@@ -370,7 +370,7 @@ def _is_url(text: str) -> bool:
 
 
 class Tables:
-    """The storage account: hands out table clients (one shared session), creating tables once.
+    """The storage account: hands out table clients (shared connections), creating tables once.
 
     Build with :meth:`connect`; close with :meth:`aclose`.
     """
@@ -428,7 +428,7 @@ class Tables:
         return self._ready.setdefault(table, self._backend.table(full))
 
     async def aclose(self) -> None:
-        """Close the shared session and the credential."""
+        """Close the shared connections and the credential."""
         self._ready.clear()
         await self._backend.aclose()
 
