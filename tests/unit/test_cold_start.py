@@ -73,3 +73,29 @@ def test_import_loads_neither_tables_httpx_nor_cryptography(probe: dict[str, lis
 
 def test_indexing_the_functions_loads_none_of_them_either(probe: dict[str, list[str]]) -> None:
     assert _heavy(probe["index"]) == []
+
+
+# What the storage side of a first invocation loads: the adapters and a connected lean client.
+STORAGE_PROBE = """
+import json, sys
+from shared import deliveries, devices, identities, registry_purge, renewal_schedule, renewal_sweeps
+from shared.tables import Tables
+
+tables = Tables.connect("UseDevelopmentStorage=true", "probe")
+print(json.dumps(sorted(sys.modules)))
+"""
+SDK_STACK = ("aiohttp", "azure.data.tables", "azure.core", "yarl", "multidict")
+
+
+def test_the_storage_adapters_on_the_lean_client_load_neither_aiohttp_nor_the_sdk() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STORAGE_PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SDK_STACK)] == []
