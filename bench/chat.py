@@ -16,6 +16,12 @@ push. Writes everything to ``bench/results/chat.json``.
 
 Targets (issue "Chat push"): round trips per event do not grow with the number of devices; CPU
 per event within 1.5x the sum of its parts; p99 under 5x p50.
+
+``--clients lean sdk`` (the default) runs everything once per Table Storage client
+(``STORAGE_CLIENT``) in the same run, against the same Azurite and simulator, and reports the
+lean client's CPU per event as a ratio of the SDK's (issue "Storage on the hot path": at most a
+third at one device). The JSON's top-level figures are the first client's; each client's are
+under ``clients``.
 """
 
 from __future__ import annotations
@@ -436,52 +442,111 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="events in flight")
     parser.add_argument("--parts", type=int, default=200, help="repetitions of each part alone")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"],
+        help="Table Storage clients to run, one after the other",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     template = json.loads(SAMPLE.read_text())[0]
+    runs: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
         Azurite.start(None) as az,
         simulator(Path(tmp)) as sim,
     ):
-        env = {
-            **defaults(),
-            **sim["settings"],
-            "STORAGE_CONNECTION": az.connection_string,
-            "TABLE_PREFIX": "bench",
-            "KEY_ENCRYPTION_KEYS": KEK,
-        }
-        app = ServedApp(env)
-        base = app.start()
-        try:
-            groups = {d: [d * 100_000 + u for u in range(args.users)] for d in (1, 2, 3)}
-            app.run(register({u: d for d, us in groups.items() for u in us}))
-            # Warm-up: one message to every recipient, so connections are open and each
-            # (user, thread) partition is already in today's purge index (the steady state of a
-            # conversation; its first message of the day costs one more round trip).
-            for d in (1, 2, 3):
-                run_phase(
-                    app, base, sim["control_url"], template, groups[d], d, args.users,
-                    args.concurrency, d * 10**7,
-                )  # fmt: skip
-            per = args.events // 3
-            phases = [
-                run_phase(app, base, sim["control_url"], template, groups[d], d, per,
-                          args.concurrency, d * 10**6)
-                for d in (1, 2, 3)
-            ]  # fmt: skip
-            alone = app.run(parts(app, args.parts))
-            webhook = acknowledged_only(app, base, args.parts, args.concurrency)
-        finally:
-            app.stop()
+        for client in args.clients:
+            env = {
+                **defaults(),
+                **sim["settings"],
+                "STORAGE_CONNECTION": az.connection_string,
+                "TABLE_PREFIX": "bench" + client,
+                "STORAGE_CLIENT": client,
+                "KEY_ENCRYPTION_KEYS": KEK,
+            }
+            print(f"\n== STORAGE_CLIENT={client}", flush=True)
+            runs[client] = run_client(args, env, sim, template)
 
+    for client, run in runs.items():
+        print(f"\n== STORAGE_CLIENT={client}")
+        report(run["phases"], run["parts_alone"], run["overall"])
+    comparison = compare(runs)
+    settings = {"events": args.events, "concurrency": args.concurrency, "parts": args.parts,
+                "clients": args.clients}  # fmt: skip
+    first = runs[args.clients[0]]
+    extra = {
+        "parts_alone": first["parts_alone"],
+        "overall": first["overall"],
+        "clients": {client: public(run) for client, run in runs.items()},
+        "lean_vs_sdk": comparison,
+    }
+    write_result(args.out, "chat push", settings, first["phases"], extra)
+    return 0
+
+
+def run_client(
+    args: argparse.Namespace, env: dict[str, str], sim: dict[str, Any], template: dict[str, Any]
+) -> dict[str, Any]:
+    """The whole chat benchmark with one app configuration: phases, parts, the webhook alone."""
+    app = ServedApp(env)
+    base = app.start()
+    try:
+        groups = {d: [d * 100_000 + u for u in range(args.users)] for d in (1, 2, 3)}
+        app.run(register({u: d for d, us in groups.items() for u in us}))
+        # Warm-up: one message to every recipient, so connections are open and each
+        # (user, thread) partition is already in today's purge index (the steady state of a
+        # conversation; its first message of the day costs one more round trip).
+        for d in (1, 2, 3):
+            run_phase(
+                app, base, sim["control_url"], template, groups[d], d, args.users,
+                args.concurrency, d * 10**7,
+            )  # fmt: skip
+        per = args.events // 3
+        phases = [
+            run_phase(app, base, sim["control_url"], template, groups[d], d, per,
+                      args.concurrency, d * 10**6)
+            for d in (1, 2, 3)
+        ]  # fmt: skip
+        alone = app.run(parts(app, args.parts))
+        webhook = acknowledged_only(app, base, args.parts, args.concurrency)
+    finally:
+        app.stop()
     total = summarize(phases, alone)
     total["webhook_and_parse_alone"] = webhook
-    report(phases, alone, total)
-    settings = {"events": args.events, "concurrency": args.concurrency, "parts": args.parts}
-    extra = {"parts_alone": alone, "overall": total}
-    write_result(args.out, "chat push", settings, phases, extra)
-    return 0
+    return {"phases": phases, "parts_alone": alone, "overall": total}
+
+
+def public(run: dict[str, Any]) -> dict[str, Any]:
+    """A client's run without the raw ``_`` fields of its phases."""
+    phases = [{k: v for k, v in p.items() if not k.startswith("_")} for p in run["phases"]]
+    return {**run, "phases": phases}
+
+
+def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The lean client's CPU per event (and per part) over the SDK's, from the same run."""
+    if not {"lean", "sdk"} <= runs.keys():
+        return {}
+    lean, sdk = runs["lean"], runs["sdk"]
+    per_phase = {
+        f"{p['devices_per_recipient']}_device": round(
+            p["cpu_ms_per_event"] / q["cpu_ms_per_event"], 2
+        )
+        for p, q in zip(lean["phases"], sdk["phases"], strict=True)
+    }
+    parts_ratio = {
+        name: round(lean["parts_alone"][name]["cpu_ms"] / sdk["parts_alone"][name]["cpu_ms"], 2)
+        for name in lean["parts_alone"]
+    }
+    one = per_phase["1_device"]
+    print(
+        f"\nlean / sdk CPU per event: {per_phase} (target at one device <= 0.33: "
+        f"{one <= 0.33}); parts: {parts_ratio}"
+    )
+    return {
+        "cpu_per_event": per_phase,
+        "parts": parts_ratio,
+        "one_device_within_a_third": one <= 0.33,
+    }
 
 
 def write_result(
