@@ -4,11 +4,11 @@ Every storage adapter (``devices``, ``renewal_schedule``, ``identities``, ``deli
 builds on this module and on the :class:`TableClient` port it defines.
 
 - :class:`Tables` connects from ``STORAGE_CONNECTION`` (a connection string, e.g. Azurite's, or
-  a table endpoint URL reached with ``DefaultAzureCredential``) and hands out table clients that
-  share one set of kept-alive connections. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once per
-  process. ``STORAGE_CLIENT`` picks the client: ``lean`` (:mod:`shared.table_client`, ours, the
-  default) or ``sdk`` (azure-data-tables, :mod:`shared.tables_sdk`); both answer the same calls
-  with the same results and errors.
+  a table endpoint URL reached with the app's managed identity) and hands out table clients that
+  share kept-alive connections. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once
+  per process. ``STORAGE_CLIENT`` picks the client: ``lean`` (:mod:`shared.table_client`, ours,
+  the default) or ``sdk`` (azure-data-tables, :mod:`shared.tables_sdk`); both answer the same
+  calls with the same results and errors.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
   characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
   round-trips.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -385,7 +386,8 @@ class Tables:
     def connect(
         cls, connection: str, prefix: str, client: StorageClient | str = StorageClient.LEAN
     ) -> Tables:
-        """Connect by connection string, or by table endpoint URL with DefaultAzureCredential.
+        """Connect by connection string, or by table endpoint URL with the app's managed identity
+        (asked directly on App Service and Functions) or else DefaultAzureCredential.
 
         A connection string with a shared access signature always uses the SDK client (the
         lean one signs with an account key or a token only). Nothing is sent until a table is
@@ -447,10 +449,13 @@ def lean_options() -> ClientOptions:
 
 
 def _connect_lean(text: str) -> TableBackend:
-    from shared.table_client import TableService, TokenAuth
+    from shared.table_client import AppServiceIdentity, TableService, TokenAuth, TokenSource
 
     if _is_url(text):
-        from azure.identity.aio import DefaultAzureCredential
+        source: TokenSource | None = AppServiceIdentity.from_environment(os.environ)
+        if source is None:
+            from azure.identity.aio import DefaultAzureCredential
 
-        return TableService(text, TokenAuth(DefaultAzureCredential()), lean_options())
+            source = DefaultAzureCredential()
+        return TableService(text, TokenAuth(source), lean_options())
     return TableService.from_connection_string(text, lean_options())

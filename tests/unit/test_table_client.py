@@ -20,6 +20,7 @@ import pytest
 from shared import tables
 from shared.table_client import (
     DEVELOPMENT_KEY,
+    AppServiceIdentity,
     ClientOptions,
     SharedKey,
     TableClient,
@@ -433,3 +434,74 @@ def test_connection_strings_give_the_table_endpoint(text: str, base_url: str) ->
 def test_connection_strings_without_an_account_key_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         TableService.from_connection_string(text)
+
+
+# --- the App Service / Functions managed identity ---------------------------------------------
+
+IDENTITY_ENV = {"IDENTITY_ENDPOINT": "http://localhost:8081/msi/token", "IDENTITY_HEADER": "s3cr3t"}
+
+
+def test_the_managed_identity_is_asked_as_app_service_documents() -> None:
+    http = ScriptedHttp(Answer(200, {}, b'{"access_token": "tok", "expires_on": "1700003600",'
+                                        b' "resource": "https://storage.azure.com"}'))  # fmt: skip
+    identity = AppServiceIdentity(IDENTITY_ENV["IDENTITY_ENDPOINT"], "s3cr3t", "client-1",
+                                  http=http)  # fmt: skip
+    token = run(lambda: identity.get_token("https://storage.azure.com/.default"))
+    assert (token.token, token.expires_on) == ("tok", 1_700_003_600)
+    (sent,) = http.sent
+    assert sent.method == "GET" and sent.path == "/msi/token"
+    assert sent.query == (
+        "api-version=2019-08-01&resource=https%3A%2F%2Fstorage.azure.com&client_id=client-1"
+    )
+    assert sent.headers == {"X-IDENTITY-HEADER": "s3cr3t"}
+
+
+def test_a_relative_expiry_counts_from_the_request() -> None:
+    http = ScriptedHttp(Answer(200, {}, b'{"access_token": "tok", "expires_in": "3600"}'))
+    identity = AppServiceIdentity("http://localhost:8081/msi/token", "s", http=http,
+                                  clock=lambda: 1_000.0)  # fmt: skip
+    assert run(lambda: identity.get_token("https://storage.azure.com/.default")).expires_on == 4600
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Answer(400, {}, b'{"error": "s3cr3t"}'), Answer(200, {}, b"not json"),
+     Answer(200, {}, b'{"expires_on": "1"}'), ConnectionRefusedError()],
+)  # fmt: skip
+def test_no_token_from_the_identity_endpoint_is_storage_unavailable(
+    answer: Answer | BaseException,
+) -> None:
+    identity = AppServiceIdentity("http://localhost:8081/msi/token", "s3cr3t",
+                                  http=ScriptedHttp(answer))  # fmt: skip
+    auth = TokenAuth(identity)
+    with pytest.raises(tables.StorageUnavailableError, match="no access token") as caught:
+        run(lambda: auth.authorization("GET", "", "d", "/t"))
+    assert "s3cr3t" not in str(caught.value) and "s3cr3t" not in str(caught.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (IDENTITY_ENV, "AppServiceIdentity"),
+        ({}, "DefaultAzureCredential"),
+        ({**IDENTITY_ENV, "AZURE_CLIENT_SECRET": "x"}, "DefaultAzureCredential"),
+        ({**IDENTITY_ENV, "AZURE_FEDERATED_TOKEN_FILE": "/f"}, "DefaultAzureCredential"),
+    ],
+)
+def test_an_endpoint_url_uses_the_managed_identity_directly_only_where_it_would_be_chosen(
+    env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_SECRET",
+                 "AZURE_FEDERATED_TOKEN_FILE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    async def source() -> str:
+        t = tables.Tables.connect("https://acct.table.core.windows.net", "pr")
+        try:
+            return type(t._backend._auth._credential).__name__  # type: ignore[attr-defined]
+        finally:
+            await t.aclose()
+
+    assert run(source) == expected
