@@ -235,6 +235,8 @@ class HttpClient:
         """
         head = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         head += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        if any("\n" in value or "\r" in value for value in headers.values()):
+            raise ValueError("a header value holds a line break")
         if body is not None or method not in ("GET", "HEAD"):
             head.append(f"Content-Length: {len(body) if body else 0}\r\n")
         head.append(f"User-Agent: {_USER_AGENT}\r\n\r\n")
@@ -256,8 +258,11 @@ class HttpClient:
                 timer.cancel()
                 self._busy.discard(connection)
             if connection.reusable:
-                connection.idle_since = loop.time()
+                connection.idle_since = now = loop.time()
                 self._idle.append(connection)
+                # The oldest idle connections are at the front: drop the ones past keep-alive.
+                while self._idle and now - self._idle[0].idle_since >= self._idle_seconds:
+                    self._idle.pop(0).abort()
             else:
                 connection.abort()
             return result

@@ -250,3 +250,24 @@ def test_the_host_header_leaves_out_the_default_port(origin: str, host: str) -> 
 def test_an_origin_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValueError, match="http"):
         HttpClient("ftp://example.com")
+
+
+def test_a_header_value_with_a_line_break_is_refused_unsent() -> None:
+    client = ScriptedClient([ok()])
+    with pytest.raises(ValueError, match="line break"):
+        run(lambda: client.request("GET", "/t()", {"If-Match": 'W/"x"\r\nX-Evil: 1'}))
+    assert client.opened == []
+
+
+def test_connections_idle_past_their_keep_alive_are_closed_when_others_come_back() -> None:
+    client = ScriptedClient([ok(), ok()], [ok(), ok()], idle_seconds=60)
+
+    async def go() -> None:
+        await asyncio.gather(client.request("GET", "/a", {}), client.request("GET", "/b", {}))
+        oldest, newest = client._idle
+        oldest.idle_since -= 3600  # idle for an hour: past any keep-alive
+        await client.request("GET", "/c", {})  # runs on the newest, then sweeps
+        assert client._idle == [newest]
+
+    run(go)
+    assert sum(t.closed for t in client.opened) == 1
