@@ -335,27 +335,28 @@ def default_http(origin: str, options: ClientOptions) -> HttpTransport:
 
 
 def parse_connection_string(text: str) -> dict[str, str]:
-    """The ``Key=Value;...`` pairs of a storage connection string (keys as written)."""
+    """The ``Key=Value;...`` pairs of a storage connection string, keys lower-cased (as the
+    SDK reads them: names are case-insensitive)."""
     pairs = {}
     for part in text.strip().split(";"):
         if part.strip():
             name, sep, value = part.partition("=")
             if not sep:
                 raise ValueError("malformed storage connection string")
-            pairs[name.strip()] = value.strip()
+            pairs[name.strip().lower()] = value.strip()
     return pairs
 
 
 def _table_endpoint(pairs: Mapping[str, str]) -> str:
-    if pairs.get("UseDevelopmentStorage", "").lower() == "true":
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
         return f"http://127.0.0.1:10002/{DEVELOPMENT_ACCOUNT}"
-    if "TableEndpoint" in pairs:
-        return pairs["TableEndpoint"]
-    account = pairs.get("AccountName")
+    if "tableendpoint" in pairs:
+        return pairs["tableendpoint"]
+    account = pairs.get("accountname")
     if not account:
         raise ValueError("the storage connection string names no account")
-    scheme = pairs.get("DefaultEndpointsProtocol", "https")
-    suffix = pairs.get("EndpointSuffix", "core.windows.net")
+    scheme = pairs.get("defaultendpointsprotocol", "https")
+    suffix = pairs.get("endpointsuffix", "core.windows.net")
     return f"{scheme}://{account}.table.{suffix}"
 
 
@@ -384,9 +385,9 @@ class TableService:
         Raises ValueError when it has no account key (a SAS string needs the SDK client).
         """
         pairs = parse_connection_string(text)
-        if pairs.get("UseDevelopmentStorage", "").lower() == "true":
-            pairs = {"AccountName": DEVELOPMENT_ACCOUNT, "AccountKey": DEVELOPMENT_KEY, **pairs}
-        account, key = pairs.get("AccountName"), pairs.get("AccountKey")
+        if pairs.get("usedevelopmentstorage", "").lower() == "true":
+            pairs = {"accountname": DEVELOPMENT_ACCOUNT, "accountkey": DEVELOPMENT_KEY, **pairs}
+        account, key = pairs.get("accountname"), pairs.get("accountkey")
         if not account or not key:
             raise ValueError("the storage connection string has no AccountName and AccountKey")
         return cls(_table_endpoint(pairs), SharedKey(account, key), options)

@@ -421,6 +421,8 @@ def test_a_401_drops_the_token() -> None:
          + ";EndpointSuffix=core.windows.net", "https://acct.table.core.windows.net"),
         ("AccountName=acct;AccountKey=" + DEVELOPMENT_KEY
          + ";TableEndpoint=http://127.0.0.1:7/acct/", "http://127.0.0.1:7/acct"),
+        ("accountname=acct;ACCOUNTKEY=" + DEVELOPMENT_KEY + ";tableendpoint=http://h:1/a",
+         "http://h:1/a"),
     ],
 )  # fmt: skip
 def test_connection_strings_give_the_table_endpoint(text: str, base_url: str) -> None:
