@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ Clock = Callable[[], datetime]
 MAX_TOKEN_BYTES: Final = 8192
 MAX_PRINCIPAL_BYTES: Final = 32768
 _FORBIDDEN_ALGORITHMS: Final = frozenset({"none", "HS256", "HS384", "HS512"})
+# Text that cannot name a caller: control characters (NUL would blur the issuer/subject boundary
+# of the caller key) and surrogate code points (not encodable as UTF-8, so not hashable).
+_NOT_IDENTITY_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SUBJECT_CLAIMS: Final = (
     "sub",
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
@@ -243,7 +247,8 @@ class Authenticator:
         if key is None:
             raise AuthError("unknown signing key")
         claims = self._verified_claims(token, key, alg)
-        return Caller(claims["iss"], claims["sub"], AuthSource.JWT)
+        subject = _identity_text(claims["sub"], "token subject")
+        return Caller(claims["iss"], subject, AuthSource.JWT)
 
     def _verified_claims(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
         s = self._settings
@@ -294,9 +299,22 @@ class Authenticator:
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float:
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthError(f"token {name} must be a number")
-    return float(value)
+    try:
+        number = float(value)  # an int past 1.8e308 does not fit a float
+    except OverflowError:
+        raise AuthError(f"token {name} must be a number") from None
+    if not math.isfinite(number):
+        raise AuthError(f"token {name} must be a number")
+    return number
+
+
+def _identity_text(value: str, what: str) -> str:
+    """``value`` if it can name a caller; raises AuthError (401) naming ``what`` otherwise."""
+    if _NOT_IDENTITY_TEXT.search(value):
+        raise AuthError(f"{what} is not valid text")
+    return value
 
 
 def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
@@ -305,7 +323,7 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
         raise AuthError("client principal too large")
     try:
         data = json.loads(base64.b64decode(principal, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise AuthError("malformed client principal") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise AuthError("malformed client principal")
@@ -320,7 +338,11 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
         raise AuthError("client principal has no subject")
     provider = data.get("auth_typ") if isinstance(data.get("auth_typ"), str) else idp
     issuer = claims.get("iss") or f"easyauth:{provider or 'unknown'}"
-    return Caller(issuer, subject, AuthSource.EASY_AUTH)
+    return Caller(
+        _identity_text(issuer, "client principal issuer"),
+        _identity_text(subject, "client principal subject"),
+        AuthSource.EASY_AUTH,
+    )
 
 
 def build_jwks(settings: Settings) -> HttpJwks | None:

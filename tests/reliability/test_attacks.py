@@ -134,6 +134,11 @@ class JwtCorpus:
             ),
             "valid token of another app": self.other.token(ALICE),
             "exp as text": self.signed(exp="tomorrow"),
+            # Correctly signed, hostile inside: each was a 500 before shared/auth.py checked it.
+            "sub with a lone surrogate": self.signed(sub="\ud800"),
+            "sub with a NUL": self.signed(sub="alice\x00"),
+            "exp past a float": self.signed(exp=10**400),
+            "iat past a float": self.signed(iat=10**400),
         }
 
 
@@ -157,7 +162,8 @@ def request(base: str, method: str, path: str, headers: dict[str, str]) -> httpx
         "alg none", "HS256 keyed with the RSA public key", "expired", "future nbf",
         "issued in the future", "wrong iss", "wrong aud", "no sub", "unknown kid",
         "foreign key with the real kid", "ES256 claiming the RSA kid",
-        "valid token of another app", "exp as text",
+        "valid token of another app", "exp as text", "sub with a lone surrogate",
+        "sub with a NUL", "exp past a float", "iat past a float",
     ],
 )  # fmt: skip
 def test_forged_or_misused_jwt_is_refused_everywhere(
