@@ -49,6 +49,7 @@ _FORBIDDEN_ALGORITHMS: Final = frozenset({"none", "HS256", "HS384", "HS512"})
 # Text that cannot name a caller: control characters (NUL would blur the issuer/subject boundary
 # of the caller key) and surrogate code points (not encodable as UTF-8, so not hashable).
 _NOT_IDENTITY_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_OBJECT_ID_CLAIMS: Final = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
 _SUBJECT_CLAIMS: Final = (
     "sub",
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
@@ -69,6 +70,7 @@ class Caller:
     issuer: str
     subject: str
     source: AuthSource
+    object_id: str = ""  # Entra ID's ``oid`` when the token or principal carries one
 
     @property
     def key(self) -> str:
@@ -248,7 +250,9 @@ class Authenticator:
             raise AuthError("unknown signing key")
         claims = self._verified_claims(token, key, alg)
         subject = _identity_text(claims["sub"], "token subject")
-        return Caller(claims["iss"], subject, AuthSource.JWT)
+        oid = claims.get("oid")
+        object_id = _identity_text(oid, "token oid") if isinstance(oid, str) else ""
+        return Caller(claims["iss"], subject, AuthSource.JWT, object_id)
 
     def _verified_claims(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
         s = self._settings
@@ -338,10 +342,12 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
         raise AuthError("client principal has no subject")
     provider = data.get("auth_typ") if isinstance(data.get("auth_typ"), str) else idp
     issuer = claims.get("iss") or f"easyauth:{provider or 'unknown'}"
+    object_id = next((claims[c] for c in _OBJECT_ID_CLAIMS if claims.get(c)), "")
     return Caller(
         _identity_text(issuer, "client principal issuer"),
         _identity_text(subject, "client principal subject"),
         AuthSource.EASY_AUTH,
+        _identity_text(object_id, "client principal object id"),
     )
 
 

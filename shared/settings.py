@@ -177,7 +177,8 @@ class Settings:
     delivery_log_admins: tuple[str, ...] = _setting(
         "DELIVERY_LOG_ADMINS",
         (),
-        "Comma-separated caller subjects allowed to read the delivery log over HTTP.",
+        "Who may read the delivery log over HTTP, comma-separated: 'ISSUER SUBJECT' (SUBJECT may "
+        "be the caller's object id, oid) or a bare SUBJECT, meaning one at AUTH_JWT_ISSUER.",
     )
     # --- Calls --------------------------------------------------------------------------------
     call_max_age_seconds: float = _setting(
