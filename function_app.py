@@ -28,6 +28,7 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         settings=c.settings,
         clock=utc_now,
         alarm=c.config_alarm(),
+        source=c.event_source(),
     )
     if summary.retry_needed:
         raise ChatPushIncompleteError(summary)
@@ -49,6 +50,7 @@ async def on_call_event(event: func.EventGridEvent) -> None:
         settings=c.settings,
         clock=utc_now,
         alarm=c.config_alarm(),
+        source=c.event_source(),
     )
     if summary.retry_needed:
         raise CallPushIncompleteError(summary)

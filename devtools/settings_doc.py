@@ -15,8 +15,15 @@ from shared.settings import SETTINGS_TABLE, SettingSpec
 
 # Settings the local run fills in itself; the sample leaves them empty on purpose.
 GENERATED = {"KEY_ENCRYPTION_KEYS", "APNS_APPS"}
+# The ACS resource id the sample events (tests/samples, Microsoft's documented examples) carry
+# as their topic/source, so that the local run acts on them.
+SAMPLES_ACS_RESOURCE_ID = (
+    "/subscriptions/{subscription-id}/resourceGroups/{group-name}/providers/"
+    "Microsoft.Communication/communicationServices/{communication-services-resource-name}"
+)
 LOCAL_VALUES = {
     "FUNCTIONS_WORKER_RUNTIME": "python",
+    "ACS_RESOURCE_ID": SAMPLES_ACS_RESOURCE_ID,
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
 }

@@ -53,7 +53,7 @@ from shared.deliveries import (
 )
 from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
-from shared.events import IncomingCallEvent, MalformedEvent, describe, parse_event
+from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
 from shared.fanout import FanOut, Pushers
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
 from shared.settings import Settings
@@ -148,11 +148,15 @@ async def handle_call_event(
     settings: Settings,
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
+    source: EventSource | None = None,
 ) -> CallPushSummary:
     """Handle one event of the calls subscription (raw from the trigger, or parsed).
 
-    See the module doc. Raises TransientError subclasses when storage does not answer.
+    See the module doc; ``source`` as for chat events (``shared.notify.handle_chat_event``).
+    Raises TransientError subclasses when storage does not answer.
     """
+    if source is not None and not source.admits(event):
+        return CallPushSummary(note="another source")
     try:
         parsed = event if isinstance(event, IncomingCallEvent) else parse_event(event)
     except MalformedEvent as exc:

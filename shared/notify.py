@@ -43,6 +43,7 @@ from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
+    EventSource,
     Ignored,
     IncomingCallEvent,
     MalformedEvent,
@@ -110,11 +111,15 @@ async def handle_chat_event(
     settings: Settings,
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
+    source: EventSource | None = None,
 ) -> ChatPushSummary:
     """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
 
+    ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
+    if source is not None and not source.admits(event):
+        return ChatPushSummary(note="another source")
     try:
         parsed = event if isinstance(event, _PARSED) else parse_event(event)
     except MalformedEvent as exc:

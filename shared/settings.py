@@ -246,6 +246,13 @@ class Settings:
     acs_endpoint: str = _setting(
         "ACS_ENDPOINT", "", "ACS endpoint reached with managed identity when no connection string."
     )
+    acs_resource_id: str = _setting(
+        "ACS_RESOURCE_ID",
+        "",
+        "ARM id of the ACS resource whose events are acted on (/subscriptions/.../providers/"
+        "Microsoft.Communication/communicationServices/NAME); an event whose topic or source "
+        "differs (without case) is acknowledged and logged. Empty: no check (a warning).",
+    )
     acs_ca_file: str = _setting(
         "ACS_CA_FILE", "", "Extra CA bundle to trust for ACS (the local ACS identity service)."
     )

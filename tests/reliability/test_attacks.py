@@ -13,13 +13,16 @@ the ACS identities are unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devtools.acs_identity_service import AcsIdentityService
+from devtools.apns_simulator import ApnsSimulator
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
-from tests.reliability.conftest import APP, Served, app_env, principal, served_app, snapshot
+from tests.reliability.conftest import (
+    APP,
+    EG_HEADERS,
+    WEBHOOK,
+    Served,
+    app_env,
+    device_token,
+    principal,
+    raw_id,
+    sample_event,
+    served_app,
+    snapshot,
+    store_devices,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
@@ -292,3 +309,91 @@ def test_injection_in_the_token_subject_gets_a_new_identity_of_its_own(
         served.base + "/api/token", headers=bearer(idp, "alice' or PartitionKey ne '")
     ).json()
     assert sneaky["acsUserId"] != alice["acsUserId"]
+
+
+# --- events that did not come from our ACS resource -----------------------------------------------
+
+OUR_ACS = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/chat/providers/"
+    "Microsoft.Communication/communicationServices/ours"
+)
+THEIR_ACS = OUR_ACS.removesuffix("ours") + "theirs"
+EVENTS_PREFIX = "v" + uuid.uuid4().hex[:12]
+VICTIM, VICTIM_ALERT, VICTIM_VOIP = raw_id(7), device_token(7, 1), device_token(7, 2)
+
+
+@pytest.fixture(scope="module")
+def events_app(sim: ApnsSimulator, azurite: Azurite) -> Iterator[Served]:
+    """The app with ACS_RESOURCE_ID set, and a user with a phone (alert and VoIP tokens)."""
+    env = app_env(azurite.connection_string, EVENTS_PREFIX, sim=sim, ACS_RESOURCE_ID=OUR_ACS)
+    with served_app(env) as served:
+        asyncio.run(store_devices(env, [(VICTIM, VICTIM_ALERT, True)]))
+        asyncio.run(store_devices(env, [(VICTIM, VICTIM_VOIP, False)], kind="voip"))
+        yield served
+
+
+def addressed(name: str, origin: str | None, event_id: str) -> dict[str, Any]:
+    """A sample event for the victim, stamped now, claiming to come from ``origin``."""
+    event = sample_event(name)
+    ident = {"rawId": VICTIM, "communicationUser": {"id": VICTIM}}
+    now = datetime.now(UTC).isoformat()
+    if "IncomingCall" in str(event.get("eventType") or event.get("type")):
+        event["data"]["to"] = {"kind": "communicationUser", **ident}
+        event["data"]["serverCallId"] = event["data"]["correlationId"] = event_id  # a new call
+    else:
+        event["data"]["recipientCommunicationIdentifier"] = ident
+        event["data"]["messageId"] = event["data"]["version"] = str(time.time_ns())[:13]
+    key = "source" if "specversion" in event else "topic"
+    event["eventTime" if key == "topic" else "time"] = now
+    event["id"] = event_id
+    if origin is None:
+        event.pop(key, None)
+    else:
+        event[key] = origin
+    return event
+
+
+FORGED = [
+    ("on_chat_event", "chat_message_received.eventgrid.json", THEIR_ACS),
+    ("on_chat_event", "chat_message_received.cloudevents.json", THEIR_ACS),
+    ("on_chat_event", "chat_message_received.eventgrid.json", None),
+    ("on_chat_event", "chat_message_received.eventgrid.json", OUR_ACS + "/../theirs"),
+    ("on_call_event", "incoming_call.eventgrid.json", THEIR_ACS),
+    ("on_call_event", "incoming_call.cloudevents.json", THEIR_ACS),
+]
+
+
+@pytest.mark.parametrize(("function", "sample", "origin"), FORGED)
+def test_an_event_from_another_resource_pushes_nobody_and_writes_nothing(
+    function: str,
+    sample: str,
+    origin: str | None,
+    events_app: Served,
+    sim: ApnsSimulator,
+    azurite: Azurite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event_id = "forged-" + uuid.uuid4().hex
+    event = addressed(sample, origin, event_id)
+    body = json.dumps(event if "specversion" in event else [event])
+    before, pushes = snapshot(azurite.connection_string, EVENTS_PREFIX), len(sim.requests())
+    with caplog.at_level(logging.WARNING):
+        r = httpx.post(events_app.base + WEBHOOK + function, content=body, headers=EG_HEADERS)
+    after = snapshot(azurite.connection_string, EVENTS_PREFIX)
+    assert (r.status_code // 100, len(sim.requests()) - pushes, after) == (2, 0, before)
+    assert any(event_id in m and "another source" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("function", "sample"),
+    [(f, s) for f, s, _ in FORGED[::4]] + [("on_chat_event", FORGED[1][1])],
+)
+def test_the_same_event_from_our_resource_pushes(
+    function: str, sample: str, events_app: Served, sim: ApnsSimulator
+) -> None:
+    """The control case: with our resource id (in other letter case) the phone is pushed."""
+    event = addressed(sample, OUR_ACS.upper(), "ours-" + uuid.uuid4().hex)
+    body = json.dumps(event if "specversion" in event else [event])
+    pushes = len(sim.requests())
+    r = httpx.post(events_app.base + WEBHOOK + function, content=body, headers=EG_HEADERS)
+    assert (r.status_code // 100, len(sim.wait_for_requests(pushes + 1)) - pushes) == (2, 1)
