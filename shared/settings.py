@@ -165,8 +165,8 @@ class Settings:
     config_error_threshold: int = _setting(
         "CONFIG_ERROR_THRESHOLD",
         5,
-        "This many devices of one app failing with the same token/topic reason at once is a "
-        "configuration error: alert and delete nothing.",
+        "Devices of this many users of one app failing with the same token/topic reason at once "
+        "are a configuration error: alert and delete nothing (one user's many devices count once).",
     )
     delivery_retention_days: int = _setting(
         "DELIVERY_RETENTION_DAYS", 7, "Days the delivery log keeps records."

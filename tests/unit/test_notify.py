@@ -371,13 +371,28 @@ async def test_success_after_a_bad_token_resets_the_count(world: World) -> None:
     assert world.devices()[0].bad_token_count == 0
 
 
-async def test_many_devices_of_one_app_failing_together_deletes_nothing(world: World) -> None:
+async def test_many_devices_of_one_user_failing_together_are_dead_devices(world: World) -> None:
+    """One user's many bad tokens are that user's (perhaps fake) devices, not a configuration
+    error: the attack run's twenty fake tokens of one user tripped the app-wide alarm."""
     world.settings = settings(config_error_threshold=3, bad_token_remove_after=1)
-    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 4)))
-    for n in range(1, 4):
+    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)))
+    for n in range(1, 21):
         world.apns.answer(world.token(n), 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
-    assert [d.bad_token_count for d in world.devices()] == [0, 0, 0]
+    assert world.devices() == []
+
+
+async def test_one_users_fake_tokens_do_not_shield_another_users_dead_token(world: World) -> None:
+    world.settings = settings(config_error_threshold=3, bad_token_remove_after=1)
+    world.alarm = ConfigAlarm(threshold=3, clock=world.clock)
+    other = "8:acs:res_other"
+    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)), device(other, 21))
+    for n in range(1, 22):
+        world.apns.answer(device(USER, n).token, 400, Reason.BAD_DEVICE_TOKEN)
+    await world.handle(RECEIVED)
+    recipient = {"rawId": other, "communicationUser": {"id": other}}
+    await world.handle(event(RECEIVED_NAME, recipientCommunicationIdentifier=recipient))
+    assert world.registry.rows == {}
 
 
 async def test_app_wide_failure_across_recipients_deletes_nothing(world: World) -> None:
