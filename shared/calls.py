@@ -54,7 +54,7 @@ from shared.deliveries import (
 from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
-from shared.fanout import FanOut, Pushers
+from shared.fanout import FanOut, Pushers, freshest
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
 from shared.settings import Settings
 
@@ -195,7 +195,9 @@ class _Ring:
         except PayloadError as exc:
             log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, fan.tag)
             return CallPushSummary(note="unreadable call")
-        listed = await fan.devices.list_for_user(event.to_id)
+        listed = freshest(
+            await fan.devices.list_for_user(event.to_id), fan.settings.max_devices_per_user
+        )
         voip = [d for d in listed if d.kind is DeviceKind.VOIP]
         if not voip:
             log.info("callee has no VoIP devices: %s", fan.tag)

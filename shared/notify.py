@@ -53,7 +53,7 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.fanout import FanOut
+from shared.fanout import FanOut, freshest
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
@@ -198,6 +198,7 @@ class _ChatPush:
             fan.devices.list_for_user(event.recipient_id),
             fan.deliveries.is_muted(event.recipient_id, event.thread_id),
         )
+        listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if muted:
             log.info("thread muted for this recipient, %d devices skipped: %s", len(alert), fan.tag)

@@ -14,7 +14,9 @@ signed in as the caller).
 
 The key (alert devices only) is live for ``PREVIEW_KEY_LIFETIME_MINUTES``; an alert device with
 a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. VoIP devices are
-never scheduled. Unknown body fields are ignored.
+never scheduled. Unknown body fields are ignored. A user holds at most
+``MAX_DEVICES_PER_USER`` registrations: a new one (not a renewal) removes the least recently
+renewed others past the limit (:func:`make_room`).
 
 Raises :class:`InvalidFieldError` (400 naming the field) and :class:`DeviceNotFoundError` (404,
 identical for a missing device and another user's); storage errors pass through.
@@ -76,6 +78,7 @@ class RegistrationRules:
     allowed_topics: frozenset[str]
     key_lifetime: timedelta
     renewal_lead: timedelta
+    max_devices: int = 0  # registrations per user (MAX_DEVICES_PER_USER); 0: no limit
 
 
 def allowed_topics(apns_apps: str) -> frozenset[str]:
@@ -246,6 +249,8 @@ async def register_device(
     if days is not None:
         writes.append(days.note(caller_user_id, device.device_id, now))
     await _all(writes)
+    if result.outcome is not RegistrationOutcome.RENEWED:
+        await make_room(caller_user_id, registry=registry, schedule=schedule, rules=rules)
     log.info(
         "device %s %s (%s, %s)", device.device_id, result.outcome, device.kind, device.environment
     )
@@ -258,6 +263,47 @@ async def _all(writes: Sequence[Awaitable[None]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def make_room(
+    user_id: str,
+    *,
+    registry: DeviceRegistry,
+    schedule: RenewalSchedule,
+    rules: RegistrationRules,
+) -> int:
+    """Remove ``user_id``'s least recently renewed registrations past ``rules.max_devices``;
+    how many were removed.
+
+    One partition read per new registration. Every caller ranks by the same order (renewal
+    time, then id) and exempts nobody, so concurrent registrations agree on which to remove
+    (exempting each caller's own device would let a flood remove fresh ones). A device renewed
+    meanwhile is kept (the 410 guard), leaving the user one over until the next registration.
+    """
+    if rules.max_devices <= 0:
+        return 0
+    devices = await registry.list_for_user(user_id)
+    excess = len(devices) - rules.max_devices
+    if excess <= 0:
+        return 0
+    removed = 0
+    for stale in sorted(devices, key=_staleness)[:excess]:
+        gone = await registry.remove_if_registered_before(
+            user_id, stale.device_id, stale.renewed_at
+        )
+        if gone is None:
+            continue
+        removed += 1
+        if gone.kind is DeviceKind.ALERT and gone.key_expires_at is not None:
+            await schedule.unschedule(
+                user_id, gone.device_id, due_at(gone.key_expires_at, rules.renewal_lead)
+            )
+        log.info("device %s removed to make room (limit %d)", gone.device_id, rules.max_devices)
+    return removed
+
+
+def _staleness(device: Device) -> tuple[datetime, str]:
+    return device.renewed_at, device.device_id
 
 
 def device_summary(device: Device, now: datetime) -> dict[str, Any]:

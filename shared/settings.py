@@ -213,6 +213,12 @@ class Settings:
     device_stale_days: int = _setting(
         "DEVICE_STALE_DAYS", 30, "Registrations not renewed for this many days are purged."
     )
+    max_devices_per_user: int = _setting(
+        "MAX_DEVICES_PER_USER",
+        10,
+        "Registrations one user may hold (alert and VoIP tokens alike); a new one past it removes "
+        "the user's least recently renewed registration.",
+    )
     # --- Caller authentication ----------------------------------------------------------------
     auth_jwt_issuer: str = _setting(
         "AUTH_JWT_ISSUER", "", "Expected 'iss' of the app's identity-provider JWTs."
@@ -357,6 +363,7 @@ def _check(s: Settings) -> None:
         ("RENEWAL_SHARD_SIZE", s.renewal_shard_size),
         ("PREVIEW_KEY_LIFETIME_MINUTES", s.preview_key_lifetime_minutes),
         ("MAX_REQUEST_BODY_BYTES", s.max_request_body_bytes),
+        ("MAX_DEVICES_PER_USER", s.max_devices_per_user),
     ):
         if value < 1:
             raise SettingsError(f"setting {name} must be at least 1")

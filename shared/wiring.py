@@ -227,6 +227,7 @@ class Container:
             allowed_topics=allowed_topics(s.apns_apps),
             key_lifetime=timedelta(minutes=s.preview_key_lifetime_minutes),
             renewal_lead=timedelta(minutes=s.renewal_lead_minutes),
+            max_devices=s.max_devices_per_user,
         )
 
     async def deliveries(self) -> TableDeliveryStore:

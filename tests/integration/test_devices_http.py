@@ -272,10 +272,11 @@ async def test_storage_round_trips_per_put(app: dict[str, Fn], idp: DevIdentityP
         assert (await put(app, alice, body)).status_code == 200
         return round_trips() - before
 
-    # new token: merge 404, owner create, write, schedule, the day's purge-index entry
-    assert await trips(registration()) == 5
+    # new token: merge 404, owner create, write, schedule, the day's purge-index entry, and the
+    # user's devices read against MAX_DEVICES_PER_USER
+    assert await trips(registration()) == 6
     assert await trips(registration()) == 2  # renewal: merge, schedule (indexed today already)
-    assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 4
+    assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 5
 
 
 @pytest.mark.parametrize(

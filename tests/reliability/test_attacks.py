@@ -33,9 +33,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devtools.acs_identity_service import AcsIdentityService
-from devtools.apns_simulator import ApnsSimulator
+from devtools.apns_simulator import ApnsSimulator, Fault
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
+from shared.tables import encode_key
 from tests.reliability.conftest import (
     APP,
     EG_HEADERS,
@@ -397,3 +398,92 @@ def test_the_same_event_from_our_resource_pushes(
     pushes = len(sim.requests())
     r = httpx.post(events_app.base + WEBHOOK + function, content=body, headers=EG_HEADERS)
     assert (r.status_code // 100, len(sim.wait_for_requests(pushes + 1)) - pushes) == (2, 1)
+
+
+# --- one user's many devices ----------------------------------------------------------------------
+
+LIMIT = 5
+FLOOD_PREFIX = "l" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def limited_app(
+    sim: ApnsSimulator, idp: DevIdentityProvider, acs: AcsIdentityService, azurite: Azurite
+) -> Iterator[Served]:
+    env = app_env(azurite.connection_string, FLOOD_PREFIX, sim=sim, idp=idp, acs=acs,
+                  MAX_DEVICES_PER_USER=str(LIMIT), BAD_TOKEN_REMOVE_AFTER="1")  # fmt: skip
+    with served_app(env) as served:
+        yield served
+
+
+def acs_user(served: Served, idp: DevIdentityProvider, subject: str) -> str:
+    r = httpx.post(served.base + "/api/token", headers=bearer(idp, subject), timeout=30)
+    return str(r.json()["acsUserId"])
+
+
+async def register_many(served: Served, idp: DevIdentityProvider, subject: str, n: int) -> list[str]:
+    """``n`` registrations of made-up tokens, at once; the tokens."""
+    tokens = [f"{subject.encode().hex()[:8]}{i:04x}".ljust(64, "e") for i in range(n)]
+    async with httpx.AsyncClient(base_url=served.base, timeout=60) as client:
+        answers = await asyncio.gather(*(
+            client.put("/api/devices", headers=bearer(idp, subject), json={
+                "token": t, "kind": "alert", "topic": APP, "environment": "sandbox"})
+            for t in tokens
+        ))  # fmt: skip
+    assert {r.status_code for r in answers} == {200}
+    return tokens
+
+
+def chat_to(user: str) -> bytes:
+    event = sample_event("chat_message_received.eventgrid.json")
+    event["data"]["recipientCommunicationIdentifier"] = {"rawId": user}
+    event["data"]["messageId"] = event["data"]["version"] = str(time.time_ns())[:13]
+    event["id"] = uuid.uuid4().hex
+    return json.dumps([event]).encode()
+
+
+def test_a_registration_flood_leaves_one_user_within_the_limit_and_others_untouched(
+    limited_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator, azurite: Azurite,
+    figures: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    bystander = acs_user(limited_app, idp, "bystander")
+    asyncio.run(register_many(limited_app, idp, "bystander", 2))
+    flooder = acs_user(limited_app, idp, "flooder")
+
+    def bystanders_rows() -> list[dict[str, Any]]:
+        devices = snapshot(azurite.connection_string, FLOOD_PREFIX)[FLOOD_PREFIX + "devices"]
+        return [r for r in devices if r["PartitionKey"] == encode_key(bystander)]
+
+    before = bystanders_rows()
+    asyncio.run(register_many(limited_app, idp, "flooder", 60))
+    listed = httpx.get(limited_app.base + "/api/devices", headers=bearer(idp, "flooder")).json()
+    pushes = len(sim.requests())
+    r = httpx.post(limited_app.base + WEBHOOK + "on_chat_event", content=chat_to(flooder),
+                   headers=EG_HEADERS, timeout=60)  # fmt: skip
+    sent = len(sim.requests()) - pushes
+    figures["device flood"] = {"registered": 60, "kept": len(listed["devices"]), "pushes": sent}
+    assert (len(listed["devices"]), r.status_code // 100, sent) == (LIMIT, 2, LIMIT)
+    assert bystanders_rows() == before
+
+
+def test_one_users_bad_tokens_do_not_shield_another_users_dead_token(
+    limited_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator
+) -> None:
+    """The attack run's case: twenty fake tokens of one user tripped the app-wide configuration
+    alarm, after which another user's dead token was kept. The alarm now counts users."""
+    victim = acs_user(limited_app, idp, "victim-with-a-dead-phone")
+    (dead,) = asyncio.run(register_many(limited_app, idp, "victim-with-a-dead-phone", 1))
+    attacker = acs_user(limited_app, idp, "fake-token-owner")
+    fakes = asyncio.run(register_many(limited_app, idp, "fake-token-owner", LIMIT))
+    for token in [*fakes, dead]:
+        sim.add_fault(Fault(token=token, reason="BadDeviceToken"))
+    try:
+        for user in (attacker, victim):
+            r = httpx.post(limited_app.base + WEBHOOK + "on_chat_event", content=chat_to(user),
+                           headers=EG_HEADERS, timeout=60)  # fmt: skip
+            assert r.status_code // 100 == 2
+    finally:
+        sim.clear_faults()
+    left = httpx.get(limited_app.base + "/api/devices",
+                     headers=bearer(idp, "victim-with-a-dead-phone")).json()  # fmt: skip
+    assert left == {"devices": []}  # BAD_TOKEN_REMOVE_AFTER=1: the dead token is gone
