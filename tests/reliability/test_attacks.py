@@ -421,7 +421,9 @@ def acs_user(served: Served, idp: DevIdentityProvider, subject: str) -> str:
     return str(r.json()["acsUserId"])
 
 
-async def register_many(served: Served, idp: DevIdentityProvider, subject: str, n: int) -> list[str]:
+async def register_many(
+    served: Served, idp: DevIdentityProvider, subject: str, n: int
+) -> list[str]:
     """``n`` registrations of made-up tokens, at once; the tokens."""
     tokens = [f"{subject.encode().hex()[:8]}{i:04x}".ljust(64, "e") for i in range(n)]
     async with httpx.AsyncClient(base_url=served.base, timeout=60) as client:
