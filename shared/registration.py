@@ -4,13 +4,16 @@ The caller is always the ACS user the authenticated app user maps to; every oper
 that user's partition only, so nobody can read, remove or renew another user's device. The one
 cross-user effect is the documented ownership rule: registering a device token that another
 user holds moves it to the caller (the token belongs to the phone, and the phone's app is now
-signed in as the caller).
+signed in as the caller), once the caller proved the phone is theirs when that user still
+renews it (202 and a code by push, then the PUT again with ``tokenProof``:
+``shared.token_proof``).
 
 ``PUT /api/devices`` body::
 
     {"token": "<64-200 hex digits>", "kind": "alert" | "voip", "topic": "<bundle id>",
      "environment": "sandbox" | "production" ("development" = sandbox),
-     "key": "<standard base64 of 64 bytes>"?, "appVersion": "..."?, "locale": "en_US"?}
+     "key": "<standard base64 of 64 bytes>"?, "appVersion": "..."?, "locale": "en_US"?,
+     "tokenProof": "<the code from the proof push>"?}
 
 The key (alert devices only) is live for ``PREVIEW_KEY_LIFETIME_MINUTES``; an alert device with
 a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. VoIP devices are
@@ -39,6 +42,7 @@ from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
 from shared.http_api import RequestError
 from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
+from shared.token_proof import ProofRequired, TokenMoves
 
 if TYPE_CHECKING:
     from shared.registry_purge import DeviceDays
@@ -50,6 +54,7 @@ _TOKEN: Final = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
 _DEVICE_ID: Final = re.compile(r"[0-9a-f]{64}")
 _LOCALE: Final = re.compile(r"[A-Za-z0-9_-]{1,35}")
 _PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,64}")
+_PROOF: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENTS: Final = {
     "sandbox": Environment.SANDBOX,
     "development": Environment.SANDBOX,
@@ -102,6 +107,7 @@ class DeviceRequest:
     key: bytes | None
     app_version: str | None
     locale: str | None
+    token_proof: str | None = None
 
     def __repr__(self) -> str:
         return f"DeviceRequest(kind={self.kind}, topic={self.topic!r}, env={self.environment})"
@@ -114,6 +120,11 @@ class RegisteredDevice:
     device_id: str
     outcome: RegistrationOutcome
     key_expires_at: datetime | None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of this answer."""
+        return 200
 
     def as_json(self) -> dict[str, str]:
         """The JSON answer: deviceId, and keyExpiresAt when a key was stored."""
@@ -195,6 +206,7 @@ def parse_device_request(body: Mapping[str, Any], topics: frozenset[str]) -> Dev
         key=_key(body, kind),
         app_version=_optional(body, "appVersion", _PRINTABLE, "must be 1-64 printable characters"),
         locale=_optional(body, "locale", _LOCALE, "must be a locale identifier such as en_US"),
+        token_proof=_optional(body, "tokenProof", _PROOF, "must be the code from the proof push"),
     )
 
 
@@ -210,15 +222,19 @@ async def register_device(
     schedule: RenewalSchedule,
     rules: RegistrationRules,
     days: DeviceDays | None = None,
-) -> RegisteredDevice:
+    moves: TokenMoves | None = None,
+) -> RegisteredDevice | ProofRequired:
     """Register or renew the caller's device; a token held by another user moves to the caller.
 
     ``body`` is the raw JSON body or one already checked by :func:`parse_device_request` (the
     HTTP trigger validates before mapping the caller to an ACS identity, so a bad body creates
     nothing). ``days``: the day index the stale-registration purge reads
-    (``shared.registry_purge``), written alongside the renewal schedule.
+    (``shared.registry_purge``), written alongside the renewal schedule. ``moves``: a token
+    another user still holds moves only with proof of possession (:class:`ProofRequired` is
+    answered until then); without it, such a token moves at once.
 
-    Raises InvalidFieldError (400) and the registry's, schedule's or index's storage errors.
+    Raises InvalidFieldError (400), the proof's errors (``shared.token_proof``: 403, 409, 429,
+    503) and the registry's, schedule's or index's storage errors.
     """
     if isinstance(body, DeviceRequest):
         req = body
@@ -239,7 +255,13 @@ async def register_device(
         app_version=req.app_version,
         locale=req.locale,
     )
-    result = await registry.register(device)
+    if moves is None:
+        result = await registry.register(device)
+    else:
+        claimed = await moves.register(registry, device, req.token_proof, now)
+        if isinstance(claimed, ProofRequired):
+            return claimed
+        result = claimed
     writes: list[Awaitable[None]] = []
     if device.kind is DeviceKind.ALERT and expires is not None:
         due = due_at(expires, rules.renewal_lead)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.renewal_sweeps import TableSweepLog
     from shared.tables import Tables
+    from shared.token_proof import TokenMoves
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,21 @@ class Container:
             )
 
         return await self._once("device_registry", build)
+
+    async def token_moves(self) -> TokenMoves:
+        """Proof of possession for moving a token another user holds (tokenproofs table)."""
+
+        async def build() -> TokenMoves:
+            from shared.token_proof import TokenMoves
+            from shared.token_proofs import PROOFS_TABLE, TableProofStore
+
+            return TokenMoves(
+                TableProofStore(await (await self.tables()).table(PROOFS_TABLE)),
+                self.pushers,
+                timedelta(days=self.settings.device_stale_days),
+            )
+
+        return await self._once("token_moves", build)
 
     async def renewal_schedule(self) -> TableRenewalSchedule:
         """The renewal schedule (renewals table)."""

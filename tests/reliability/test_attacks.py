@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,146 @@ def test_one_users_bad_tokens_do_not_shield_another_users_dead_token(
     left = httpx.get(limited_app.base + "/api/devices",
                      headers=bearer(idp, "victim-with-a-dead-phone")).json()  # fmt: skip
     assert left == {"devices": []}  # BAD_TOKEN_REMOVE_AFTER=1: the dead token is gone
+
+
+# --- taking over a phone by its token -------------------------------------------------------------
+
+MOVE_PREFIX = "m" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def phone_app(
+    sim: ApnsSimulator, idp: DevIdentityProvider, acs: AcsIdentityService, azurite: Azurite
+) -> Iterator[Served]:
+    env = app_env(azurite.connection_string, MOVE_PREFIX, sim=sim, idp=idp, acs=acs)
+    with served_app(env) as served:
+        yield served
+
+
+@dataclass(frozen=True)
+class PhoneOf:
+    """A phone registered by its owner: its alert token (with a preview key) and PushKit token."""
+
+    alert: str
+    voip: str
+
+
+@pytest.fixture
+def phone(phone_app: Served, idp: DevIdentityProvider) -> PhoneOf:
+    n = uuid.uuid4().hex[:8]
+    owned = PhoneOf(alert=n + "a" * 56, voip=n + "b" * 56)
+    for token, kind in ((owned.alert, "alert"), (owned.voip, "voip")):
+        body = {"token": token, "kind": kind, "topic": APP, "environment": "sandbox"}
+        body |= {"key": KEY} if kind == "alert" else {}
+        r = httpx.put(phone_app.base + "/api/devices", headers=bearer(idp, "owner-" + n), json=body)
+        assert r.status_code == 200
+    return owned
+
+
+def put_token(
+    served: Served, idp: DevIdentityProvider, subject: str, token: str, **fields: Any
+) -> int:
+    body = {"token": token, "kind": "alert", "topic": APP, "environment": "sandbox"}
+    r = httpx.put(served.base + "/api/devices", headers=bearer(idp, subject), json=body | fields)
+    return r.status_code
+
+
+def registrations(az: Azurite) -> dict[str, Any]:
+    """The devices and tokenowners tables: what a takeover would have to change."""
+    tables = snapshot(az.connection_string, MOVE_PREFIX)
+    return {name: rows for name, rows in tables.items() if name.endswith(("devices", "owners"))}
+
+
+def proof_codes(sim: ApnsSimulator, token: str) -> list[str]:
+    """The codes the phone's app received (only whoever holds the phone ever sees them)."""
+    return [
+        r.payload["pushrelay"]["tokenProof"]
+        for r in sim.requests()
+        if r.token == token and isinstance(r.payload, dict) and "pushrelay" in r.payload
+    ]
+
+
+def thief() -> str:
+    return "token-thief-" + uuid.uuid4().hex[:8]
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        {},
+        {"tokenProof": "A" * 22},
+        {"tokenProof": "AQEBAQEBAQEBAQEBAQEBAQ"},
+        {"kind": "voip"},
+        {"voip": True, "kind": "voip"},
+        {"voip": True, "kind": "alert"},
+        {"environment": "production"},
+        {"upper": True},
+    ],
+    ids=["plain", "guessed-code", "guessed-code-2", "alert-token-as-voip", "voip-token",
+         "voip-token-as-alert", "other-environment", "upper-case-token"],
+)  # fmt: skip
+def test_knowing_a_phones_token_does_not_move_it(
+    attempt: dict[str, Any],
+    phone: PhoneOf,
+    phone_app: Served,
+    idp: DevIdentityProvider,
+    azurite: Azurite,
+    figures: dict[str, dict[str, Any]],
+) -> None:
+    fields = dict(attempt)
+    token = phone.voip if fields.pop("voip", False) else phone.alert
+    token = token.upper() if fields.pop("upper", False) else token
+    before = registrations(azurite)
+    status = put_token(phone_app, idp, thief(), token, **fields)
+    tally = figures.setdefault("token takeover", {"attempts": 0, "moved": 0})
+    tally["attempts"] += 1
+    tally["moved"] += int(status == 200)
+    assert status in (202, 403, 409) and registrations(azurite) == before
+
+
+def test_guessing_codes_voids_the_challenge(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, azurite: Azurite,
+    sim: ApnsSimulator,
+) -> None:  # fmt: skip
+    before, mallory = registrations(azurite), thief()
+    first = put_token(phone_app, idp, mallory, phone.alert)
+    guesses = [
+        put_token(phone_app, idp, mallory, phone.alert, tokenProof=f"g{n}") for n in range(5)
+    ]
+    (code,) = proof_codes(sim, phone.alert)  # suppose it leaked to her after all
+    late = put_token(phone_app, idp, mallory, phone.alert, tokenProof=code)
+    assert (first, set(guesses), late, registrations(azurite)) == (202, {403}, 403, before)
+
+
+def test_a_code_sent_for_one_user_moves_nothing_for_another(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, azurite: Azurite,
+    sim: ApnsSimulator,
+) -> None:  # fmt: skip
+    """Even a leaked code is bound to the user it was sent for."""
+    assert put_token(phone_app, idp, "new-owner-" + uuid.uuid4().hex[:6], phone.alert) == 202
+    (code,) = proof_codes(sim, phone.alert)
+    before = registrations(azurite)
+    assert put_token(phone_app, idp, thief(), phone.alert, tokenProof=code) in (403, 429)
+    assert registrations(azurite) == before
+
+
+def test_a_storm_of_claims_pushes_the_phone_at_most_three_times_an_hour(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator,
+    figures: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    statuses = [put_token(phone_app, idp, f"stormer-{n}", phone.alert) for n in range(20)]
+    pushed = len(proof_codes(sim, phone.alert))
+    figures["proof push storm"] = {"claims": 20, "proof pushes": pushed}
+    assert pushed <= 3 and set(statuses) <= {202, 429}
+
+
+def test_the_phones_owner_is_still_pushed_after_the_attempts(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator
+) -> None:
+    put_token(phone_app, idp, thief(), phone.alert)
+    owner = acs_user(phone_app, idp, "owner-" + phone.alert[:8])
+    pushes = len(sim.requests())
+    r = httpx.post(phone_app.base + WEBHOOK + "on_chat_event", content=chat_to(owner),
+                   headers=EG_HEADERS, timeout=60)  # fmt: skip
+    (push,) = sim.wait_for_requests(pushes + 1)[pushes:]
+    assert (r.status_code // 100, push.token) == (2, phone.alert)
