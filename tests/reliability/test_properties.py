@@ -127,7 +127,9 @@ REGISTRATION_VALUES = st.none() | st.booleans() | st.integers() | ANY_TEXT | st.
 @settings(max_examples=300)
 @given(
     st.dictionaries(
-        st.sampled_from(["token", "kind", "topic", "environment", "key", "appVersion", "locale"]),
+        st.sampled_from(
+            ["token", "kind", "topic", "environment", "key", "appVersion", "locale", "tokenProof"]
+        ),
         REGISTRATION_VALUES,
     )
 )
