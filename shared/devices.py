@@ -23,7 +23,8 @@ only happens when someone registers a token that is not theirs, which already mo
 
 Storage round trips: a renewal 1 (the merge); a token new to the service 3 (failed merge, owner
 create, device write); taking a token over from another user 6 (failed merge, failed owner
-create, owner read, delete there, owner update, device write).
+create, owner read, delete there, owner update, device write), 7 with ``held_since`` (the
+holder's row is read first).
 """
 
 from __future__ import annotations
