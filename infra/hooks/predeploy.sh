@@ -35,7 +35,14 @@ if [ -z "$created" ]; then
   exit 0
 fi
 
-age=$(($(date -u +%s) - $(epoch_of "$created")))
+created_at=$(epoch_of "$created" 2>/dev/null) || created_at=
+case $created_at in
+  '' | *[!0-9]*)
+    warn "could not read the assignment time $created; publishing without waiting."
+    exit 0
+    ;;
+esac
+age=$(($(date -u +%s) - created_at))
 if [ "$age" -lt "$settle_seconds" ]; then
   remaining=$((settle_seconds - age))
   say "the app's storage role was assigned ${age}s ago; waiting ${remaining}s for it to apply" \

@@ -95,12 +95,11 @@ AZD_OWNED_VALUES = {
     "AZURE_TENANT_ID",
 }
 # Newest non-preview API version in Azure/bicep-types-az (generated/*/<provider>/<version>)
-# of the resource types that were behind. Microsoft.Insights/components has no newer stable
-# version than 2020-02-02 (only 2025-01-23-preview), so it stays.
+# of the resource types that were behind. Microsoft.Insights/components stays at 2020-02-02:
+# the generated types have no newer stable version of it (only 2025-01-23-preview).
 NEWEST_STABLE_API = {
     "Microsoft.EventGrid/systemTopics": "2025-02-15",
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": "2025-02-15",
-    "Microsoft.Insights/components": "2020-02-02",
 }
 # Hook names azd runs (schemas/v1.0/azure.yaml.json, "hooks").
 AZD_HOOKS = {
@@ -117,13 +116,10 @@ def site_properties() -> dict[str, Any]:
 # --- 1. Flex Consumption site ------------------------------------------------------------------
 
 
-def test_flex_site_sets_no_site_property_flex_consumption_rejects() -> None:
+def test_flex_site_sets_no_site_property_or_app_setting_flex_consumption_rejects() -> None:
     props = site_properties()
     given = {key.lower() for key in props} | {key.lower() for key in props["siteConfig"]}
     assert not given & FLEX_REJECTED_SITE_PROPERTIES, given & FLEX_REJECTED_SITE_PROPERTIES
-
-
-def test_flex_site_sets_no_app_setting_flex_consumption_rejects() -> None:
     assert not set(app_settings()) & FLEX_REJECTED_APP_SETTINGS
 
 
@@ -238,31 +234,31 @@ def test_shared_system_topic_carries_no_environment_tag() -> None:
 # --- conventions -------------------------------------------------------------------------------
 
 
+# Parameters that hold an app setting's value: the operator sets them by the setting's own name.
+SETTING_PARAMETERS = {
+    "tablePrefix": "TABLE_PREFIX",
+    "previewMode": "PREVIEW_MODE",
+    "renewalSchedule": "RENEWAL_SCHEDULE",
+    "purgeSchedule": "PURGE_SCHEDULE",
+    "authJwtIssuer": "AUTH_JWT_ISSUER",
+    "authJwtAudience": "AUTH_JWT_AUDIENCE",
+    "authJwksUrl": "AUTH_JWKS_URL",
+    "deliveryLogAdmins": "DELIVERY_LOG_ADMINS",
+    "easyAuthEnabled": "EASY_AUTH_ENABLED",
+}
+
+
 def test_every_parameter_can_be_set_with_azd_env_set() -> None:
-    """azd passes a parameter only when main.parameters.json maps it to an environment value."""
+    """azd passes a parameter only when main.parameters.json maps it to an environment value
+    (cli/azd/pkg/infra/provisioning/bicep/bicep_provider.go, loadParameters); an unset value is
+    left out, so the template's default applies."""
     unmapped = set(main()["parameters"]) - set(parameters_file())
     assert not unmapped, unmapped
     for param, value in parameters_file().items():
         assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", value), f"{param}: {value}"
-
-
-@pytest.mark.parametrize(
-    ("parameter", "setting"),
-    [
-        ("tablePrefix", "TABLE_PREFIX"),
-        ("previewMode", "PREVIEW_MODE"),
-        ("renewalSchedule", "RENEWAL_SCHEDULE"),
-        ("purgeSchedule", "PURGE_SCHEDULE"),
-        ("authJwtIssuer", "AUTH_JWT_ISSUER"),
-        ("authJwtAudience", "AUTH_JWT_AUDIENCE"),
-        ("authJwksUrl", "AUTH_JWKS_URL"),
-        ("deliveryLogAdmins", "DELIVERY_LOG_ADMINS"),
-        ("easyAuthEnabled", "EASY_AUTH_ENABLED"),
-    ],
-)
-def test_setting_parameter_is_set_by_the_settings_own_name(parameter: str, setting: str) -> None:
-    assert mapped_env(parameters_file()[parameter]) == setting
-    assert setting in app_settings()
+    for param, setting in SETTING_PARAMETERS.items():
+        assert mapped_env(parameters_file()[param]) == setting, param
+        assert setting in app_settings(), setting
 
 
 def test_maximum_instance_count_allows_flex_minimum_of_one() -> None:
@@ -304,21 +300,20 @@ def test_azure_yaml_requires_the_azd_version_it_was_checked_against() -> None:
 
 
 def test_every_hook_is_an_azd_hook_running_a_posix_script() -> None:
+    """azd runs a hook as `/bin/sh -c <path>` (cli/azd/pkg/exec/command_runner.go): the file
+    must be executable, and its interpreter line decides what runs it. The scripts a hook runs
+    are held to the same: POSIX sh, as /bin/sh is on Debian and Ubuntu (dash)."""
     hooks = azure_yaml()["hooks"]
     assert set(hooks) <= AZD_HOOKS, set(hooks) - AZD_HOOKS
+    wanted = {"preprovision", "postprovision", "predeploy", "postdeploy", "predown", "postdown"}
+    assert wanted <= set(hooks), wanted - set(hooks)
+    scripts = [ROOT / hook["run"] for hook in hooks.values()] + [INFRA / "deploy-subscriptions.sh"]
     for name, hook in hooks.items():
-        script = ROOT / hook["run"]
         assert hook["shell"] == "sh", name
-        assert script.is_file() and script.stat().st_mode & 0o111, f"{name}: {script}"
-        # azd runs `/bin/sh -c <path>`: the file's own interpreter line decides.
-        assert script.read_text().startswith("#!/bin/sh\n"), name
         assert hook.get("continueOnError", False) is False, name
-
-
-def test_hooks_cover_provision_deploy_and_down() -> None:
-    assert {"preprovision", "postprovision", "predeploy", "postdeploy", "predown", "postdown"} <= (
-        set(azure_yaml()["hooks"])
-    )
+    for script in scripts:
+        assert script.is_file() and script.stat().st_mode & 0o111, script
+        assert script.read_text().startswith("#!/bin/sh\n"), script
 
 
 def test_templates_are_each_deployed_once() -> None:
@@ -386,11 +381,12 @@ def packaged(path: str) -> bool:
     return not any(fnmatch.fnmatchcase(part, p) for part in path.split("/") for p in patterns)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        # azd's own virtual environment: "<project directory>_env" (cli/azd/pkg/tools/python/
-        # helpers.go, VenvNameForDir), in the project directory, which is the repository root.
+def test_azd_package_holds_the_app_and_leaves_out_azds_venv_and_build_output() -> None:
+    """With an ignore file present azd applies only its rules, not its default Python
+    exclusions (cli/azd/pkg/project/project_utils.go, createDeployableZip); its own virtual
+    environment is "<project directory>_env" in the project directory, which here is the
+    repository root (cli/azd/pkg/tools/python/helpers.go, VenvNameForDir)."""
+    left_out = [
         "pushrelay_env/pyvenv.cfg",
         "14_env/lib/python3.11/site-packages/x.py",
         # What `pip install .` leaves in the source tree.
@@ -399,16 +395,7 @@ def packaged(path: str) -> bool:
         "pyproject.toml",
         "tests/infra/test_bicep.py",
         "infra/main.bicep",
-    ],
-)
-def test_azd_package_leaves_out(path: str) -> None:
-    """With an ignore file present azd applies only its rules, not its default Python exclusions
-    (cli/azd/pkg/project/project_utils.go, createDeployableZip)."""
-    assert not packaged(path)
-
-
-@pytest.mark.parametrize(
-    "path", ["function_app.py", "host.json", "requirements.txt", "shared/notify.py"]
-)
-def test_azd_package_keeps(path: str) -> None:
-    assert packaged(path)
+    ]
+    kept = ["function_app.py", "host.json", "requirements.txt", "shared/notify.py"]
+    assert [path for path in left_out if packaged(path)] == []
+    assert [path for path in kept if not packaged(path)] == []

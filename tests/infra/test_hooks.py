@@ -178,6 +178,13 @@ def test_predeploy_does_not_wait_once_the_role_has_applied(tmp_path: Path) -> No
     assert slept(state) == []
 
 
+def test_predeploy_never_stops_a_deploy_it_cannot_time(tmp_path: Path) -> None:
+    state = state_with(tmp_path, {"role-created": "not a time"})
+    done = run_script("infra/hooks/predeploy.sh", state, {**AZD_ENV, "FAKE_NOW": str(NOW)})
+    assert done.returncode == 0, done.stderr
+    assert slept(state) == []
+
+
 # --- postdeploy: the Event Grid subscriptions ---------------------------------------------------
 
 
@@ -216,14 +223,20 @@ def test_subscriptions_step_waits_for_the_functions_then_deploys_only_the_subscr
     )
 
 
-def test_subscriptions_step_is_idempotent(tmp_path: Path) -> None:
+def test_subscriptions_step_is_idempotent_and_keeps_no_state(tmp_path: Path) -> None:
+    """Nothing is remembered between runs (no DEPLOY_SUBSCRIPTIONS): a second run after a
+    failure, a re-deploy or `azd down` and up does the same again, and changes nothing."""
     state = state_with(tmp_path, {"functions": "on_chat_event\non_call_event\n"})
     first = run_script("infra/hooks/postdeploy.sh", state, AZD_ENV)
+    assert first.returncode == 0, first.stderr
     first_calls = calls(state)
+    assert (tmp_path / "subscription.pushrelay-prod-chat").read_text().startswith(APP_ID)
+    assert (tmp_path / "subscription.pushrelay-prod-calls").read_text().startswith(APP_ID)
     (tmp_path / "calls.log").unlink()
     second = run_script("infra/hooks/postdeploy.sh", state, AZD_ENV)
-    assert first.returncode == second.returncode == 0, second.stderr
+    assert second.returncode == 0, second.stderr
     assert calls(state) == first_calls
+    assert not [c for c in first_calls if c.startswith("azd ")]
 
 
 def test_subscriptions_step_never_skips_the_wait_it_cannot_do(tmp_path: Path) -> None:
@@ -451,3 +464,66 @@ def test_preprovision_warns_when_acs_shares_the_apps_group(tmp_path: Path) -> No
     done = run_script("infra/hooks/preprovision.sh", state, {**AZD_ENV, "ACS_RESOURCE_GROUP": ""})
     assert done.returncode == 0, done.stderr
     assert "azd down deletes the whole group" in done.stderr
+
+
+# --- docs/operations.md against the scripts ----------------------------------------------------
+
+GUIDE = ROOT / "docs" / "operations.md"
+
+
+def test_operations_guide_sets_only_values_the_deployment_reads() -> None:
+    guide = GUIDE.read_text()
+    mapped = {env_of(v) for v in parameters_file().values()}
+    read_elsewhere = {"AZURE_RESOURCE_GROUP", "ALLOW_ACS_DELETION"}
+    for name in re.findall(r"azd env set ([A-Z_]+)", guide):
+        assert name in mapped | read_elsewhere, f"the guide sets {name}, which nothing reads"
+    for name in mapped | read_elsewhere:
+        assert f"`{name}`" in guide or f"azd env set {name}" in guide, f"{name} is not in the guide"
+
+
+def test_operations_guide_names_every_hook_and_the_script_it_runs() -> None:
+    guide = GUIDE.read_text()
+    for name, hook in azure_yaml()["hooks"].items():
+        assert f"`{name}` (`{hook['run']}`" in guide, f"hook {name} ({hook['run']})"
+    for path in set(re.findall(r"(?<![\w/])infra/[\w./-]+\.(?:sh|bicep|json)", guide)):
+        assert (ROOT / path).is_file(), f"the guide names {path}, which does not exist"
+
+
+def test_operations_guide_runs_what_the_scripts_tell_the_operator_to_run(tmp_path: Path) -> None:
+    guide = GUIDE.read_text()
+    signed_out = state_with(tmp_path, {"signed-out": ""})
+    printed = "\n".join(
+        [
+            run_script("infra/hooks/postprovision.sh", signed_out, AZD_ENV).stdout,
+            run_script("infra/hooks/postdeploy.sh", signed_out, AZD_ENV).stderr,
+            run_script(
+                "infra/hooks/predown.sh", signed_out, {**AZD_ENV, "ACS_RESOURCE_GROUP": ""}
+            ).stderr,
+            run_script("infra/deploy-subscriptions.sh", signed_out, {}, "--bad").stderr,
+        ]
+    )
+    for command in (
+        "azd hooks run postprovision",
+        "azd hooks run postdeploy",
+        "ALLOW_ACS_DELETION",
+    ):
+        assert command in printed, f"no script prints {command}"
+        assert command in guide, f"the guide does not say {command}"
+    assert "--from-deployment RESOURCE_GROUP DEPLOYMENT ENVIRONMENT" in printed
+    (used,) = re.findall(
+        r"infra/deploy-subscriptions\.sh --from-deployment (\S+) (\S+) (\S+)", guide
+    )
+    assert len(used) == 3
+
+
+def test_operations_guide_shows_the_names_the_subscriptions_step_gives(tmp_path: Path) -> None:
+    state = state_with(tmp_path, {"functions": "on_chat_event\non_call_event\n"})
+    env = {**AZD_ENV, "AZURE_ENV_NAME": "pushrelay-prod"}
+    done = run_script("infra/hooks/postdeploy.sh", state, env)
+    assert done.returncode == 0, done.stderr
+    params = parameters_of(deployed(state)[0])
+    guide = GUIDE.read_text()
+    assert f"done: {params['chatSubscriptionName']}," in done.stdout
+    assert params["chatSubscriptionName"] in guide
+    assert params["callsSubscriptionName"] in guide
+    assert "`pushrelay-<environment>-chat`" in guide
