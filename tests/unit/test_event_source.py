@@ -119,3 +119,14 @@ async def test_a_call_of_another_resource_rings_nobody() -> None:
         settings=settings(), clock=ringing, source=EventSource(OURS),
     )  # fmt: skip
     assert (apns.sent, summary.note) == ([], "another source")
+
+
+def test_an_empty_resource_id_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    from shared.wiring import Container
+
+    required = {"STORAGE_CONNECTION": "UseDevelopmentStorage=true", "KEY_ENCRYPTION_KEYS": "k=",
+                "APNS_APPS": '[{"bundleId": "com.example.chat"}]'}  # fmt: skip
+    container = Container(required)
+    first, again = container.event_source(), container.event_source()
+    warnings = [r for r in caplog.records if "ACS_RESOURCE_ID is empty" in r.getMessage()]
+    assert (first is again, first.admits(RECEIVED), len(warnings)) == (True, True, 1)
