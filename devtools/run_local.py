@@ -13,8 +13,10 @@
 5. Settings: local.settings.json ``Values`` <- the services' settings (Azurite's connection
    string replaces ``UseDevelopmentStorage=true``). The settings table's defaults are applied by
    the app itself, never by the host: ``%SETTING%`` binding expressions resolve from these only.
-6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
-   everything on Ctrl-C or SIGTERM.
+6. The app on the local development host (127.0.0.1:7071) and, beside it on the same event
+   loop, the developer console (``devtools/console``, 127.0.0.1:7072 unless busy): what each
+   registered phone would show, the APNs wire, and actions. A summary with every URL, and a
+   clean stop of everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ STORAGE_SETTINGS = ("AzureWebJobsStorage", "STORAGE_CONNECTION")
 AZURITE_PORTS = (10000, 10001, 10002)
 DEV_BUNDLE_ID = "com.example.pushrelay"
 READY_TIMEOUT = 60.0
+CONSOLE_PORT = 7072
 
 
 class RunError(RuntimeError):
@@ -282,6 +285,8 @@ class Options:
     skip: frozenset[str] = frozenset()
     extra_services: tuple[str, ...] = ()
     timers: bool = True
+    console: bool = True
+    console_port: int = CONSOLE_PORT
 
 
 def _services(options: Options) -> list[DevService]:
@@ -347,9 +352,62 @@ def endpoints(host: LocalHost) -> list[str]:
     return lines
 
 
-def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) -> str:
+@dataclass
+class ConsoleCompanion:
+    """The developer console, started beside the app once the app listens (its URL is known).
+
+    Development only: it is in ``devtools/`` (left out of the deployed package by .funcignore)
+    and only the local run starts it.
+    """
+
+    settings: Mapping[str, str]
+    reports: Mapping[str, Mapping[str, Any]]
+    host: str = "127.0.0.1"
+    port: int = CONSOLE_PORT
+    url: str | None = None
+    moved: bool = False
+    _console: Any = None
+
+    async def start(self, host: LocalHost) -> None:
+        from devtools.console.server import Console
+
+        port = self.port
+        if port and not port_is_free(port, self.host):
+            port, self.moved = 0, True
+        simulator = self.reports.get("apns_simulator", {}).get("control_url")
+        idp = self.reports.get("dev_identity_provider", {}).get("token_url")
+        self._console = Console.from_settings(
+            self.settings,
+            app_url=host.base_url,
+            simulator_url=str(simulator) if simulator else None,
+            token_url=str(idp) if idp else None,
+            host=self.host,
+            port=port,
+        )
+        self.url = await self._console.start()
+
+    async def stop(self) -> None:
+        if self._console is not None:
+            await self._console.stop()
+
+    def line(self) -> str:
+        """The summary's line for the console."""
+        busy = f" (port {self.port} was busy)" if self.moved else ""
+        return (
+            f"Developer console (each phone's lock screen, the APNs wire, actions): "
+            f"{self.url}{busy}"
+        )
+
+
+def summary(
+    plan: Plan,
+    azurite: Any,
+    banner: str,
+    endpoint_lines: list[str],
+    console_line: str | None = None,
+) -> str:
     """What runs where, what is simulated and what was skipped, and the endpoints to use
-    (``endpoint_lines``: from :func:`endpoints`)."""
+    (``endpoint_lines``: from :func:`endpoints`), then the developer console's URL."""
     lines = [
         "",
         "=" * 78,
@@ -363,9 +421,10 @@ def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) ->
         detail = ", ".join(f"{k} {v}" for k, v in extras.items())
         lines.append(f"{started.service.title} (simulated; log {started.log_path}): {detail}")
     lines += plan.skipped
+    lines += ["", *endpoint_lines]
+    if console_line:
+        lines += ["", console_line]
     lines += [
-        "",
-        *endpoint_lines,
         "Stop with Ctrl-C.",
         "=" * 78,
     ]
@@ -432,8 +491,18 @@ def run(
             queue=host_json.queue_options(),
         )
 
+        console = None
+        if options.console:
+            console = ConsoleCompanion(
+                plan.settings,
+                {s.service.name: s.report for s in plan.started},
+                host=options.host,
+                port=options.console_port,
+            )
+
         def ready(host: LocalHost) -> None:
-            say(summary(plan, azurite, host.banner(), endpoints(host)))
+            line = console.line() if console is not None else None
+            say(summary(plan, azurite, host.banner(), endpoints(host), line))
             if on_ready is not None:
                 on_ready(host.base_url)
 
@@ -446,6 +515,7 @@ def run(
                     on_ready=ready,
                     stop=stop,
                     on_shutdown=close_app_clients,
+                    companions=[console] if console is not None else [],
                 )
             )
         except WorkerIndexError as exc:
@@ -493,6 +563,13 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
     )
     parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
     parser.add_argument(
+        "--console-port",
+        type=int,
+        default=CONSOLE_PORT,
+        help=f"the developer console's port ({CONSOLE_PORT}; a free one if busy)",
+    )
+    parser.add_argument("--no-console", action="store_true", help="do not serve the console")
+    parser.add_argument(
         "--app-dir",
         type=Path,
         default=REPO,
@@ -508,6 +585,8 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
         skip=frozenset(args.skip),
         extra_services=tuple(args.extra_service),
         timers=not args.no_timers,
+        console=not args.no_console,
+        console_port=args.console_port,
     )
 
 
