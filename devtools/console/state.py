@@ -383,6 +383,9 @@ class ConsoleState:
             wake = self._wakes.get((phone.user_id, alert.device_id))
         sent = alert.background_sent if alert is not None else ()
         hour_ago = now - timedelta(hours=1)
+        allowed_at = next_background_at(
+            sent, now, max_per_hour=self.rules.max_per_hour, min_spacing=self.rules.min_spacing
+        )
         return {
             "id": phone.id,
             "label": self.phone_label(phone),
@@ -410,14 +413,8 @@ class ConsoleState:
                 "used": sum(1 for t in sent if t > hour_ago),
                 "max": self.rules.max_per_hour,
                 "lastAt": iso(sent[-1]) if sent else None,
-                "nextAllowedAt": iso(
-                    next_background_at(
-                        sent,
-                        now,
-                        max_per_hour=self.rules.max_per_hour,
-                        min_spacing=self.rules.min_spacing,
-                    )
-                ),
+                # None while one may go now: "now" moves on every step and is no change.
+                "nextAllowedAt": iso(allowed_at) if allowed_at > now else None,
             },
             "screen": phone.screen.as_json(),
         }

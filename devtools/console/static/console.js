@@ -169,7 +169,7 @@ function factsHtml(phone, rules) {
     : `not scheduled${phone.stale ? " (stale: no longer woken)" : ""}`;
   const b = phone.budget;
   const budget = `${b.used} of ${b.max} this hour` +
-    (b.used >= b.max || (b.nextAllowedAt && Date.parse(b.nextAllowedAt) > Date.now() + 1000)
+    (b.nextAllowedAt && Date.parse(b.nextAllowedAt) > Date.now()
       ? `, next at ${esc(isoClock(b.nextAllowedAt))}` : ", one may go now");
   const tokens = phone.tokens.map((t) =>
     `${esc(t.kind)} <span class="mono">${esc(t.token)}</span>${t.registered ? "" : ` <span class="bad">removed</span>`}` +
@@ -257,8 +257,8 @@ function renderWire(s) {
     const row = `<tr class="req${hl}" data-seq="${esc(w.seq)}" data-message-id="${esc(messageId)}" data-status="${esc(w.status)}" data-fault="${w.faultId ? "yes" : ""}">
       <td class="mono">${esc(w.seq)}</td>
       <td class="mono">${esc(clock(w.at))}</td>
-      <td>${esc(w.phone || w.user || "unknown device")}<br><span class="mono">${esc(w.token)}</span></td>
-      <td>${esc(w.pushType)} · ${esc(w.priority || "10")}<br><span class="hint">${esc(w.environment)}</span></td>
+      <td class="to">${esc(w.phone || w.user || "unknown device")}<br><span class="mono">${esc(w.token)}</span></td>
+      <td class="push">${esc(w.pushType)} · ${esc(w.priority || "10")}<br><span class="hint">${esc(w.environment)}</span></td>
       <td class="mono">${esc(w.collapseId || "")}</td>
       <td>${esc(w.what)}</td>
       <td><span class="ans ${answerClass(w)}">${esc(answer)}</span>${fault}</td>
