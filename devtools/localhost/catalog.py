@@ -55,6 +55,7 @@ class FunctionSpec:
     user_function: Callable[..., Any]
     is_async: bool
     wants_context: bool
+    output_types: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
 
     @property
     def trigger_type(self) -> str:
@@ -140,6 +141,7 @@ def describe(function: IndexedFunction, env: Mapping[str, str]) -> FunctionSpec:
         user_function=function.user_function,
         is_async=function.is_async,
         wants_context=function.requires_context,
+        output_types=function.output_types,
     )
 
 

@@ -182,7 +182,8 @@ class LocalHost:
         for binding in spec.outputs:
             if binding.type != "queue":
                 continue
-            payloads = output_payloads(invocation.output(binding))
+            encoder, pytype = spec.output_types.get(binding.name, ("queue", None))
+            payloads = output_payloads(invocation.output(binding), encoder, pytype)
             if payloads:
                 store = self._store(connection_name(binding))
                 name = str(binding.get("queueName", "")).lower()

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 WORKER_PACKAGE = "azure-functions-runtime"
@@ -84,6 +84,8 @@ class IndexedFunction:
     user_function: Callable[..., Any]
     is_async: bool
     requires_context: bool
+    # Per output parameter: (the binding the worker encodes with, the Python type it checked).
+    output_types: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
 
 
 def _worker() -> tuple[Any, Any, Any]:
@@ -124,6 +126,21 @@ def index_functions(functions: Sequence[Any], function_dir: str = "") -> list[In
                 user_function=info.func,
                 is_async=info.is_async,
                 requires_context=info.requires_context,
+                output_types={
+                    name: (t.binding_name, t.pytype) for name, t in info.output_types.items()
+                },
             )
         )
     return indexed
+
+
+def encode_output(binding: str, value: Any, pytype: Any) -> tuple[str, Any]:
+    """What the worker sends the host for one output value: (TypedData kind, value).
+
+    The worker encodes with the binding's own converter and the annotation it checked at
+    indexing (``bindings.meta.get_datum``). Raises TypeError with the worker's message when the
+    value cannot be sent, as the invocation fails in Azure.
+    """
+    _, _, meta = _worker()
+    datum = meta.get_datum(binding, value, pytype)
+    return str(datum.type), datum.value

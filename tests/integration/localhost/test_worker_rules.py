@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import azure.functions as func
 import pytest
 
 from devtools.localhost import LocalHost
+from devtools.localhost.queues import output_payloads
 from devtools.localhost.worker import WorkerIndexError
 
 pytestmark = pytest.mark.integration
@@ -77,3 +79,18 @@ def test_the_local_run_refuses_an_app_the_worker_refuses(tmp_path: Path) -> None
     assert done.returncode == 1, done.stdout + done.stderr
     assert REFUSED in done.stderr
     assert "stopped Azurite" in done.stdout
+
+
+def test_a_queue_output_list_becomes_one_message_per_item() -> None:
+    assert output_payloads(["a", "b"], "queue", typing.List[str]) == [b"a", b"b"]  # noqa: UP006
+
+
+def test_a_queue_output_the_worker_cannot_encode_fails_with_its_words() -> None:
+    with pytest.raises(TypeError, match="unable to encode outgoing TypedData"):
+        output_payloads(5, "queue", typing.List[str])  # noqa: UP006
+
+
+def test_a_queue_message_output_sends_its_body() -> None:
+    message = func.QueueMessage(body=b"shard-1")
+
+    assert output_payloads(message, "queue", func.QueueMessage) == [b"shard-1"]
