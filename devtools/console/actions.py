@@ -347,8 +347,8 @@ class Actions:
             raise ActionError("seconds must be above 0 and at most a week")
         now = await sim.advance(float(seconds))
         self.state.note(
-            f"APNs simulator clock moved {seconds / 60:g} min ahead: provider tokens and 410 "
-            "timestamps follow it; the app and its key expiry stay on the wall clock"
+            f"APNs simulator clock moved {seconds / 60:g} min ahead: 410 timestamps and "
+            "provider-token ages follow it; the app and its key expiry stay on the wall clock"
         )
         return {"now": now}
 

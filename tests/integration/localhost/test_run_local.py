@@ -31,12 +31,13 @@ class Run:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.port = free_port()
+        self.console_port = free_port()
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "devtools.run_local", "--no-install",
-                "--port", str(self.port),
+                "--port", str(self.port), "--console-port", str(self.console_port),
                 "--local-dir", str(tmp / ".local"),
                 "--settings", str(tmp / "local.settings.json"),
                 "--azurite-free-ports", "--no-timers",
@@ -147,6 +148,19 @@ def test_the_summary_lists_the_endpoints_of_every_registered_function(run: Run) 
     assert expected
     assert [e for e in expected if e not in endpoints] == []
     assert "functionName=on_call_event" in endpoints
+
+
+def test_the_summary_prints_the_console_url_and_the_console_serves_its_page(run: Run) -> None:
+    url = f"http://127.0.0.1:{run.console_port}/"
+    line = next(line for line in run.lines if line.startswith("Developer console"))
+
+    page = httpx.get(url)
+    state = httpx.get(url + "api/state").json()
+
+    assert line.endswith(url)
+    assert "pushrelay developer console" in page.text
+    # No APNs simulator in this run (skipped): the console says so rather than failing.
+    assert (state["simulator"], state["phones"]) == (False, [])
 
 
 def test_sigterm_stops_everything_cleanly(run: Run) -> None:
