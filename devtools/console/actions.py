@@ -317,8 +317,9 @@ class Actions:
                 raise ActionError("that phone has no token of this kind")
             fault["token"] = token
             target = f"pushes to {self.state.phone_label(phone)}"
+        sim = self._simulator()
         try:
-            fault_id = await self._simulator().add_fault(fault)
+            fault_id = await sim.add_fault(fault)
         except (SimulatorUnavailableError, ValueError) as exc:
             raise ActionError(f"the simulator refused the fault: {exc}", 502) from exc
         description = f"{kind} × {times} on {target}"
