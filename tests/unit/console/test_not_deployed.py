@@ -26,3 +26,11 @@ def test_neither_the_triggers_nor_shared_import_devtools() -> None:
         if re.search(r"^\s*(from|import)\s+devtools\b", p.read_text(), re.M)
     ]
     assert importing == []
+
+
+def test_the_built_package_holds_only_the_app_and_shared() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    found = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert [p for p in found if not p.startswith("shared")] == []
