@@ -13,7 +13,9 @@
 5. Settings: defaults <- local.settings.json ``Values`` <- the services' settings (Azurite's
    connection string replaces ``UseDevelopmentStorage=true``).
 6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
-   everything on Ctrl-C or SIGTERM.
+   everything on Ctrl-C or SIGTERM. While it is up, ``.local/run.json`` says where its storage
+   is (Azurite may be on other ports than 10000-10002), so ``python -m devtools.delivery_log``
+   finds it by itself.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ STORAGE_SETTINGS = ("AzureWebJobsStorage", "STORAGE_CONNECTION")
 AZURITE_PORTS = (10000, 10001, 10002)
 DEV_BUNDLE_ID = "com.example.pushrelay"
 READY_TIMEOUT = 60.0
+RUN_FILE = "run.json"  # read by devtools.delivery_log: where this run's storage is
 
 
 class RunError(RuntimeError):
@@ -351,10 +354,28 @@ def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) ->
     lines += [
         "",
         *endpoint_lines,
+        "What happened to a message (reads this run's storage; see .local/run.json):",
+        "  .venv/bin/python -m devtools.delivery_log --thread THREAD_ID --message MESSAGE_ID "
+        "--user ACS_USER_ID",
         "Stop with Ctrl-C.",
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def write_run_file(path: Path, settings: Mapping[str, str], app_url: str) -> None:
+    """Say where this run's storage is, for the tools that read it (owner-only: the
+    connection string may carry an account key)."""
+    run = {
+        "pid": os.getpid(),
+        "app": app_url,
+        "STORAGE_CONNECTION": settings.get("STORAGE_CONNECTION", ""),
+        "TABLE_PREFIX": settings.get("TABLE_PREFIX", ""),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
 
 def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
@@ -419,6 +440,7 @@ def run(
         )
 
         def ready(host: LocalHost) -> None:
+            write_run_file(options.local_dir / RUN_FILE, plan.settings, host.base_url)
             say(summary(plan, azurite, host.banner(), endpoints(host)))
             if on_ready is not None:
                 on_ready(host.base_url)
@@ -434,6 +456,7 @@ def run(
             )
         )
     finally:
+        (options.local_dir / RUN_FILE).unlink(missing_ok=True)
         for started in reversed(plan.started):
             code = stop_process(started.process)
             say(f"stopped the {started.service.title} (exit {code})")
