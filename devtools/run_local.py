@@ -16,7 +16,9 @@
 6. The app on the local development host (127.0.0.1:7071) and, beside it on the same event
    loop, the developer console (``devtools/console``, 127.0.0.1:7072 unless busy): what each
    registered phone would show, the APNs wire, and actions. A summary with every URL, and a
-   clean stop of everything on Ctrl-C or SIGTERM.
+   clean stop of everything on Ctrl-C or SIGTERM. While it is up, ``.local/run.json`` says where
+   its storage is (Azurite may be on other ports than 10000-10002), so
+   ``python -m devtools.delivery_log`` finds it by itself.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ AZURITE_PORTS = (10000, 10001, 10002)
 DEV_BUNDLE_ID = "com.example.pushrelay"
 READY_TIMEOUT = 60.0
 CONSOLE_PORT = 7072
+RUN_FILE = "run.json"  # read by devtools.delivery_log: where this run's storage is
 
 
 class RunError(RuntimeError):
@@ -421,7 +424,13 @@ def summary(
         detail = ", ".join(f"{k} {v}" for k, v in extras.items())
         lines.append(f"{started.service.title} (simulated; log {started.log_path}): {detail}")
     lines += plan.skipped
-    lines += ["", *endpoint_lines]
+    lines += [
+        "",
+        *endpoint_lines,
+        "What happened to a message (reads this run's storage; see .local/run.json):",
+        "  .venv/bin/python -m devtools.delivery_log --thread THREAD_ID --message MESSAGE_ID "
+        "--user ACS_USER_ID",
+    ]
     if console_line:
         lines += ["", console_line]
     lines += [
@@ -429,6 +438,21 @@ def summary(
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def write_run_file(path: Path, settings: Mapping[str, str], app_url: str) -> None:
+    """Say where this run's storage is, for the tools that read it (owner-only: the
+    connection string may carry an account key)."""
+    run = {
+        "pid": os.getpid(),
+        "app": app_url,
+        "STORAGE_CONNECTION": settings.get("STORAGE_CONNECTION", ""),
+        "TABLE_PREFIX": settings.get("TABLE_PREFIX", ""),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
 
 def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
@@ -501,6 +525,7 @@ def run(
             )
 
         def ready(host: LocalHost) -> None:
+            write_run_file(options.local_dir / RUN_FILE, plan.settings, host.base_url)
             line = console.line() if console is not None else None
             say(summary(plan, azurite, host.banner(), endpoints(host), line))
             if on_ready is not None:
@@ -524,6 +549,7 @@ def run(
         except WorkerUnavailableError as exc:
             raise RunError(str(exc)) from exc
     finally:
+        (options.local_dir / RUN_FILE).unlink(missing_ok=True)
         for started in reversed(plan.started):
             code = stop_process(started.process)
             say(f"stopped the {started.service.title} (exit {code})")
