@@ -173,7 +173,17 @@ class ReferenceDevice:
     # --- signing in and registering (the guide's KeyManager) ----------------------------------
 
     def sign_in(self, subject: str) -> str:
-        """Sign in as ``subject`` and get the ACS identity from ``POST /api/token``."""
+        """Sign in as ``subject`` and get the ACS identity from ``POST /api/token``.
+
+        Another user signing in on this phone starts from nothing: the previous user's
+        registrations, keys and banners are dropped here (their sign-out, had it run, would
+        have deleted the registrations too; now pushrelay asks this phone for a token proof).
+        """
+        if self.subject is not None and self.subject != subject:
+            self.registrations.clear()
+            self.pending_proofs.clear()
+            self.keys.clear()
+            self.center.remove_all()
         self.subject = subject
         issued = self.relay.issue_token(self._bearer())
         self.acs_user_id = issued.acs_user_id
@@ -319,6 +329,10 @@ class ReferenceDevice:
     def _on_voip(self, push: Push) -> None:
         info = parse_voip_push(push.payload)
         now = self.clock()
+        proof = push.payload.get("pushrelay")
+        if isinstance(proof, dict) and isinstance(proof.get("tokenProof"), str):
+            # A PushKit token only gets VoIP pushes, and each must be reported as a call.
+            self._complete_proof(push.token, proof["tokenProof"])
         if info is None:
             # Report something anyway (Apple's rule), then end it: the push could not be read.
             placeholder = uuid.UUID(bytes=self._random(16), version=4)
