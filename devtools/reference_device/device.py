@@ -51,6 +51,7 @@ from devtools.reference_device.relay import (
     ProofRequired,
     Registered,
     RelayClient,
+    RelayError,
 )
 
 DEFAULT_TOPIC: Final = "com.example.pushrelay"  # the local run's development app
@@ -73,6 +74,7 @@ class Happened(StrEnum):
     KEY_UPLOADED = "keyUploaded"
     PROOF_REQUIRED = "proofRequired"
     PROOF_COMPLETED = "proofCompleted"
+    PROOF_REFUSED = "proofRefused"  # 403: the code expired or was not this token's
     DEREGISTERED = "deregistered"
     BANNER = "banner"
     WITHDRAWN = "withdrawn"
@@ -478,7 +480,14 @@ class ReferenceDevice:
         body = self.pending_proofs.pop(token, None)
         if body is None or self.subject is None:
             return  # no registration waiting for this token (an old or stray code)
-        result = self.relay.put_device(self._bearer(), {**body, "tokenProof": code})
+        try:
+            result = self.relay.put_device(self._bearer(), {**body, "tokenProof": code})
+        except RelayError as exc:
+            if exc.status != 403:
+                raise
+            # The next launch registers again and gets a new challenge.
+            self._note(Happened.PROOF_REFUSED, kind=body["kind"], error=exc.body)
+            return
         if isinstance(result, Registered):
             self._note(Happened.PROOF_COMPLETED, kind=body["kind"], deviceId=result.device_id)
             self._registered(body, result)
