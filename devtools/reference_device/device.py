@@ -148,6 +148,7 @@ class ReferenceDevice:
         self.subject: str | None = None
         self.acs_user_id: str | None = None
         self.running = True  # False: force-quit, iOS delivers no background pushes to the app
+        self.previews_enabled = True  # the user's setting (docs/ios.md section 5)
         self.registrations: dict[str, Registration] = {}  # "alert" / "voip"
         self.pending_proofs: dict[str, dict[str, Any]] = {}  # token -> the PUT body to repeat
         self.cursors: dict[str, int] = {}  # token -> last push sequence number seen
@@ -204,15 +205,14 @@ class ReferenceDevice:
         previous = self.registrations.get("alert")
         self.alert_token = token
         until = self.keys.live_until()
-        if (
-            previous is not None
-            and previous.token == token
-            and until is not None
-            and until - self.clock() > RENEW_BEFORE
+        fresh = until is not None and until - self.clock() > RENEW_BEFORE
+        if not self.previews_enabled or (
+            previous is not None and previous.token == token and fresh
         ):
-            self._put(self._body("alert", token))  # no "key": pushrelay keeps the stored one
-            return
-        self.renew_key()
+            # No "key": pushrelay keeps the stored one (none while previews are off).
+            self._put(self._body("alert", token))
+        else:
+            self.renew_key()
         if previous is not None and previous.token != token:
             self._delete(previous)
 
@@ -233,6 +233,8 @@ class ReferenceDevice:
 
     def renew_key(self) -> None:
         """A fresh key: stored (provisional expiry), uploaded, stored with pushrelay's expiry."""
+        if not self.previews_enabled:
+            return
         key = generate_key(self._random)
         self.keys.persist_key(key, self.clock() + PROVISIONAL_KEY_LIFETIME)
         body = self._body("alert", self.alert_token)
@@ -241,10 +243,16 @@ class ReferenceDevice:
 
     def disable_previews(self) -> None:
         """The user turns previews off: ``"key": null`` removes the key, and the local keys go."""
+        self.previews_enabled = False
         body: dict[str, Any] = self._body("alert", self.alert_token)
         body["key"] = None
         self._put(body)
         self.keys.clear()
+
+    def enable_previews(self) -> None:
+        """The user turns previews on again: a fresh key now."""
+        self.previews_enabled = True
+        self.renew_key()
 
     def sign_out(self) -> None:
         """Delete both registrations, then the keys and the delivered banners; forget the user."""
@@ -253,6 +261,7 @@ class ReferenceDevice:
         self.keys.clear()
         self.center.remove_all()
         self.pending_proofs.clear()
+        self.previews_enabled = True
         self._note(Happened.SIGNED_OUT, subject=self.subject)
         self.subject = self.acs_user_id = None
 
@@ -400,6 +409,7 @@ class ReferenceDevice:
             "subject": self.subject,
             "acsUserId": self.acs_user_id,
             "running": self.running,
+            "previewsEnabled": self.previews_enabled,
             "registrations": {
                 kind: {"token": r.token, "deviceId": r.device_id}
                 for kind, r in self.registrations.items()
@@ -419,6 +429,7 @@ class ReferenceDevice:
         self.alert_token, self.voip_token = state["alertToken"], state["voipToken"]
         self.subject, self.acs_user_id = state.get("subject"), state.get("acsUserId")
         self.running = bool(state.get("running", True))
+        self.previews_enabled = bool(state.get("previewsEnabled", True))
         self.registrations = {
             kind: Registration(r["token"], r["deviceId"])
             for kind, r in (state.get("registrations") or {}).items()

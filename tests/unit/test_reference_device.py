@@ -439,6 +439,21 @@ def test_a_relaunch_close_to_expiry_uploads_a_fresh_key(
     assert len(alert_keys) == 2 and alert_keys[0] != alert_keys[1]
 
 
+def test_previews_turned_off_stay_off_across_launches_and_wakes(
+    server: ContractServer, clock: Clock
+) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    device.disable_previews()
+    device.launch()
+    server.send(device.alert_token, {"aps": {"content-available": 1}})
+    device.sync()
+    alert_keys = [p.get("key", "absent") for p in server.puts if p["kind"] == "alert"]
+    assert alert_keys[1:] == [None, "absent"]
+    assert (server.keys[device.alert_token], device.keys.exists) == (None, False)
+
+
 def test_a_new_apns_token_is_registered_with_a_key_and_the_old_one_deleted(
     server: ContractServer, clock: Clock
 ) -> None:
