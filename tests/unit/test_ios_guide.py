@@ -43,6 +43,7 @@ ACS_TYPES = {
     "CallClient": "AzureCommunicationCalling 2.15.0 header",
     "CallAgent": "AzureCommunicationCalling 2.15.0 header",
     "CallAgentDelegate": "AzureCommunicationCalling 2.15.0 header",
+    "CallDelegate": "AzureCommunicationCalling 2.15.0 header",
     "IncomingCall": "AzureCommunicationCalling 2.15.0 header",
     "IncomingCallDelegate": "AzureCommunicationCalling 2.15.0 header",
     "PropertyChangedEventArgs": "AzureCommunicationCalling 2.15.0 header",
@@ -59,6 +60,7 @@ ACS_MEMBERS = [
     "fromDictionary", "handlePush", "createCallAgent", "didRecieveIncomingCall", "didEnd",
     "accept", "reject", "hangUp", "startAudio", "muteOutgoingAudio", "unmuteOutgoingAudio",
     "muteIncomingAudio", "unmuteIncomingAudio", "incomingAudioOptions", "outgoingAudioOptions",
+    "didChangeState", "disconnected",
 ]  # fmt: skip
 # Swift, Foundation, UIKit, UserNotifications, BackgroundTasks, CallKit, PushKit, AVFoundation.
 APPLE = frozenset(
