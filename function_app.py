@@ -7,7 +7,15 @@ loads neither the Tables SDK, httpx nor cryptography: they are imported lazily o
 
 from __future__ import annotations
 
+import os
+import typing
+
 import azure.functions as func
+
+from shared.log_levels import quiet_library_loggers
+
+# Before any SDK logs: the worker forwards every INFO record to Application Insights.
+quiet_library_loggers(os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -180,7 +188,12 @@ async def purge(timer: func.TimerRequest) -> None:
 @app.function_name(name="renewal_sweep")
 @app.timer_trigger(arg_name="timer", schedule="%RENEWAL_SCHEDULE%", use_monitor=True)
 @app.queue_output(arg_name="shards", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
-async def renewal_sweep(timer: func.TimerRequest, shards: func.Out[list[str]]) -> None:
+async def renewal_sweep(
+    timer: func.TimerRequest,
+    # The worker refuses builtin generics such as list[str] ("invalid non-type annotation") and
+    # indexes none of the app's functions: typing.List stays (the worker-indexing test holds it).
+    shards: func.Out[typing.List[str]],  # noqa: UP006
+) -> None:
     """Read the renewal buckets due since the last sweep; one queue message per shard."""
     from shared.renewal import run_sweep
     from shared.wiring import container, utc_now

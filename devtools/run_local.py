@@ -10,8 +10,9 @@
    APNs simulator unless real APNs credentials (``APNS_APPS``) are configured, the local ACS
    identity service unless ``ACS_CONNECTION_STRING`` is, the local identity provider unless
    ``AUTH_JWKS_URL`` is. A service whose module does not exist is skipped, and said so.
-5. Settings: defaults <- local.settings.json ``Values`` <- the services' settings (Azurite's
-   connection string replaces ``UseDevelopmentStorage=true``).
+5. Settings: local.settings.json ``Values`` <- the services' settings (Azurite's connection
+   string replaces ``UseDevelopmentStorage=true``). The settings table's defaults are applied by
+   the app itself, never by the host: ``%SETTING%`` binding expressions resolve from these only.
 6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
    everything on Ctrl-C or SIGTERM.
 """
@@ -123,7 +124,17 @@ def say(text: str = "", out: IO[str] | None = None) -> None:
 def install(repo: Path = REPO) -> None:
     """Install the Python and npm dependencies. Raises RunError when a step fails."""
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    steps: list[list[str]] = [[*pip, "-r", str(repo / "requirements-dev.txt")]]
+    steps: list[list[str]] = [
+        [*pip, "-r", str(repo / "requirements-dev.txt")],
+        # The Functions worker's indexing code declares Python >= 3.13 but runs on 3.11.
+        [
+            *pip,
+            "--no-deps",
+            "--ignore-requires-python",
+            "-r",
+            str(repo / "requirements-worker.txt"),
+        ],
+    ]
     if not (repo / "node_modules" / "azurite" / "package.json").exists():
         npm = shutil.which("npm")
         if npm is None:
@@ -165,13 +176,17 @@ def prepare_local_settings(path: Path, sample: Path) -> tuple[dict[str, str], bo
 
 
 def merge_settings(
-    defaults: Mapping[str, str],
     local_values: Mapping[str, str],
     services: list[Mapping[str, str]],
     storage_connection: str,
 ) -> dict[str, str]:
-    """defaults <- local values <- services' settings; Azurite replaces development storage."""
-    merged = {**defaults, **local_values}
+    """local values <- services' settings; Azurite replaces development storage.
+
+    The settings table's defaults stay out: they are the app's own (``shared/settings.py``
+    applies them), while the Functions host resolves ``%SETTING%`` binding expressions from app
+    settings alone, so a schedule missing from ``local.settings.json`` must fail here as in Azure.
+    """
+    merged = dict(local_values)
     for reported in services:
         merged.update({str(k): str(v) for k, v in reported.items()})
     for name in STORAGE_SETTINGS:
@@ -383,7 +398,7 @@ def run(
     from devtools.azurite import Azurite
     from devtools.localhost.__main__ import serve
     from devtools.localhost.server import HostJson, HostOptions
-    from devtools.settings_doc import defaults
+    from devtools.localhost.worker import WorkerIndexError, WorkerUnavailableError
 
     if not port_is_free(options.port, options.host):
         raise RunError(
@@ -404,7 +419,6 @@ def run(
     try:
         start_services(options, local_values, plan)
         plan.settings = merge_settings(
-            defaults(),
             local_values,
             [s.report["settings"] for s in plan.started],
             azurite.connection_string,
@@ -423,16 +437,22 @@ def run(
             if on_ready is not None:
                 on_ready(host.base_url)
 
-        asyncio.run(
-            serve(
-                plan.settings,
-                app_dir=options.repo,
-                options=host_options,
-                on_ready=ready,
-                stop=stop,
-                on_shutdown=close_app_clients,
+        try:
+            asyncio.run(
+                serve(
+                    plan.settings,
+                    app_dir=options.repo,
+                    options=host_options,
+                    on_ready=ready,
+                    stop=stop,
+                    on_shutdown=close_app_clients,
+                )
             )
-        )
+        except WorkerIndexError as exc:
+            # What Azure's host logs before it serves nothing: the local run refuses the app too.
+            raise RunError(f"Worker failed to index functions: {exc}") from exc
+        except WorkerUnavailableError as exc:
+            raise RunError(str(exc)) from exc
     finally:
         for started in reversed(plan.started):
             code = stop_process(started.process)
@@ -472,8 +492,15 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
         help="also start this module by the development-service command-line contract",
     )
     parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=REPO,
+        help="folder of the app: function_app.py, host.json, local.settings.sample.json",
+    )
     args = parser.parse_args(argv)
     return not args.no_install, Options(
+        repo=args.app_dir.resolve(),
         local_dir=args.local_dir.resolve(),
         settings_file=args.settings.resolve(),
         port=args.port,
@@ -491,14 +518,12 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     wants_install, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The Azure SDKs log every request at INFO; the app's own lines are what a developer reads.
-    logging.getLogger("azure").setLevel(logging.WARNING)
     # Until the host's event loop takes over SIGINT/SIGTERM, SIGTERM unwinds like Ctrl-C, so
     # whatever already started (Azurite, services) is stopped by `run`'s cleanup.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if wants_install:
-            install(options.repo)
+            install(REPO)
         return run(options)
     except RunError as exc:
         say(f"error: {exc}", sys.stderr)

@@ -23,6 +23,9 @@ if ! command -v npm >/dev/null; then
   exit 1
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The Functions worker's own indexing code (see the file for why it is installed apart).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  --ignore-requires-python -r requirements-worker.txt
 if [ ! -f node_modules/azurite/package.json ]; then
   npm ci --no-audit --no-fund --silent
 fi

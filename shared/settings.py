@@ -235,6 +235,13 @@ class Settings:
     max_request_body_bytes: int = _setting(
         "MAX_REQUEST_BODY_BYTES", 16384, "Largest accepted HTTP request body."
     )
+    # --- Logging ------------------------------------------------------------------------------
+    library_log_level: str = _setting(
+        "LIBRARY_LOG_LEVEL",
+        "WARNING",
+        "Level of the Azure SDK and HTTP libraries' loggers (azure, httpx, httpcore, aiohttp, h2): "
+        "at INFO they log every request, storage URLs with ACS user ids included.",
+    )
     # --- ACS identity -------------------------------------------------------------------------
     acs_connection_string: str = _setting(
         "ACS_CONNECTION_STRING",
@@ -344,6 +351,10 @@ def _check(s: Settings) -> None:
             raise SettingsError("setting APNS_APPS must be a JSON list") from None
         if not isinstance(apps, list) or not apps:
             raise SettingsError("setting APNS_APPS must be a non-empty JSON list")
+    if s.library_log_level.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(
+            "setting LIBRARY_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
     for name, value in (
         ("APNS_CONNECTIONS", s.apns_connections),
         ("RENEWAL_MAX_PER_HOUR", s.renewal_max_per_hour),

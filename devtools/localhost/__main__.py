@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devtools.localhost.catalog import import_app
 from devtools.localhost.server import HostJson, HostOptions, LocalHost
+from devtools.localhost.worker import WorkerIndexError, WorkerUnavailableError
 
 log = logging.getLogger("devtools.localhost")
 
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="queue poll seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The Azure SDKs log every request at INFO; the app's own lines are what a developer reads.
-    logging.getLogger("azure").setLevel(logging.WARNING)
 
     env = {**read_local_settings(args.settings), **os.environ}
     host_json = HostJson.read(args.app_dir / "host.json")
@@ -102,9 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     def ready(host: LocalHost) -> None:
         print(host.banner(), flush=True)
 
-    asyncio.run(
-        serve(env, app_target=args.app, app_dir=args.app_dir, options=options, on_ready=ready)
-    )
+    try:
+        asyncio.run(
+            serve(env, app_target=args.app, app_dir=args.app_dir, options=options, on_ready=ready)
+        )
+    except WorkerIndexError as exc:
+        # The host's own words in Azure; it then serves no function at all.
+        print(f"error: Worker failed to index functions: {exc}", file=sys.stderr)
+        return 1
+    except WorkerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -67,9 +67,19 @@ def test_readme_says_the_local_host_is_for_development_and_keeps_func_start() ->
 def test_sample_settings_list_exactly_the_settings_table() -> None:
     sample = json.loads((REPO / "local.settings.sample.json").read_text(encoding="utf-8"))
 
-    names = set(sample["Values"]) - {"FUNCTIONS_WORKER_RUNTIME"}
+    names = set(sample["Values"]) - {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
+    }
     assert names == {spec.name for spec in SETTINGS_TABLE}
     assert sample["Values"]["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+def test_sample_settings_isolate_the_workers_own_azure_functions() -> None:
+    # Core Tools' worker bundles azure-functions 1.22-1.24, which cannot decode CloudEvents.
+    sample = json.loads((REPO / "local.settings.sample.json").read_text(encoding="utf-8"))
+
+    assert sample["Values"]["PYTHON_ISOLATE_WORKER_DEPENDENCIES"] == "1"
 
 
 def test_sample_settings_file_is_the_generated_one() -> None:
