@@ -234,3 +234,16 @@ def test_readme_marks_what_the_guide_marks_unverified() -> None:
         if "fromDictionary" in line:
             assert re.search(r"unverified|not verified", line, re.I), line
     assert "docs/ios.md" in README
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_guide_and_from_other_docs_finds_its_heading() -> None:
+    anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", prose(), re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", GUIDE)
+    for doc in (REPO / "docs").glob("*.md"):
+        links += re.findall(r"\]\(ios\.md#([^)]+)\)", doc.read_text(encoding="utf-8"))
+    assert sorted({link for link in links if link not in anchors}) == []
