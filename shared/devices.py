@@ -148,9 +148,12 @@ class RegistrationContendedError(TransientError):
 class DeviceRegistry(Protocol):
     """The registry port used by the use cases (``DeviceStore`` and the test fake)."""
 
-    async def register(self, device: Device, *, held_since: datetime | None = None) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         """Register or renew ``device``, moving its token from any previous owner, except from
-        one who renewed it at or after ``held_since`` (then ``HELD``, nothing written)."""
+        one who renewed it at or after ``held_since`` (then ``HELD``, nothing written); with
+        ``keep_key`` a renewal keeps the stored preview key instead of ``device``'s (none)."""
         ...
 
     async def list_for_user(self, user_id: str) -> list[Device]:
@@ -335,15 +338,20 @@ class DeviceStore:
 
     # --- registration -----------------------------------------------------------------------------
 
-    async def register(self, device: Device, *, held_since: datetime | None = None) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         """Register or renew ``device``; a token held by another user moves to this one.
 
-        With ``held_since``, a token whose other user renewed it at or after that time stays
+        ``keep_key``: a renewal leaves the stored preview key and its expiry as they are (the
+        request carried no key); a new or moved registration has none either way. With
+        ``held_since``, a token whose other user renewed it at or after that time stays
         theirs: ``HELD`` with their registration, nothing written (one more point read).
+
         Raises RegistrationContendedError when the token's owner keeps changing concurrently,
         StorageUnavailableError on an outage.
         """
-        renewed = await self._renew(device)
+        renewed = await self._renew(device, keep_key=keep_key)
         if renewed is not None:
             return Registered(RegistrationOutcome.RENEWED, etag=renewed)
         # Optimistic: a token new to the service has no owner row, so try creating it first.
@@ -373,15 +381,16 @@ class DeviceStore:
             return Registered(RegistrationOutcome.CREATED, etag=written)
         raise RegistrationContendedError("device token ownership kept changing; retry")
 
-    async def _renew(self, device: Device) -> str | None:
+    async def _renew(self, device: Device, *, keep_key: bool = False) -> str | None:
         """Merge the registration into an existing row of this user: its new ETag, or None if
         there is no such row."""
+        fields = self._registration_fields(device)
+        if keep_key:
+            del fields["previewKey"], fields["keyExpiresAt"]
         try:
             with storage_errors("renew device"):
                 # No ETag: If-Match * — updates only an existing row, never creates one.
-                meta = await self._devices.update_entity(
-                    self._registration_fields(device), mode=UpdateMode.MERGE
-                )
+                meta = await self._devices.update_entity(fields, mode=UpdateMode.MERGE)
         except EntityNotFoundError:
             return None
         return str(meta.get("etag") or "")

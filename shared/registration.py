@@ -16,8 +16,9 @@ renews it (202 and a code by push, then the PUT again with ``tokenProof``:
      "tokenProof": "<the code from the proof push>"?}
 
 The key (alert devices only) is live for ``PREVIEW_KEY_LIFETIME_MINUTES``; an alert device with
-a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. VoIP devices are
-never scheduled. Unknown body fields are ignored. A user holds at most
+a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. Without a ``key``
+field, a re-registration keeps the key already stored (and its expiry); ``"key": null`` removes
+it. VoIP devices are never scheduled. Unknown body fields are ignored. A user holds at most
 ``MAX_DEVICES_PER_USER`` registrations: a new one (not a renewal) removes the least recently
 renewed others past the limit (:func:`make_room`).
 
@@ -107,6 +108,7 @@ class DeviceRequest:
     key: bytes | None
     app_version: str | None
     locale: str | None
+    keep_key: bool = False  # no "key" field: a re-registration keeps the stored key
     token_proof: str | None = None
 
     def __repr__(self) -> str:
@@ -204,6 +206,7 @@ def parse_device_request(body: Mapping[str, Any], topics: frozenset[str]) -> Dev
         topic=topic,
         environment=environment,
         key=_key(body, kind),
+        keep_key="key" not in body,
         app_version=_optional(body, "appVersion", _PRINTABLE, "must be 1-64 printable characters"),
         locale=_optional(body, "locale", _LOCALE, "must be a locale identifier such as en_US"),
         token_proof=_optional(body, "tokenProof", _PROOF, "must be the code from the proof push"),
@@ -256,9 +259,11 @@ async def register_device(
         locale=req.locale,
     )
     if moves is None:
-        result = await registry.register(device)
+        result = await registry.register(device, keep_key=req.keep_key)
     else:
-        claimed = await moves.register(registry, device, req.token_proof, now)
+        claimed = await moves.register(
+            registry, device, req.token_proof, now, keep_key=req.keep_key
+        )
         if isinstance(claimed, ProofRequired):
             return claimed
         result = claimed

@@ -220,13 +220,21 @@ class TokenMoves:
     random: Callable[[int], bytes] = os.urandom
 
     async def register(
-        self, registry: DeviceRegistry, device: Device, proof: str | None, now: datetime
+        self,
+        registry: DeviceRegistry,
+        device: Device,
+        proof: str | None,
+        now: datetime,
+        *,
+        keep_key: bool = False,
     ) -> Registered | ProofRequired:
         """Register ``device``; a token another user still holds needs ``proof``.
 
+        ``keep_key`` as for ``DeviceRegistry.register`` (a renewal keeps the stored key).
         Raises the errors listed in the module doc.
         """
-        result = await registry.register(device, held_since=now - self.stale_after)
+        held_since = now - self.stale_after
+        result = await registry.register(device, keep_key=keep_key, held_since=held_since)
         if result.outcome is not RegistrationOutcome.HELD or result.holder is None:
             return result
         holder = result.holder

@@ -40,11 +40,17 @@ class FakeDeviceStore:
         self.rows[(device.user_id, device.device_id)] = stored
         return stored
 
-    async def register(self, device: Device, *, held_since: datetime | None = None) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         await self._tick()
         key = (device.user_id, device.device_id)
         old = self.rows.get(key)
         if old is not None:
+            if keep_key:
+                device = replace(
+                    device, preview_key=old.preview_key, key_expires_at=old.key_expires_at
+                )
             renewed = self._put(
                 replace(
                     device,
