@@ -10,10 +10,15 @@
    APNs simulator unless real APNs credentials (``APNS_APPS``) are configured, the local ACS
    identity service unless ``ACS_CONNECTION_STRING`` is, the local identity provider unless
    ``AUTH_JWKS_URL`` is. A service whose module does not exist is skipped, and said so.
-5. Settings: defaults <- local.settings.json ``Values`` <- the services' settings (Azurite's
-   connection string replaces ``UseDevelopmentStorage=true``).
-6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
-   everything on Ctrl-C or SIGTERM.
+5. Settings: local.settings.json ``Values`` <- the services' settings (Azurite's connection
+   string replaces ``UseDevelopmentStorage=true``). The settings table's defaults are applied by
+   the app itself, never by the host: ``%SETTING%`` binding expressions resolve from these only.
+6. The app on the local development host (127.0.0.1:7071) and, beside it on the same event
+   loop, the developer console (``devtools/console``, 127.0.0.1:7072 unless busy): what each
+   registered phone would show, the APNs wire, and actions. A summary with every URL, and a
+   clean stop of everything on Ctrl-C or SIGTERM. While it is up, ``.local/run.json`` says where
+   its storage is (Azurite may be on other ports than 10000-10002), so
+   ``python -m devtools.delivery_log`` finds it by itself.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ STORAGE_SETTINGS = ("AzureWebJobsStorage", "STORAGE_CONNECTION")
 AZURITE_PORTS = (10000, 10001, 10002)
 DEV_BUNDLE_ID = "com.example.pushrelay"
 READY_TIMEOUT = 60.0
+CONSOLE_PORT = 7072
+RUN_FILE = "run.json"  # read by devtools.delivery_log: where this run's storage is
 
 
 class RunError(RuntimeError):
@@ -123,7 +130,17 @@ def say(text: str = "", out: IO[str] | None = None) -> None:
 def install(repo: Path = REPO) -> None:
     """Install the Python and npm dependencies. Raises RunError when a step fails."""
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    steps: list[list[str]] = [[*pip, "-r", str(repo / "requirements-dev.txt")]]
+    steps: list[list[str]] = [
+        [*pip, "-r", str(repo / "requirements-dev.txt")],
+        # The Functions worker's indexing code declares Python >= 3.13 but runs on 3.11.
+        [
+            *pip,
+            "--no-deps",
+            "--ignore-requires-python",
+            "-r",
+            str(repo / "requirements-worker.txt"),
+        ],
+    ]
     if not (repo / "node_modules" / "azurite" / "package.json").exists():
         npm = shutil.which("npm")
         if npm is None:
@@ -165,13 +182,17 @@ def prepare_local_settings(path: Path, sample: Path) -> tuple[dict[str, str], bo
 
 
 def merge_settings(
-    defaults: Mapping[str, str],
     local_values: Mapping[str, str],
     services: list[Mapping[str, str]],
     storage_connection: str,
 ) -> dict[str, str]:
-    """defaults <- local values <- services' settings; Azurite replaces development storage."""
-    merged = {**defaults, **local_values}
+    """local values <- services' settings; Azurite replaces development storage.
+
+    The settings table's defaults stay out: they are the app's own (``shared/settings.py``
+    applies them), while the Functions host resolves ``%SETTING%`` binding expressions from app
+    settings alone, so a schedule missing from ``local.settings.json`` must fail here as in Azure.
+    """
+    merged = dict(local_values)
     for reported in services:
         merged.update({str(k): str(v) for k, v in reported.items()})
     for name in STORAGE_SETTINGS:
@@ -267,6 +288,8 @@ class Options:
     skip: frozenset[str] = frozenset()
     extra_services: tuple[str, ...] = ()
     timers: bool = True
+    console: bool = True
+    console_port: int = CONSOLE_PORT
 
 
 def _services(options: Options) -> list[DevService]:
@@ -332,9 +355,62 @@ def endpoints(host: LocalHost) -> list[str]:
     return lines
 
 
-def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) -> str:
+@dataclass
+class ConsoleCompanion:
+    """The developer console, started beside the app once the app listens (its URL is known).
+
+    Development only: it is in ``devtools/`` (left out of the deployed package by .funcignore)
+    and only the local run starts it.
+    """
+
+    settings: Mapping[str, str]
+    reports: Mapping[str, Mapping[str, Any]]
+    host: str = "127.0.0.1"
+    port: int = CONSOLE_PORT
+    url: str | None = None
+    moved: bool = False
+    _console: Any = None
+
+    async def start(self, host: LocalHost) -> None:
+        from devtools.console.server import Console
+
+        port = self.port
+        if port and not port_is_free(port, self.host):
+            port, self.moved = 0, True
+        simulator = self.reports.get("apns_simulator", {}).get("control_url")
+        idp = self.reports.get("dev_identity_provider", {}).get("token_url")
+        self._console = Console.from_settings(
+            self.settings,
+            app_url=host.base_url,
+            simulator_url=str(simulator) if simulator else None,
+            token_url=str(idp) if idp else None,
+            host=self.host,
+            port=port,
+        )
+        self.url = await self._console.start()
+
+    async def stop(self) -> None:
+        if self._console is not None:
+            await self._console.stop()
+
+    def line(self) -> str:
+        """The summary's line for the console."""
+        busy = f" (port {self.port} was busy)" if self.moved else ""
+        return (
+            f"Developer console (each phone's lock screen, the APNs wire, actions): "
+            f"{self.url}{busy}"
+        )
+
+
+def summary(
+    plan: Plan,
+    azurite: Any,
+    banner: str,
+    endpoint_lines: list[str],
+    console_line: str | None = None,
+) -> str:
     """What runs where, what is simulated and what was skipped, and the endpoints to use
-    (``endpoint_lines``: from :func:`endpoints`)."""
+    (``endpoint_lines``: from :func:`endpoints`), then the developer console's URL."""
     lines = [
         "",
         "=" * 78,
@@ -351,10 +427,32 @@ def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) ->
     lines += [
         "",
         *endpoint_lines,
+        "What happened to a message (reads this run's storage; see .local/run.json):",
+        "  .venv/bin/python -m devtools.delivery_log --thread THREAD_ID --message MESSAGE_ID "
+        "--user ACS_USER_ID",
+    ]
+    if console_line:
+        lines += ["", console_line]
+    lines += [
         "Stop with Ctrl-C.",
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def write_run_file(path: Path, settings: Mapping[str, str], app_url: str) -> None:
+    """Say where this run's storage is, for the tools that read it (owner-only: the
+    connection string may carry an account key)."""
+    run = {
+        "pid": os.getpid(),
+        "app": app_url,
+        "STORAGE_CONNECTION": settings.get("STORAGE_CONNECTION", ""),
+        "TABLE_PREFIX": settings.get("TABLE_PREFIX", ""),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
 
 def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
@@ -383,7 +481,7 @@ def run(
     from devtools.azurite import Azurite
     from devtools.localhost.__main__ import serve
     from devtools.localhost.server import HostJson, HostOptions
-    from devtools.settings_doc import defaults
+    from devtools.localhost.worker import WorkerIndexError, WorkerUnavailableError
 
     if not port_is_free(options.port, options.host):
         raise RunError(
@@ -404,7 +502,6 @@ def run(
     try:
         start_services(options, local_values, plan)
         plan.settings = merge_settings(
-            defaults(),
             local_values,
             [s.report["settings"] for s in plan.started],
             azurite.connection_string,
@@ -418,22 +515,41 @@ def run(
             queue=host_json.queue_options(),
         )
 
+        console = None
+        if options.console:
+            console = ConsoleCompanion(
+                plan.settings,
+                {s.service.name: s.report for s in plan.started},
+                host=options.host,
+                port=options.console_port,
+            )
+
         def ready(host: LocalHost) -> None:
-            say(summary(plan, azurite, host.banner(), endpoints(host)))
+            write_run_file(options.local_dir / RUN_FILE, plan.settings, host.base_url)
+            line = console.line() if console is not None else None
+            say(summary(plan, azurite, host.banner(), endpoints(host), line))
             if on_ready is not None:
                 on_ready(host.base_url)
 
-        asyncio.run(
-            serve(
-                plan.settings,
-                app_dir=options.repo,
-                options=host_options,
-                on_ready=ready,
-                stop=stop,
-                on_shutdown=close_app_clients,
+        try:
+            asyncio.run(
+                serve(
+                    plan.settings,
+                    app_dir=options.repo,
+                    options=host_options,
+                    on_ready=ready,
+                    stop=stop,
+                    on_shutdown=close_app_clients,
+                    companions=[console] if console is not None else [],
+                )
             )
-        )
+        except WorkerIndexError as exc:
+            # What Azure's host logs before it serves nothing: the local run refuses the app too.
+            raise RunError(f"Worker failed to index functions: {exc}") from exc
+        except WorkerUnavailableError as exc:
+            raise RunError(str(exc)) from exc
     finally:
+        (options.local_dir / RUN_FILE).unlink(missing_ok=True)
         for started in reversed(plan.started):
             code = stop_process(started.process)
             say(f"stopped the {started.service.title} (exit {code})")
@@ -472,8 +588,22 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
         help="also start this module by the development-service command-line contract",
     )
     parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
+    parser.add_argument(
+        "--console-port",
+        type=int,
+        default=CONSOLE_PORT,
+        help=f"the developer console's port ({CONSOLE_PORT}; a free one if busy)",
+    )
+    parser.add_argument("--no-console", action="store_true", help="do not serve the console")
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=REPO,
+        help="folder of the app: function_app.py, host.json, local.settings.sample.json",
+    )
     args = parser.parse_args(argv)
     return not args.no_install, Options(
+        repo=args.app_dir.resolve(),
         local_dir=args.local_dir.resolve(),
         settings_file=args.settings.resolve(),
         port=args.port,
@@ -481,6 +611,8 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
         skip=frozenset(args.skip),
         extra_services=tuple(args.extra_service),
         timers=not args.no_timers,
+        console=not args.no_console,
+        console_port=args.console_port,
     )
 
 
@@ -491,14 +623,12 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     wants_install, options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The Azure SDKs log every request at INFO; the app's own lines are what a developer reads.
-    logging.getLogger("azure").setLevel(logging.WARNING)
     # Until the host's event loop takes over SIGINT/SIGTERM, SIGTERM unwinds like Ctrl-C, so
     # whatever already started (Azurite, services) is stopped by `run`'s cleanup.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if wants_install:
-            install(options.repo)
+            install(REPO)
         return run(options)
     except RunError as exc:
         say(f"error: {exc}", sys.stderr)

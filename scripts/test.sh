@@ -23,8 +23,20 @@ if ! command -v npm >/dev/null; then
   exit 1
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The Functions worker's own indexing code (see the file for why it is installed apart).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  --ignore-requires-python -r requirements-worker.txt
 if [ ! -f node_modules/azurite/package.json ]; then
   npm ci --no-audit --no-fund --silent
+fi
+# The developer console's browser tests run Debian's chromium (browser downloads are not possible).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "error: the console's browser tests need chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
 fi
 
 echo "== ruff"

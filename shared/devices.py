@@ -9,7 +9,10 @@ Tables (see docs/architecture.md)::
     devices       PK encode_key(rawId)      RK deviceId   the registration (preview key wrapped)
     tokenowners   PK deviceId               RK "owner"    owner = rawId: a token has one user
 
-Ownership: registering a token another user holds moves it. The ``tokenowners`` row is the
+Ownership: registering a token another user holds moves it, unless the caller asks to protect a
+holder renewed since a given time (``held_since``): then nothing is written and the holder is
+returned (``HELD``), so the use case can ask for proof of possession (``shared.token_proof``).
+The ``tokenowners`` row is the
 serialization point: every (re)claim writes it under its ETag, and the previous owner's device row
 is deleted *before* the claim, so a crash midway never leaves the token reachable from the
 previous user's partition. A renewal (the token is already in the caller's partition) is one
@@ -20,7 +23,8 @@ only happens when someone registers a token that is not theirs, which already mo
 
 Storage round trips: a renewal 1 (the merge); a token new to the service 3 (failed merge, owner
 create, device write); taking a token over from another user 6 (failed merge, failed owner
-create, owner read, delete there, owner update, device write).
+create, owner read, delete there, owner update, device write), 7 with ``held_since`` (the
+holder's row is read first).
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ class RegistrationOutcome(enum.StrEnum):
     CREATED = "created"  # the token was nobody's
     RENEWED = "renewed"  # the caller already had it: fields and key refreshed
     MOVED = "moved"  # another user had it: removed there, now the caller's
+    HELD = "held"  # another user renewed it recently: nothing written (proof needed to move it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +127,9 @@ class Registered:
     """The result of :meth:`DeviceStore.register`."""
 
     outcome: RegistrationOutcome
-    previous_owner: str | None = None  # set when MOVED
+    previous_owner: str | None = None  # set when MOVED or HELD
     etag: str | None = None  # the device row's ETag after the write (the renewal entry carries it)
+    holder: Device | None = None  # when HELD: the other user's registration of the token
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +147,12 @@ class RegistrationContendedError(TransientError):
 class DeviceRegistry(Protocol):
     """The registry port used by the use cases (``DeviceStore`` and the test fake)."""
 
-    async def register(self, device: Device) -> Registered:
-        """Register or renew ``device``, moving its token from any previous owner."""
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
+        """Register or renew ``device``, moving its token from any previous owner, except from
+        one who renewed it at or after ``held_since`` (then ``HELD``, nothing written); with
+        ``keep_key`` a renewal keeps the stored preview key instead of ``device``'s (none)."""
         ...
 
     async def list_for_user(self, user_id: str) -> list[Device]:
@@ -327,13 +337,20 @@ class DeviceStore:
 
     # --- registration -----------------------------------------------------------------------------
 
-    async def register(self, device: Device) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         """Register or renew ``device``; a token held by another user moves to this one.
+
+        ``keep_key``: a renewal leaves the stored preview key and its expiry as they are (the
+        request carried no key); a new or moved registration has none either way. With
+        ``held_since``, a token whose other user renewed it at or after that time stays
+        theirs: ``HELD`` with their registration, nothing written (one more point read).
 
         Raises RegistrationContendedError when the token's owner keeps changing concurrently,
         StorageUnavailableError on an outage.
         """
-        renewed = await self._renew(device)
+        renewed = await self._renew(device, keep_key=keep_key)
         if renewed is not None:
             return Registered(RegistrationOutcome.RENEWED, etag=renewed)
         # Optimistic: a token new to the service has no owner row, so try creating it first.
@@ -342,6 +359,10 @@ class DeviceStore:
         for _ in range(_ATTEMPTS):
             previous = owner if owner not in (None, device.user_id) else None
             if previous is not None:
+                if held_since is not None:
+                    holder = await self.get(previous, device.device_id)
+                    if holder is not None and holder.renewed_at >= held_since:
+                        return Registered(RegistrationOutcome.HELD, previous, holder=holder)
                 await self._delete_row(previous, device.device_id)
             try:
                 await self._claim(device, etag)
@@ -359,15 +380,16 @@ class DeviceStore:
             return Registered(RegistrationOutcome.CREATED, etag=written)
         raise RegistrationContendedError("device token ownership kept changing; retry")
 
-    async def _renew(self, device: Device) -> str | None:
+    async def _renew(self, device: Device, *, keep_key: bool = False) -> str | None:
         """Merge the registration into an existing row of this user: its new ETag, or None if
         there is no such row."""
+        fields = self._registration_fields(device)
+        if keep_key:
+            del fields["previewKey"], fields["keyExpiresAt"]
         try:
             with storage_errors("renew device"):
                 # No ETag: If-Match * — updates only an existing row, never creates one.
-                meta = await self._devices.update_entity(
-                    self._registration_fields(device), mode=UpdateMode.MERGE
-                )
+                meta = await self._devices.update_entity(fields, mode=UpdateMode.MERGE)
         except EntityNotFoundError:
             return None
         return str(meta.get("etag") or "")

@@ -1,12 +1,17 @@
 """Use case: one ACS chat event becomes at most one push per device of its recipient.
 
 ``ChatMessageReceived`` / ``ChatMessageEdited``: load the recipient's devices (one partition
-query) and the thread's mute state, claim the delivery of (thread, message, kind, version) for
+query) and the message's state (the thread's mute row and the message's tombstone, one query),
+claim the delivery of (thread, message, kind, version) for
 every alert device (one transaction), build each payload, send them concurrently through the
 APNs client of each device's app, settle the outcomes (``shared.outcomes``) and write them to the
 delivery log (one transaction). An edit is sent with ``apns-collapse-id`` = messageId, so the
-banner is replaced. ``ChatMessageDeleted`` sends a background push naming the message, within
-the device's background budget (the one the renewal sweep draws on too).
+banner is replaced. ``ChatMessageDeleted`` leaves a tombstone, then sends a background push
+naming the message, within the device's background budget (the one the renewal sweep draws on
+too): a second delete to a device within ``RENEWAL_MIN_SPACING_MINUTES`` is skipped. Every
+alert device of a registered recipient gets a push, or a delivery-log record saying why policy
+skipped it: thread muted, message already deleted (an edit arriving after its delete), over
+the background budget.
 
 ``ChatThreadWithUserDeleted`` and ``ChatParticipantRemovedFromThreadWithUser`` (for the removed
 user) mute the thread for that user; ``ChatParticipantAddedToThreadWithUser`` (for the added user)
@@ -16,7 +21,9 @@ retry cannot fix it.
 
 The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
-:class:`~shared.errors.TransientError` (the trigger lets them fail the invocation).
+:class:`~shared.errors.TransientError` (the trigger lets them fail the invocation); a request
+storage refuses (``StorageRejectedError``) is logged and acknowledged, since every redelivery
+would be refused the same way.
 """
 
 from __future__ import annotations
@@ -30,19 +37,21 @@ from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
-from shared.chat_payload import chat_notification, withdraw_notification
+from shared.chat_payload import chat_push, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
     DeliveryKind,
     DeliveryRecord,
     DeliveryState,
     DeliveryStore,
+    MessageState,
     Outcome,
 )
 from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
+    EventSource,
     Ignored,
     IncomingCallEvent,
     MalformedEvent,
@@ -52,10 +61,11 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.fanout import FanOut
+from shared.fanout import FanOut, freshest
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
+from shared.tables import StorageRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,9 @@ class ChatPushSummary:
     note: str = ""
 
 
+_MUTED: Final = "thread muted for this recipient"
+_DELETED: Final = "the message was deleted before this event arrived"
+
 _KINDS: Final = {
     MessageEventKind.RECEIVED: DeliveryKind.RECEIVED,
     MessageEventKind.EDITED: DeliveryKind.EDITED,
@@ -110,11 +123,15 @@ async def handle_chat_event(
     settings: Settings,
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
+    source: EventSource | None = None,
 ) -> ChatPushSummary:
     """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
 
+    ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
+    if source is not None and not source.admits(event):
+        return ChatPushSummary(note="another source")
     try:
         parsed = event if isinstance(event, _PARSED) else parse_event(event)
     except MalformedEvent as exc:
@@ -122,7 +139,12 @@ async def handle_chat_event(
         return ChatPushSummary(note="malformed")
     if isinstance(parsed, ChatMessageEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
-        return await _ChatPush(parsed, fan).run()
+        try:
+            return await _ChatPush(parsed, fan).run()
+        except StorageRejectedError as exc:
+            # A 4xx from storage for this event's data: every redelivery would get it too.
+            log.error("storage refused this chat event's data, acknowledged: %s: %s", exc, fan.tag)
+            return ChatPushSummary(note="storage refused the event's data")
     if isinstance(parsed, ThreadEvent):
         return await _thread_event(parsed, deliveries, clock)
     if isinstance(parsed, IncomingCallEvent):
@@ -189,24 +211,55 @@ class _ChatPush:
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return ChatPushSummary(note="recipient is not an ACS user")
-        listed, muted = await asyncio.gather(
+        listed, state = await asyncio.gather(
             fan.devices.list_for_user(event.recipient_id),
-            fan.deliveries.is_muted(event.recipient_id, event.thread_id),
+            fan.deliveries.message_state(event.recipient_id, event.thread_id, event.message_id),
         )
+        listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
-        if muted:
-            log.info("thread muted for this recipient, %d devices skipped: %s", len(alert), fan.tag)
-            return ChatPushSummary(devices=len(alert), skipped=len(alert), note="muted")
         if not alert:
-            log.info("recipient has no alert devices: %s", fan.tag)
-            return ChatPushSummary(note="no devices")
+            log.info("recipient has no alert devices (muted: %s): %s", state.muted, fan.tag)
+            return ChatPushSummary(note="muted" if state.muted else "no devices")
+        why = self._skip_reason(state)
+        if why:
+            return await self._skip_all(alert, why)
+        if event.kind is MessageEventKind.DELETED:
+            await fan.deliveries.mark_deleted(
+                event.recipient_id,
+                event.thread_id,
+                event.message_id,
+                at=fan.clock(),
+                event_id=event.event_id,
+            )
         return await self._fan_out(alert)
+
+    def _skip_reason(self, state: MessageState) -> str:
+        """Why policy sends this event to none of the devices ("" when it goes to all)."""
+        if state.muted:
+            return _MUTED
+        if state.deleted_at is not None and self.event.kind is not MessageEventKind.DELETED:
+            # Event Grid does not keep order: an edit (or the message) may arrive after its
+            # delete, and must not alert again.
+            return _DELETED
+        return ""
+
+    async def _skip_all(self, alert: Sequence[Device], why: str) -> ChatPushSummary:
+        """Record every device as skipped and why, so the delivery log answers for the event."""
+        fan, now = self.fan, self.fan.clock()
+        claimed = await fan.claim(self._key(), alert, now=now, event_id=self.event.event_id)
+        outcome = Outcome(DeliveryState.SKIPPED, detail=why)
+        await fan.deliveries.complete([(r, outcome) for r, _ in claimed.mine], fan.clock())
+        log.info("%d devices skipped, %s: %s", len(alert), why, fan.tag)
+        note = "muted" if why is _MUTED else "deleted"
+        return ChatPushSummary(devices=len(alert), skipped=len(alert), note=note)
+
+    def _key(self) -> DeliveryKey:
+        e = self.event
+        return DeliveryKey(e.recipient_id, e.thread_id, e.message_id, _KINDS[e.kind], e.version)
 
     async def _fan_out(self, alert: Sequence[Device]) -> ChatPushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
-        key = DeliveryKey(
-            event.recipient_id, event.thread_id, event.message_id, _KINDS[event.kind], event.version
-        )
+        key = self._key()
         claimed = await fan.claim(key, alert, now=now, event_id=event.event_id)
         if claimed.in_flight:
             log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
@@ -223,39 +276,49 @@ class _ChatPush:
     async def _push_all(
         self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime
     ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
-        ready: list[tuple[DeliveryRecord, Device, Notification]] = []
+        ready: list[tuple[DeliveryRecord, Device, Notification, str]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []
         for record, device in mine:
             built = await self._notification(record, device, now)
-            if isinstance(built, Notification):
-                ready.append((record, device, built))
+            if isinstance(built, tuple):
+                ready.append((record, device, *built))
             elif isinstance(built, Outcome):
                 skipped.append((record, built))
             else:
                 early.append(Attempt(record, device, built))
         budget = self.fan.settings.apns_retry_budget_seconds
-        answers = await self.fan.send([(d, n) for _, d, n in ready], budget=budget)
-        attempts = early + [Attempt(r, d, a) for (r, d, _), a in zip(ready, answers, strict=True)]
+        answers = await self.fan.send([(d, n) for _, d, n, _ in ready], budget=budget)
+        attempts = early + [
+            Attempt(r, d, a, note) for (r, d, _, note), a in zip(ready, answers, strict=True)
+        ]
         return await self.fan.settle(attempts), tuple(skipped)
 
     async def _notification(
         self, record: DeliveryRecord, device: Device, now: datetime
-    ) -> Notification | Outcome | ApnsError:
-        """The device's notification, a skip (over the background budget), or why it can't be."""
+    ) -> tuple[Notification, str] | Outcome | ApnsError:
+        """The device's notification and what the log notes of its payload, a skip (over the
+        background budget), or why it can't be sent."""
         event = self.event
         try:
             if event.kind is not MessageEventKind.DELETED:
-                return chat_notification(event, device, self.fan.settings, now)
-            if not await self._spend_background_budget(device, now):
+                notification, payload = chat_push(event, device, self.fan.settings, now)
+                return notification, payload.note
+            if not await self._spend_background_budget(device, now, retry=record.claims > 1):
                 return Outcome(DeliveryState.SKIPPED, detail="over the background push budget")
-            return withdraw_notification(event, device)
+            return withdraw_notification(event, device), ""
         except NotificationError as exc:
             return exc
 
-    async def _spend_background_budget(self, device: Device, now: datetime) -> bool:
+    async def _spend_background_budget(self, device: Device, now: datetime, *, retry: bool) -> bool:
+        """Record one background push on the device's budget; False when over it.
+
+        A retry of this same withdraw (its claim was released: APNs was busy or did not answer)
+        already passed the check when it was first claimed, and its own first try is what now
+        fills the budget's spacing: it goes again rather than being skipped by itself.
+        """
         s = self.fan.settings
-        allowed = background_budget_allows(
+        allowed = retry or background_budget_allows(
             device.background_sent,
             now,
             max_per_hour=s.renewal_max_per_hour,

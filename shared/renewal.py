@@ -226,15 +226,16 @@ def decide_state(state: EntryState, now: datetime, rules: RenewalRules) -> Decis
 def renewed_since(
     device: Device, entry_at: datetime | None, due_bucket: str, lead: timedelta
 ) -> bool:
-    """Whether the device renewed by itself after its entry was written.
+    """Whether the device renewed its key by itself after its entry was written.
 
-    ``entry_at`` is when the entry's state was taken; an entry without state (keys only) is
-    superseded when the device's key now falls due in a later bucket.
+    Its key must now fall due in a later bucket: a re-registration without a key keeps the old
+    key (and its due time) while moving ``renewed_at``, and must not cancel the wake. ``entry_at``
+    is when the entry's state was taken (None for an entry without state).
     """
-    if entry_at is not None:
-        return device.renewed_at > entry_at
     expires = device.key_expires_at
-    return expires is not None and bucket_for(due_at(expires, lead)) > due_bucket
+    if expires is None or bucket_for(due_at(expires, lead)) <= due_bucket:
+        return False
+    return entry_at is None or device.renewed_at > entry_at
 
 
 def decide(
@@ -324,16 +325,19 @@ def _state_json(s: EntryState | None) -> list[object] | None:
         return None
     wake_at = s.wake_at.isoformat() if s.wake_at else None
     sent = [t.isoformat() for t in s.sent]
+    result_at = s.last_result_at.isoformat() if s.last_result_at else None
     return [s.token, s.topic, s.environment, s.etag, s.at.isoformat(), sent, s.wakes, wake_at,
-            s.wake_sweep]  # fmt: skip
+            s.wake_sweep, s.bad_tokens, s.last_result, result_at]  # fmt: skip
 
 
 def _state_from(v: object) -> EntryState | None:
     if v is None:
         return None
-    if not isinstance(v, list) or len(v) != 9:
+    # 9 fields: a shard queued before entries carried the settling state (still in flight).
+    if not isinstance(v, list) or len(v) not in (9, 12):
         raise TypeError("not an entry state")
-    token, topic, env, etag, at, sent, wakes, wake_at, sweep = v
+    token, topic, env, etag, at, sent, wakes, wake_at, sweep = v[:9]
+    bad_tokens, last_result, result_at = v[9:] if len(v) == 12 else (0, None, None)
     return EntryState(
         token=str(token),
         topic=str(topic),
@@ -344,6 +348,9 @@ def _state_from(v: object) -> EntryState | None:
         wakes=int(wakes),
         wake_at=datetime.fromisoformat(wake_at) if wake_at else None,
         wake_sweep=str(sweep) if sweep else None,
+        bad_tokens=int(bad_tokens),
+        last_result=str(last_result) if last_result else None,
+        last_result_at=datetime.fromisoformat(result_at) if result_at else None,
     )
 
 
@@ -530,6 +537,9 @@ def as_device(item: ShardItem, state: EntryState) -> Device:
         environment=Environment(state.environment),
         registered_at=state.at,
         renewed_at=state.at,
+        bad_token_count=state.bad_tokens,
+        last_result=state.last_result,
+        last_result_at=state.last_result_at,
     )
 
 

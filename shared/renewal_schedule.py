@@ -109,6 +109,12 @@ class EntryState:
     wakes: int = 0
     wake_at: datetime | None = None
     wake_sweep: str | None = None
+    # What settling an APNs answer needs (shared.outcomes): a 200 clears a bad-token count, and
+    # repeated BadDeviceToken answers count once per spacing. Without them a wake answered 200
+    # left the count standing and the next stray BadDeviceToken deleted a device just proven good.
+    bad_tokens: int = 0
+    last_result: str | None = None
+    last_result_at: datetime | None = None
 
     @classmethod
     def of(cls, device: Device, etag: str, at: datetime) -> EntryState:
@@ -124,6 +130,9 @@ class EntryState:
             wakes=device.unanswered_wakes,
             wake_at=device.wake_at,
             wake_sweep=device.wake_sweep,
+            bad_tokens=device.bad_token_count,
+            last_result=device.last_result,
+            last_result_at=device.last_result_at,
         )
 
     def properties(self) -> dict[str, Any]:
@@ -138,6 +147,9 @@ class EntryState:
             "wakes": self.wakes,
             "wakeAt": _time_text([self.wake_at] if self.wake_at else []),
             "wakeSweep": self.wake_sweep or "",
+            "badTokens": self.bad_tokens,
+            "lastResult": self.last_result or "",
+            "lastResultAt": _time_text([self.last_result_at] if self.last_result_at else []),
         }
 
     @classmethod
@@ -147,6 +159,7 @@ class EntryState:
             if not entity.get("etag"):
                 return None
             wake_at = _times(str(entity.get("wakeAt") or ""))
+            result_at = _times(str(entity.get("lastResultAt") or ""))
             return cls(
                 token=str(entity["token"]),
                 topic=str(entity["topic"]),
@@ -157,6 +170,9 @@ class EntryState:
                 wakes=int(entity.get("wakes") or 0),
                 wake_at=wake_at[0] if wake_at else None,
                 wake_sweep=str(entity.get("wakeSweep") or "") or None,
+                bad_tokens=int(entity.get("badTokens") or 0),
+                last_result=str(entity.get("lastResult") or "") or None,
+                last_result_at=result_at[0] if result_at else None,
             )
         except (KeyError, ValueError, IndexError, TypeError):
             return None

@@ -146,7 +146,8 @@ class Settings:
     preview_key_lifetime_minutes: int = _setting(
         "PREVIEW_KEY_LIFETIME_MINUTES",
         45,
-        "How long an uploaded preview key stays live (the ACS SDK discards keys after 45 min).",
+        "How long an uploaded preview key stays live; the app keeps it as long (keyExpiresAt). "
+        "Longer: fewer renewal wakes, more messages per key (docs/ios.md section 6).",
     )
     key_encryption_keys: str = _setting(
         "KEY_ENCRYPTION_KEYS",
@@ -178,8 +179,8 @@ class Settings:
     config_error_threshold: int = _setting(
         "CONFIG_ERROR_THRESHOLD",
         5,
-        "This many devices of one app failing with the same token/topic reason at once is a "
-        "configuration error: alert and delete nothing.",
+        "Devices of this many users of one app failing with the same token/topic reason at once "
+        "are a configuration error: alert and delete nothing (one user's many devices count once).",
     )
     delivery_retention_days: int = _setting(
         "DELIVERY_RETENTION_DAYS", 7, "Days the delivery log keeps records."
@@ -190,7 +191,8 @@ class Settings:
     delivery_log_admins: tuple[str, ...] = _setting(
         "DELIVERY_LOG_ADMINS",
         (),
-        "Comma-separated caller subjects allowed to read the delivery log over HTTP.",
+        "Who may read the delivery log over HTTP, comma-separated: 'ISSUER SUBJECT' (SUBJECT may "
+        "be the caller's object id, oid) or a bare SUBJECT, meaning one at AUTH_JWT_ISSUER.",
     )
     # --- Calls --------------------------------------------------------------------------------
     call_max_age_seconds: float = _setting(
@@ -225,6 +227,12 @@ class Settings:
     device_stale_days: int = _setting(
         "DEVICE_STALE_DAYS", 30, "Registrations not renewed for this many days are purged."
     )
+    max_devices_per_user: int = _setting(
+        "MAX_DEVICES_PER_USER",
+        10,
+        "Registrations one user may hold (alert and VoIP tokens alike); a new one past it removes "
+        "the user's least recently renewed registration.",
+    )
     # --- Caller authentication ----------------------------------------------------------------
     auth_jwt_issuer: str = _setting(
         "AUTH_JWT_ISSUER", "", "Expected 'iss' of the app's identity-provider JWTs."
@@ -247,6 +255,13 @@ class Settings:
     max_request_body_bytes: int = _setting(
         "MAX_REQUEST_BODY_BYTES", 16384, "Largest accepted HTTP request body."
     )
+    # --- Logging ------------------------------------------------------------------------------
+    library_log_level: str = _setting(
+        "LIBRARY_LOG_LEVEL",
+        "WARNING",
+        "Level of the Azure SDK and HTTP libraries' loggers (azure, httpx, httpcore, aiohttp, h2): "
+        "at INFO they log every request, storage URLs with ACS user ids included.",
+    )
     # --- ACS identity -------------------------------------------------------------------------
     acs_connection_string: str = _setting(
         "ACS_CONNECTION_STRING",
@@ -257,6 +272,13 @@ class Settings:
     )
     acs_endpoint: str = _setting(
         "ACS_ENDPOINT", "", "ACS endpoint reached with managed identity when no connection string."
+    )
+    acs_resource_id: str = _setting(
+        "ACS_RESOURCE_ID",
+        "",
+        "ARM id of the ACS resource whose events are acted on (/subscriptions/.../providers/"
+        "Microsoft.Communication/communicationServices/NAME); an event whose topic or source "
+        "differs (without case) is acknowledged and logged. Empty: no check (a warning).",
     )
     acs_ca_file: str = _setting(
         "ACS_CA_FILE", "", "Extra CA bundle to trust for ACS (the local ACS identity service)."
@@ -356,12 +378,17 @@ def _check(s: Settings) -> None:
             raise SettingsError("setting APNS_APPS must be a JSON list") from None
         if not isinstance(apps, list) or not apps:
             raise SettingsError("setting APNS_APPS must be a non-empty JSON list")
+    if s.library_log_level.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(
+            "setting LIBRARY_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
     for name, value in (
         ("APNS_CONNECTIONS", s.apns_connections),
         ("RENEWAL_MAX_PER_HOUR", s.renewal_max_per_hour),
         ("RENEWAL_SHARD_SIZE", s.renewal_shard_size),
         ("PREVIEW_KEY_LIFETIME_MINUTES", s.preview_key_lifetime_minutes),
         ("MAX_REQUEST_BODY_BYTES", s.max_request_body_bytes),
+        ("MAX_DEVICES_PER_USER", s.max_devices_per_user),
     ):
         if value < 1:
             raise SettingsError(f"setting {name} must be at least 1")

@@ -528,12 +528,17 @@ def _raise_for(answer: HttpAnswer, what: str) -> None:
 
 
 def _if_match(etag: str | None, match_condition: MatchConditions | None) -> str:
-    """The If-Match value the SDK would send for these arguments. Raises ValueError."""
-    if match_condition is MatchConditions.IfNotModified:
+    """The If-Match value the SDK would send for these arguments. Raises ValueError.
+
+    Conditions are compared by name, so azure-core's ``MatchConditions`` (an adapter written
+    against the SDK) means the same as ours.
+    """
+    condition = getattr(match_condition, "name", None)
+    if condition == MatchConditions.IfNotModified.name:
         if not etag:
             raise ValueError("IfNotModified needs an etag")
         return etag
-    if match_condition not in (None, MatchConditions.Unconditionally):
+    if condition not in (None, MatchConditions.Unconditionally.name):
         raise ValueError(f"unsupported match condition: {match_condition}")
     if etag:
         raise ValueError("an etag needs match_condition=IfNotModified")

@@ -64,7 +64,7 @@ def _options(options: Mapping[str, Any]) -> dict[str, Any]:
     if "mode" in out:
         out["mode"] = SdkMode(UpdateMode(out["mode"]).value)
     if out.get("match_condition") is not None:
-        out["match_condition"] = _MATCH[out["match_condition"]]
+        out["match_condition"] = _MATCH.get(out["match_condition"], out["match_condition"])
     return out
 
 

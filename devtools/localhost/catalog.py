@@ -1,15 +1,15 @@
-"""What the app declares: its functions and their bindings, read from the app object itself.
+"""What the app declares: its functions and their bindings, as the worker reports them.
 
-The local host never keeps a second list of routes or schedules: everything comes from
-``app.get_functions()`` and each function's ``get_function_json()``, with ``%SETTING%``
-expressions resolved from the environment the way the Functions host resolves them.
+The local host never keeps a second list of routes or schedules: the app is indexed by the
+Python worker's own code (``devtools.localhost.worker``), which refuses what Azure refuses, and
+the catalog is built from the raw binding JSON the worker hands the host, with ``%SETTING%``
+expressions resolved from app settings only, the way the Functions host resolves them (the
+settings table's defaults are the app's business, not the host's).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import json
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+
+from devtools.localhost.worker import IndexedFunction, index_functions
 
 _EXPRESSION = re.compile(r"%([^%\s]+)%")
 
@@ -53,6 +55,7 @@ class FunctionSpec:
     user_function: Callable[..., Any]
     is_async: bool
     wants_context: bool
+    output_types: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
 
     @property
     def trigger_type(self) -> str:
@@ -117,11 +120,10 @@ def _binding(raw: Mapping[str, Any], env: Mapping[str, str]) -> Binding:
     )
 
 
-def describe(function: Any, env: Mapping[str, str]) -> FunctionSpec:
-    """Turn one ``azure.functions`` Function into a FunctionSpec. Raises BindingError."""
-    name = function.get_function_name()
-    raw = json.loads(function.get_function_json())["bindings"]
-    bindings = [_binding(b, env) for b in raw]
+def describe(function: IndexedFunction, env: Mapping[str, str]) -> FunctionSpec:
+    """Turn one function the worker indexed into a FunctionSpec. Raises BindingError."""
+    name = function.name
+    bindings = [_binding(b, env) for b in function.raw_bindings]
     triggers = [b for b in bindings if b.type.endswith("Trigger")]
     if len(triggers) != 1:
         raise BindingError(f"function {name} must have exactly one trigger")
@@ -132,15 +134,14 @@ def describe(function: Any, env: Mapping[str, str]) -> FunctionSpec:
     for b in others:
         if b.direction != "OUT" or b.type not in OUTPUTS:
             raise BindingError(f"binding {b.name} ({b.type}) is not supported by the local host")
-    user_function = function.get_user_function()
-    parameters = inspect.signature(user_function).parameters
     return FunctionSpec(
         name=name,
         trigger=trigger,
         outputs=tuple(others),
-        user_function=user_function,
-        is_async=inspect.iscoroutinefunction(user_function),
-        wants_context="context" in parameters,
+        user_function=function.user_function,
+        is_async=function.is_async,
+        wants_context=function.requires_context,
+        output_types=function.output_types,
     )
 
 
@@ -160,11 +161,15 @@ def app_functions(app: func.FunctionApp) -> list[Any]:
 
 
 def build_catalog(app: func.FunctionApp, env: Mapping[str, str]) -> Catalog:
-    """Describe every function of ``app``; one that cannot be served lands in ``errors``."""
+    """Describe every function of ``app``; one that cannot be served lands in ``errors``.
+
+    Raises WorkerIndexError when the worker refuses the app (Azure would then serve nothing, so
+    neither does the local host), WorkerUnavailableError when the worker's code is missing.
+    """
     functions: dict[str, FunctionSpec] = {}
     errors: dict[str, str] = {}
-    for function in app_functions(app):
-        name = function.get_function_name()
+    for function in index_functions(app_functions(app)):
+        name = function.name
         try:
             functions[name] = describe(function, env)
         except BindingError as exc:

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.functions import _abc as functions_abc
 from azure.functions import meta
 from azure.functions.queue import QueueMessageInConverter
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from devtools.localhost.catalog import Binding, FunctionSpec
+from devtools.localhost.worker import encode_output
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +80,25 @@ def connection_name(binding: Binding) -> str:
     return str(binding.get("connection") or DEFAULT_CONNECTION)
 
 
-def output_payloads(value: Any) -> list[bytes]:
-    """The messages an output binding value stands for. Raises TypeError like the worker."""
+def output_payloads(value: Any, binding: str = "queue", pytype: Any = None) -> list[bytes]:
+    """The messages a queue output value stands for, encoded by the worker's own rules.
+
+    The worker skips an output that was never set, encodes the rest with the binding's converter
+    (a string, bytes, a QueueMessage or a list of them) and the host writes one message per item
+    of a JSON array. Raises TypeError with the worker's message for anything else.
+    """
     if value is None:
         return []
-    if isinstance(value, str):
-        return [value.encode("utf-8")]
-    if isinstance(value, bytes):
-        return [value]
-    if isinstance(value, functions_abc.QueueMessage):
-        return [value.get_body()]
-    if isinstance(value, list | tuple):
-        payloads: list[bytes] = []
-        for item in value:
-            if isinstance(item, list | tuple):
-                raise TypeError("a queue output binding cannot send nested lists")
-            payloads += output_payloads(item)
-        return payloads
-    raise TypeError(f"a queue output binding cannot send {type(value).__name__}")
+    kind, data = encode_output(binding, value, pytype)
+    if kind == "bytes":
+        return [bytes(data)]
+    if kind != "json":
+        return [str(data).encode("utf-8")]
+    decoded = json.loads(data)
+    items = decoded if isinstance(decoded, list) else [decoded]
+    return [
+        (item["body"] if isinstance(item, dict) else str(item)).encode("utf-8") for item in items
+    ]
 
 
 def _iso(moment: datetime | None) -> meta.Datum | None:

@@ -111,6 +111,20 @@ class HostOptions:
     strip_easy_auth: bool = True
 
 
+def host_query(query: Mapping[str, str]) -> dict[str, str]:
+    """The query as the Functions host hands it to the worker (``req.params``).
+
+    The host drops parameters whose value is empty and joins a repeated parameter's values with
+    ``,`` (``?a=1&a=2&b=`` arrives as ``{"a": "1,2"}``); aiohttp's MultiDict keeps them all.
+    """
+    params: dict[str, str] = {}
+    for key in dict.fromkeys(query):
+        values = [v for v in query.getall(key) if v]  # type: ignore[attr-defined]
+        if values:
+            params[key] = ",".join(values)
+    return params
+
+
 def _json(status: int, body: Mapping[str, Any]) -> web.Response:
     return web.json_response(dict(body), status=status)
 
@@ -168,7 +182,8 @@ class LocalHost:
         for binding in spec.outputs:
             if binding.type != "queue":
                 continue
-            payloads = output_payloads(invocation.output(binding))
+            encoder, pytype = spec.output_types.get(binding.name, ("queue", None))
+            payloads = output_payloads(invocation.output(binding), encoder, pytype)
             if payloads:
                 store = self._store(connection_name(binding))
                 name = str(binding.get("queueName", "")).lower()
@@ -206,7 +221,7 @@ class LocalHost:
             method=request.method,
             url=str(request.url),
             headers=self._headers(request),
-            params=dict(request.query),
+            params=host_query(request.query),
             route_params=params,
             body=await request.read(),
         )

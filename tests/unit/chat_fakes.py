@@ -24,6 +24,7 @@ from shared.deliveries import (
     DeliveryKey,
     DeliveryRecord,
     DeviceTarget,
+    MessageState,
     Outcome,
     PurgeReport,
     new_claim,
@@ -134,6 +135,7 @@ class FakeDeliveries:
     def __init__(self) -> None:
         self.rows: dict[tuple[DeliveryKey, str], DeliveryRecord] = {}
         self.mutes: dict[tuple[str, str], tuple[bool, datetime]] = {}
+        self.tombstones: dict[tuple[str, str, str], datetime] = {}
         self._etags = itertools.count(1)
 
     def _stamp(self, record: DeliveryRecord) -> DeliveryRecord:
@@ -180,6 +182,15 @@ class FakeDeliveries:
             return False
         self.mutes[(user_id, thread_id)] = (muted, at)
         return True
+
+    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
+        muted = self.mutes.get((user_id, thread_id), (False, T0))[0]
+        return MessageState(muted, self.tombstones.get((user_id, thread_id, message_id)))
+
+    async def mark_deleted(
+        self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
+    ) -> None:
+        self.tombstones[(user_id, thread_id, message_id)] = at
 
     async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
         return [

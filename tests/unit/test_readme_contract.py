@@ -67,9 +67,19 @@ def test_readme_says_the_local_host_is_for_development_and_keeps_func_start() ->
 def test_sample_settings_list_exactly_the_settings_table() -> None:
     sample = json.loads((REPO / "local.settings.sample.json").read_text(encoding="utf-8"))
 
-    names = set(sample["Values"]) - {"FUNCTIONS_WORKER_RUNTIME"}
+    names = set(sample["Values"]) - {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
+    }
     assert names == {spec.name for spec in SETTINGS_TABLE}
     assert sample["Values"]["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+def test_sample_settings_isolate_the_workers_own_azure_functions() -> None:
+    # Core Tools' worker bundles azure-functions 1.22-1.24, which cannot decode CloudEvents.
+    sample = json.loads((REPO / "local.settings.sample.json").read_text(encoding="utf-8"))
+
+    assert sample["Values"]["PYTHON_ISOLATE_WORKER_DEPENDENCIES"] == "1"
 
 
 def test_sample_settings_file_is_the_generated_one() -> None:
@@ -91,3 +101,12 @@ def test_sample_settings_load_once_the_generated_ones_are_filled_in() -> None:
 
     assert settings.storage_connection == "UseDevelopmentStorage=true"
     assert settings.queue_connection == "UseDevelopmentStorage=true"
+
+
+def test_the_dead_letter_replay_keeps_the_function_key_out_of_urls_and_arguments() -> None:
+    """A key in a URL or a command-line argument ends up in process lists and shell history."""
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    replay = guide[guide.index("**Replay**") :]
+    sketch = replay[replay.index("```bash") : replay.index("```", replay.index("```bash") + 3)]
+    assert "code=" not in sketch and "$key" not in sketch
+    assert "-H @" in sketch and "x-functions-key: " in sketch

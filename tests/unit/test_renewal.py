@@ -344,12 +344,24 @@ def test_a_bucket_is_spread_over_partitions() -> None:
 
 
 def test_a_shard_survives_its_message() -> None:
-    state = EntryState("ab" * 32, APP, "sandbox", 'W/"1"', T0, (T0,), 2, T0, "202603011150")
+    state = EntryState(
+        "ab" * 32, APP, "sandbox", 'W/"1"', T0, (T0,), 2, T0, "202603011150",
+        bad_tokens=2, last_result="BadDeviceToken", last_result_at=T0,
+    )  # fmt: skip
     item = ShardItem("8:acs:u/#?", "d" * 64, ("202603011155",), state)
     shard = Shard("202603011200", 3, (item, ShardItem("u", "e" * 64, ("202603011155",))))
     assert parse_shard(shard.to_json().encode()) == shard
     purge = Shard("202603011200", 4, purge="202603010555")
     assert parse_shard(purge.to_json()) == purge
+
+
+def test_a_shard_queued_before_entries_carried_results_is_still_read() -> None:
+    state = EntryState("ab" * 32, APP, "sandbox", 'W/"1"', T0, (T0,), 2, T0, "202603011150")
+    item = ShardItem("u", "d" * 64, ("202603011155",), state)
+    message = json.loads(Shard("202603011200", 3, (item,)).to_json())
+    message["devices"][0][3] = message["devices"][0][3][:9]
+
+    assert parse_shard(json.dumps(message)).items == (item,)
 
 
 @pytest.mark.parametrize(
@@ -587,3 +599,27 @@ async def test_buckets_that_leave_the_catch_up_window_are_purged(renewal: Renewa
     left = {e.bucket for e in renewal.schedule.entries()}
     assert consumed not in left
     assert left and all(b >= floor for b in left)
+
+
+def test_a_re_registration_that_kept_the_old_key_is_still_woken() -> None:
+    """Registering without a key keeps the key and its due time: the wake must still go."""
+    now = T0 + timedelta(minutes=35)
+    kept = _device(renewed_at=T0 + timedelta(minutes=20))
+    assert decide(kept, bucket_for(now), now, RULES, entry_at=T0) is Decision.WAKE
+
+
+async def test_a_wake_answered_200_clears_the_bad_token_count_as_a_chat_push_does(
+    renewal: Renewal,
+) -> None:
+    device_id = await renewal.register(7)
+    for minutes in (1, 20):
+        await renewal.devices.record_result(
+            USER, device_id, "BadDeviceToken", bad_token=True, at=T0 + timedelta(minutes=minutes)
+        )
+    renewal.at(35)
+
+    await renewal.tick()
+
+    stored = renewal.device(device_id)
+    assert stored is not None and len(renewal.apns.to(token(7))) == 1
+    assert (stored.bad_token_count, stored.last_result) == (0, "200")

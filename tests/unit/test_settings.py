@@ -176,23 +176,30 @@ def test_generated_keys_differ() -> None:
     assert new_key_encryption_keys() != new_key_encryption_keys()
 
 
-def test_services_override_local_values_which_override_defaults() -> None:
+def test_services_override_local_values() -> None:
     merged = merge_settings(
-        {"A": "default", "B": "default", "C": "default"},
         {"B": "local", "C": "local", "AzureWebJobsStorage": "UseDevelopmentStorage=true"},
         [{"C": "service"}],
         "azurite-connection",
     )
 
-    assert (merged["A"], merged["B"], merged["C"]) == ("default", "local", "service")
+    assert (merged["B"], merged["C"]) == ("local", "service")
     assert merged["AzureWebJobsStorage"] == "azurite-connection"
     assert merged["STORAGE_CONNECTION"] == "azurite-connection"
+
+
+def test_settings_table_defaults_are_not_app_settings() -> None:
+    # The host resolves %PURGE_SCHEDULE% from app settings only; a default would hide a function
+    # that Azure refuses to start when the setting is missing.
+    merged = merge_settings({}, [], "azurite-connection")
+
+    assert "PURGE_SCHEDULE" not in merged and "RENEWAL_QUEUE" not in merged
 
 
 def test_a_real_storage_account_is_kept() -> None:
     real = "DefaultEndpointsProtocol=https;AccountName=real;AccountKey=x"
 
-    merged = merge_settings({}, {"STORAGE_CONNECTION": real}, [], "azurite-connection")
+    merged = merge_settings({"STORAGE_CONNECTION": real}, [], "azurite-connection")
 
     assert merged["STORAGE_CONNECTION"] == real
 

@@ -174,6 +174,15 @@ def test_a_create_asks_for_no_content_back() -> None:
     assert sent.headers["Prefer"] == "return-no-content"
 
 
+def test_azure_cores_match_conditions_mean_the_same() -> None:
+    from azure.core import MatchConditions as SdkMatch
+
+    session = ScriptedHttp(Answer(204, {"ETag": ETAG}))
+    run(lambda: client(session).update_entity(ENTITY, etag=ETAG,
+                                              match_condition=SdkMatch.IfNotModified))  # fmt: skip
+    assert session.sent[0].headers["If-Match"] == ETAG
+
+
 def test_an_etag_without_if_not_modified_is_refused_as_the_sdk_does() -> None:
     with pytest.raises(ValueError, match="IfNotModified"):
         run(lambda: client(ScriptedHttp()).update_entity(ENTITY, etag=ETAG))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,8 @@ def build_app(rec: Recorder) -> func.FunctionApp:
 
     @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="AzureWebJobsStorage")
     @app.queue_output(arg_name="out", queue_name="%OUT_QUEUE%", connection="AzureWebJobsStorage")
-    async def work(msg: func.QueueMessage, out: func.Out[list[str]]) -> None:
+    # typing.List: the Python worker refuses builtin generics such as list[str].
+    async def work(msg: func.QueueMessage, out: func.Out[typing.List[str]]) -> None:  # noqa: UP006
         body = msg.get_body().decode()
         rec.record("work", msg)
         if body == "fail":

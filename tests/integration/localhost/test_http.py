@@ -23,6 +23,14 @@ async def test_route_parameter_and_query_reach_the_function(serve: Serve) -> Non
     assert req.url.endswith("/api/hello/Ada%20L?greeting=hi")
 
 
+async def test_query_values_reach_the_function_as_the_host_passes_them(serve: Serve) -> None:
+    s = await serve(base_env())
+
+    await s.client.get("/api/hello/Ada?greeting=hi&greeting=yo&empty=&tag=&tag=x")
+
+    assert s.rec.of("hello")[0].params == {"greeting": "hi,yo", "tag": "x"}
+
+
 async def test_constrained_parameter_matches_only_its_type(serve: Serve) -> None:
     s = await serve(base_env())
 
