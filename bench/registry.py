@@ -6,7 +6,7 @@ Starts Azurite, the development identity provider and the local ACS identity ser
 own process), and serves the real ``function_app`` on the local host in a thread of this process.
 A separate client process sends the requests, so this process's CPU time is the host's alone.
 Prints, per scenario, requests/s, host CPU ms per request, Table Storage round trips per request
-(``shared.tables.round_trips``: every HTTP request the Tables SDK sent, retries included), ACS
+(``shared.tables.round_trips``: every HTTP request sent to Table Storage, retries included), ACS
 Identity API calls per request (counted by the local ACS identity service) and latency
 percentiles, and writes them to ``bench/results/registry.json``. A benchmark, not a test:
 numbers depend on the machine and on whatever else it runs (the load average is recorded), so
@@ -22,6 +22,9 @@ Scenarios (each caller's identity and the tables exist before measuring, as in a
   and before its ACS token expires); the rate limit is raised so none is refused, but its
   bucket is still written;
 - ``POST token first``: a caller's very first token (the identity is created at ACS).
+
+The app uses the default Table Storage client; ``BENCH_STORAGE_CLIENT=sdk`` in the environment
+runs it on azure-data-tables instead (``STORAGE_CLIENT``).
 
 ``--profile SCENARIO`` runs that scenario once more under cProfile (on the host's event-loop
 thread, after the measured runs) and prints where its CPU time goes.
@@ -342,6 +345,7 @@ def _env(azurite: Any, idp: Service, acs: Service) -> dict[str, str]:
         **defaults(),
         "STORAGE_CONNECTION": azurite.connection_string,
         "TABLE_PREFIX": "bench",
+        "STORAGE_CLIENT": os.environ.get("BENCH_STORAGE_CLIENT", "lean"),
         "APNS_APPS": json.dumps([{"bundleId": TOPIC, "teamId": "T", "keyId": "K"}]),
         "KEY_ENCRYPTION_KEYS": "k1=" + base64.b64encode(os.urandom(32)).decode(),
         # Measure the bucket write without refusing anyone.
