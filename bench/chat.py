@@ -20,8 +20,9 @@ per event within 1.5x the sum of its parts; p99 under 5x p50.
 ``--clients lean sdk`` (the default) runs everything once per Table Storage client
 (``STORAGE_CLIENT``) in the same run, against the same Azurite and simulator, and reports the
 lean client's CPU per event as a ratio of the SDK's (issue "Storage on the hot path": at most a
-third at one device). The JSON's top-level figures are the first client's; each client's are
-under ``clients``.
+third at one device); ``--rounds N`` repeats that N times in alternating order and reports the
+median round and the median of the per-round ratios. The JSON's top-level figures are the first
+client's; each client's are under ``clients``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -446,42 +448,60 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"],
         help="Table Storage clients to run, one after the other",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run the clients this many times, alternating their order (median reported)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     template = json.loads(SAMPLE.read_text())[0]
-    runs: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, dict[str, Any]]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
         Azurite.start(None) as az,
         simulator(Path(tmp)) as sim,
     ):
-        for client in args.clients:
-            env = {
-                **defaults(),
-                **sim["settings"],
-                "STORAGE_CONNECTION": az.connection_string,
-                "TABLE_PREFIX": "bench" + client,
-                "STORAGE_CLIENT": client,
-                "KEY_ENCRYPTION_KEYS": KEK,
-            }
-            print(f"\n== STORAGE_CLIENT={client}", flush=True)
-            runs[client] = run_client(args, env, sim, template)
+        for r in range(args.rounds):
+            order = args.clients if r % 2 == 0 else list(reversed(args.clients))
+            rounds.append({})
+            for client in order:
+                env = {
+                    **defaults(),
+                    **sim["settings"],
+                    "STORAGE_CONNECTION": az.connection_string,
+                    "TABLE_PREFIX": f"bench{client}{r}",
+                    "STORAGE_CLIENT": client,
+                    "KEY_ENCRYPTION_KEYS": KEK,
+                }
+                print(f"\n== round {r + 1}: STORAGE_CLIENT={client}", flush=True)
+                rounds[-1][client] = run_client(args, env, sim, template)
 
+    runs = {client: median_round([rnd[client] for rnd in rounds]) for client in args.clients}
     for client, run in runs.items():
-        print(f"\n== STORAGE_CLIENT={client}")
+        print(f"\n== STORAGE_CLIENT={client} (median round of {args.rounds})")
         report(run["phases"], run["parts_alone"], run["overall"])
-    comparison = compare(runs)
+    comparison = compare(rounds)
     settings = {"events": args.events, "concurrency": args.concurrency, "parts": args.parts,
-                "clients": args.clients}  # fmt: skip
+                "clients": args.clients, "rounds": args.rounds}  # fmt: skip
     first = runs[args.clients[0]]
+    clients = {}
+    for client, run in runs.items():
+        per_round = [[p["cpu_ms_per_event"] for p in rnd[client]["phases"]] for rnd in rounds]
+        clients[client] = {**public(run), "cpu_ms_per_event_rounds": per_round}
     extra = {
         "parts_alone": first["parts_alone"],
         "overall": first["overall"],
-        "clients": {client: public(run) for client, run in runs.items()},
+        "clients": clients,
         "lean_vs_sdk": comparison,
     }
     write_result(args.out, "chat push", settings, first["phases"], extra)
     return 0
+
+
+def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose CPU per event (all phases) is the median of the rounds'."""
+    ordered = sorted(runs, key=lambda run: run["overall"]["cpu_ms_per_event"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def run_client(
@@ -522,29 +542,36 @@ def public(run: dict[str, Any]) -> dict[str, Any]:
     return {**run, "phases": phases}
 
 
-def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The lean client's CPU per event (and per part) over the SDK's, from the same run."""
-    if not {"lean", "sdk"} <= runs.keys():
+def compare(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The lean client's CPU per event (and per part) over the SDK's, round by round (each
+    round runs both), and the median of those ratios."""
+    if not rounds or not {"lean", "sdk"} <= rounds[0].keys():
         return {}
-    lean, sdk = runs["lean"], runs["sdk"]
-    per_phase = {
-        f"{p['devices_per_recipient']}_device": round(
-            p["cpu_ms_per_event"] / q["cpu_ms_per_event"], 2
-        )
-        for p, q in zip(lean["phases"], sdk["phases"], strict=True)
-    }
-    parts_ratio = {
-        name: round(lean["parts_alone"][name]["cpu_ms"] / sdk["parts_alone"][name]["cpu_ms"], 2)
-        for name in lean["parts_alone"]
-    }
+    per_round: list[dict[str, float]] = []
+    parts_rounds: list[dict[str, float]] = []
+    for rnd in rounds:
+        lean, sdk = rnd["lean"], rnd["sdk"]
+        phases = zip(lean["phases"], sdk["phases"], strict=True)
+        per_round.append(
+            {f"{p['devices_per_recipient']}_device": p["cpu_ms_per_event"] / q["cpu_ms_per_event"]
+             for p, q in phases}
+        )  # fmt: skip
+        parts_rounds.append(
+            {name: lean["parts_alone"][name]["cpu_ms"] / sdk["parts_alone"][name]["cpu_ms"]
+             for name in lean["parts_alone"]}
+        )  # fmt: skip
+    per_phase = {k: round(statistics.median(r[k] for r in per_round), 2) for k in per_round[0]}
+    parts = {k: round(statistics.median(r[k] for r in parts_rounds), 2) for k in parts_rounds[0]}
+    shown = [{k: round(v, 2) for k, v in r.items()} for r in per_round]
     one = per_phase["1_device"]
     print(
-        f"\nlean / sdk CPU per event: {per_phase} (target at one device <= 0.33: "
-        f"{one <= 0.33}); parts: {parts_ratio}"
+        f"\nlean / sdk CPU per event, median of {len(rounds)} round(s): {per_phase} (target at "
+        f"one device <= 0.33: {one <= 0.33}); rounds: {shown}; parts: {parts}"
     )
     return {
         "cpu_per_event": per_phase,
-        "parts": parts_ratio,
+        "cpu_per_event_rounds": shown,
+        "parts": parts,
         "one_device_within_a_third": one <= 0.33,
     }
 

@@ -126,6 +126,14 @@ def canonical_resource(account: str, raw_path: str) -> str:
 
 
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9\-._~!$&()*,;=:@]*")
+_UNRESERVED: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+# What quote_key does to each ASCII character that changes ("'" is doubled, not escaped).
+_ASCII_ESCAPES: Final = {
+    chr(code): ("''" if chr(code) == "'" else f"%{code:02X}")
+    for code in range(128)
+    if chr(code) not in _UNRESERVED + _PATH_SAFE or chr(code) == "'"
+}
+_ASCII_ESCAPED: Final = re.compile("[" + re.escape("".join(_ASCII_ESCAPES)) + "]")
 
 
 def quote_key(key: str) -> str:
@@ -134,12 +142,18 @@ def quote_key(key: str) -> str:
         raise TypeError("PartitionKey and RowKey must be str")
     if _PLAIN_KEY.fullmatch(key):  # hex ids, "owner", ACS ids: nothing to escape
         return key
+    if key.isascii():  # "m|user|thread" partitions, "message|kind|version|device" rows
+        return _ASCII_ESCAPED.sub(_ascii_escape, key)
     return _quote_key(key)
+
+
+def _ascii_escape(match: re.Match[str]) -> str:
+    return _ASCII_ESCAPES[match.group()]
 
 
 @functools.lru_cache(maxsize=4096)
 def _quote_key(key: str) -> str:
-    # urllib's quote costs ~10 us a key; users' partitions recur, so remember the recent ones.
+    # urllib's quote costs ~10 us a key; keys recur, so remember the recent ones.
     return quote(key.replace("'", "''"), safe=_PATH_SAFE)
 
 

@@ -13,8 +13,11 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared import table_wire as wire
 from shared.table_client import DEVELOPMENT_KEY, SharedKey
@@ -101,6 +104,13 @@ def test_our_signer_reproduces_the_sdks_authorization(
 
 def test_keys_are_escaped_in_the_path_as_the_sdk_sends_them() -> None:
     assert "/devstoreaccount1/" + wire.entity_path("mytable", ODD_PK, ODD_RK) == SDK_PATH
+
+
+@given(st.text())
+def test_every_key_is_quoted_as_urllib_quotes_it_with_the_sdks_safe_characters(key: str) -> None:
+    # The fast paths (nothing to escape; ASCII through one translate table) agree with
+    # urllib.parse.quote over the same safe set, which the SDK's wire format follows.
+    assert wire.quote_key(key) == quote(key.replace("'", "''"), safe="!$&'()*,;=:@")
 
 
 def test_a_filter_is_encoded_as_the_sdk_sends_it() -> None:
