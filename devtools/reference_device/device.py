@@ -115,7 +115,7 @@ class Endpoints:
     """Where the phone finds pushrelay, the identity provider and APNs (the simulator)."""
 
     app: str  # pushrelay's base URL, e.g. http://127.0.0.1:7071
-    idp: str  # the development identity provider's issuer
+    idp: str  # the development identity provider's token URL (its token_url)
     apns: str  # the APNs simulator's control URL
 
 

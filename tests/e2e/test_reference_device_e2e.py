@@ -120,7 +120,7 @@ class World:
     ) -> None:
         self.base, self.sim, self.idp, self.time = base, sim, idp, time
         self.partner = Partner(base, time)
-        self.endpoints = Endpoints(app=base, idp=idp.issuer, apns=sim.control_url)
+        self.endpoints = Endpoints(app=base, idp=idp.token_url, apns=sim.control_url)
         self.phones: list[ReferenceDevice] = []
 
     def phone(self, subject: str, **options: Any) -> ReferenceDevice:
@@ -395,7 +395,7 @@ def test_a_token_cannot_be_taken_without_the_phone(world: World) -> None:
 
 def test_the_command_line_keeps_a_phone_between_commands(world: World, tmp_path: Path) -> None:
     where = ["--state", str(tmp_path / "phone.json"), "--app", world.base]
-    where += ["--idp", world.idp.issuer, "--apns", world.sim.control_url, "--topic", APP]
+    where += ["--idp", world.idp.token_url, "--apns", world.sim.control_url, "--topic", APP]
 
     def run(*args: str) -> str:
         out = io.StringIO()

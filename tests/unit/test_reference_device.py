@@ -396,7 +396,7 @@ def phone(server: ContractServer, clock: Clock, **options: Any) -> ReferenceDevi
     http = httpx.Client(transport=httpx.MockTransport(server.handle), base_url="http://relay")
     return ReferenceDevice(
         relay=RelayClient("http://relay", http),
-        idp=DevIdentityProvider("http://relay/idp", http),
+        idp=DevIdentityProvider("http://relay/idp/token", http),
         pushes=server,
         topic="app",
         clock=clock,
@@ -593,3 +593,26 @@ def test_a_saved_phone_is_restored_whole(server: ContractServer, clock: Clock) -
     again = phone(server, clock)
     again.restore(json.loads(json.dumps(device.to_state())))
     assert again.to_state() == device.to_state()
+
+
+def test_the_phone_signs_in_at_the_token_url_the_run_prints(
+    server: ContractServer, clock: Clock
+) -> None:
+    # The summary's token_url, not the issuer: the issuer stays put when the port moves.
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "idp":
+            asked.append(str(request.url))
+            return httpx.Response(200, json={"access_token": "tok-alice", "expires_in": 3600})
+        return server.handle(request)
+
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    device = ReferenceDevice(
+        relay=RelayClient("http://relay", http),
+        idp=DevIdentityProvider("http://idp:4000/token", http),
+        pushes=server,
+        topic="app",
+        clock=clock,
+    )
+    assert (device.sign_in("alice"), asked) == ("8:acs:alice", ["http://idp:4000/token?sub=alice"])
