@@ -521,6 +521,89 @@ def test_a_renewal_wake_uploads_a_fresh_key(server: ContractServer, clock: Clock
     assert len(device.keys.retrieve_keys()) == 2  # the old one lives until its own expiry
 
 
+def chat_alert(message_id: str, thread: str = "19:thread@thread.v2") -> dict[str, Any]:
+    return {
+        "aps": {"alert": {"title": "New message", "body": "You have a new message"},
+                "thread-id": thread},
+        "threadId": thread, "messageId": message_id, "kind": "received",
+    }  # fmt: skip
+
+
+def withdraw(message_id: str, thread: str = "19:thread@thread.v2") -> dict[str, Any]:
+    return {
+        "aps": {"content-available": 1},
+        "deleted": {"threadId": thread, "messageId": message_id},
+    }
+
+
+def test_a_withdraw_wake_renews_the_key_too(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    first = server.keys[device.alert_token]
+    server.send(device.alert_token, chat_alert("m1"))
+    server.send(device.alert_token, withdraw("m1"))
+    device.sync()
+    assert (device.banners, server.keys[device.alert_token] not in (None, first)) == ([], True)
+
+
+def test_the_next_wake_clears_a_deleted_message_whose_withdraw_push_never_came(
+    server: ContractServer, clock: Clock
+) -> None:
+    deleted = {("19:thread@thread.v2", "m2")}  # ACS knows; pushrelay's budget sent no withdraw
+    device = phone(
+        server,
+        clock,
+        deleted_messages=lambda thread, ids: [m for m in ids if (thread, m) in deleted],
+    )
+    device.sign_in("alice")
+    device.launch()
+    for message in ("m1", "m2"):
+        server.send(device.alert_token, chat_alert(message))
+    device.sync()
+    server.send(device.alert_token, {"aps": {"content-available": 1}})  # a renewal wake
+    device.sync()
+    assert [b.message_id for b in device.banners] == ["m1"]
+    assert device.events[-1].detail == {
+        "threadId": "19:thread@thread.v2", "messageId": "m2", "removed": 1, "reconciled": True,
+    }  # fmt: skip
+
+
+def test_a_withdraw_push_without_ids_removes_nothing(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    bare = chat_alert("m1")
+    del bare["threadId"], bare["messageId"], bare["aps"]["thread-id"]  # the extreme generic alert
+    server.send(device.alert_token, bare)
+    server.send(device.alert_token, {"aps": {"content-available": 1}, "deleted": {}})
+    device.sync()
+    assert [(b.thread_id, b.message_id) for b in device.banners] == [(None, None)]
+
+
+def test_opening_a_thread_clears_its_banners_only(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    server.send(device.alert_token, chat_alert("m1"))
+    server.send(device.alert_token, chat_alert("m2", thread="19:other@thread.v2"))
+    device.sync()
+    assert device.open_thread("19:thread@thread.v2") == 1
+    assert [b.message_id for b in device.banners] == ["m2"]
+
+
+def test_an_app_without_calls_registers_no_pushkit_token(
+    server: ContractServer, clock: Clock
+) -> None:
+    device = phone(server, clock, calls=False)
+    device.sign_in("alice")
+    device.launch()
+    assert ([p["kind"] for p in server.puts], sorted(device.registrations)) == (
+        ["alert"],
+        ["alert"],
+    )
+
+
 def test_a_force_quit_app_gets_no_background_push(server: ContractServer, clock: Clock) -> None:
     device = phone(server, clock)
     device.sign_in("alice")
