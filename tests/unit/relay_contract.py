@@ -11,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from devtools.reference_device import Push
+from devtools.reference_device import (
+    DevIdentityProvider,
+    Push,
+    PushSource,
+    ReferenceDevice,
+    RelayClient,
+)
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -94,3 +101,25 @@ class ContractServer:
 
     def pushes(self, token: str, since: int) -> list[Push]:
         return [p for p in self.delivered if p.token == token and p.seq > since]
+
+
+def contract_phone(
+    server: ContractServer,
+    clock: Clock,
+    *,
+    pushes: PushSource | None = None,
+    token_url: str = "http://relay/idp/token",
+    handler: Callable[[httpx.Request], httpx.Response] | None = None,
+    **options: Any,
+) -> tuple[ReferenceDevice, httpx.Client]:
+    """A reference device talking to ``server`` (or ``handler``), and its HTTP client."""
+    http = httpx.Client(transport=httpx.MockTransport(handler or server.handle))
+    device = ReferenceDevice(
+        relay=RelayClient("http://relay", http),
+        idp=DevIdentityProvider(token_url, http),
+        pushes=pushes or server,
+        topic="app",
+        clock=clock,
+        **options,
+    )
+    return device, http

@@ -34,20 +34,18 @@ from devtools.reference_device import (
     AppGroupKeyStorage,
     CallPhase,
     DecryptError,
-    DevIdentityProvider,
     EndReason,
     Happened,
     KeyStorageError,
     Push,
     ReferenceDevice,
-    RelayClient,
     decrypt_payload,
     extension_content,
     generate_key,
     parse_voip_push,
 )
 from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
-from tests.unit.relay_contract import T0, Clock, ContractServer
+from tests.unit.relay_contract import T0, Clock, ContractServer, contract_phone
 
 pytestmark = pytest.mark.unit
 
@@ -317,15 +315,7 @@ def server(clock: Clock) -> ContractServer:
 
 
 def phone(server: ContractServer, clock: Clock, **options: Any) -> ReferenceDevice:
-    http = httpx.Client(transport=httpx.MockTransport(server.handle), base_url="http://relay")
-    return ReferenceDevice(
-        relay=RelayClient("http://relay", http),
-        idp=DevIdentityProvider("http://relay/idp/token", http),
-        pushes=server,
-        topic="app",
-        clock=clock,
-        **options,
-    )
+    return contract_phone(server, clock, **options)[0]
 
 
 def test_launch_uploads_a_key_and_stores_it_with_the_servers_expiry(
@@ -614,12 +604,5 @@ def test_the_phone_signs_in_at_the_token_url_the_run_prints(
             return httpx.Response(200, json={"access_token": "tok-alice", "expires_in": 3600})
         return server.handle(request)
 
-    http = httpx.Client(transport=httpx.MockTransport(handle))
-    device = ReferenceDevice(
-        relay=RelayClient("http://relay", http),
-        idp=DevIdentityProvider("http://idp:4000/token", http),
-        pushes=server,
-        topic="app",
-        clock=clock,
-    )
+    device, _ = contract_phone(server, clock, token_url="http://idp:4000/token", handler=handle)
     assert (device.sign_in("alice"), asked) == ("8:acs:alice", ["http://idp:4000/token?sub=alice"])

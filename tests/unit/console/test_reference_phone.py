@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,31 +22,15 @@ from devtools.console.reference_phone import ConsoleFeed, ReferencePhone
 from devtools.console.state import ConsoleState, Phone, Rules
 from devtools.reference_device import (
     CallPhase,
-    DevIdentityProvider,
-    ReferenceDevice,
-    RelayClient,
 )
-from shared.deliveries import DeliveryRecord
 from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
-from tests.unit.relay_contract import Clock, ContractServer
+from tests.unit.console.test_state import FakeTables
+from tests.unit.relay_contract import Clock, ContractServer, contract_phone
 
 pytestmark = pytest.mark.unit
 
 THREAD = "19:thread@thread.v2"
 CALL_ID = "5c1e9ab3-8b21-4d4e-9c1a-2f0b8f7d6e11"
-
-
-class NoDevices:
-    """The app's tables, empty: every phone on the page is one the console runs."""
-
-    async def devices(self) -> list[Any]:
-        return []
-
-    async def renewal_wakes(self) -> dict[tuple[str, str], datetime]:
-        return {}
-
-    async def deliveries(self, user: str, thread: str, message: str) -> list[DeliveryRecord]:
-        return []
 
 
 class SimulatorLog:
@@ -111,19 +94,16 @@ class Console:
 async def console() -> AsyncIterator[Console]:
     clock, sim, deleted = Clock(), SimulatorLog(), set[str]()
     server = ContractServer(clock)
-    http = httpx.Client(transport=httpx.MockTransport(server.handle))
     feed = ConsoleFeed()
-    device = ReferenceDevice(
-        relay=RelayClient("http://relay", http),
-        idp=DevIdentityProvider("http://relay/idp/token", http),
+    device, http = contract_phone(
+        server,
+        clock,
         pushes=feed,
-        topic="app",
-        clock=clock,
         deleted_messages=lambda thread, ids: [m for m in ids if m in deleted],
     )
     phone = ReferencePhone("alice", device, feed, http)
     await phone.start()
-    state = ConsoleState(NoDevices(), sim, Rules(), clock=clock)  # type: ignore[arg-type]
+    state = ConsoleState(FakeTables([]), sim, Rules(), clock=clock)  # type: ignore[arg-type]
     shown = state.add_agent(phone)
     try:
         yield Console(state, sim, server, phone, shown, deleted)
