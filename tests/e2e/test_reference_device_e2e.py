@@ -228,6 +228,25 @@ def test_a_deleted_message_is_withdrawn(world: World) -> None:
     assert [e.detail["removed"] for e in done if e.what is Happened.WITHDRAWN] == [1]
 
 
+def test_a_delete_the_budget_sent_no_withdraw_for_is_cleared_at_the_next_wake(
+    world: World,
+) -> None:
+    deleted: set[str] = set()  # what ACS would answer the app's chat layer
+    alice = world.phone("alice", deleted_messages=lambda _, ids: [m for m in ids if m in deleted])
+    first = world.partner.send("one")
+    world.time.advance(seconds=1)
+    second = world.partner.send("two")
+    for message in (first, second):
+        world.partner.delete(message)
+        deleted.add(message)
+        alice.sync()  # a withdraw push for the first; none for the second: it came within
+        world.time.advance(minutes=1)  # RENEWAL_MIN_SPACING_MINUTES of the first
+    left = [b.message_id for b in alice.banners]
+    world.time.advance(minutes=35)
+    world.sweep(alice)  # the renewal wake: the app renews and clears what was deleted since
+    assert (left, alice.banners, world.pushes_to(alice.alert_token)) == ([second], [], 4)
+
+
 # --- calls ----------------------------------------------------------------------------------------
 
 
