@@ -247,3 +247,49 @@ def test_every_link_within_the_guide_and_from_other_docs_finds_its_heading() -> 
     for doc in (REPO / "docs").glob("*.md"):
         links += re.findall(r"\]\(ios\.md#([^)]+)\)", doc.read_text(encoding="utf-8"))
     assert sorted({link for link in links if link not in anchors}) == []
+
+
+def test_a_held_pushkit_token_is_registered_again_once_the_alert_tokens_proof_completes() -> None:
+    manager = code_only(files()["PreviewKeyManager.swift"])
+    voip = manager[manager.index("func voipTokenReceived") : manager.index("func renewIfNeeded")]
+    assert "status == 409" in voip and "heldVoipToken = token" in voip
+    proof = manager[manager.index("func proofArrived") : manager.index("func signOut")]
+    settled, again = proof.index("settle(answer"), proof.index("await voipTokenReceived(voip)")
+    assert settled < again and "kind == .alert" in proof
+
+
+def test_every_background_wake_renews_and_clears_the_banners_of_deleted_messages() -> None:
+    delegate = code_only(files()["AppDelegate.swift"])
+    handler = delegate[
+        delegate.index("didReceiveRemoteNotification") : delegate.index("static func withdraw")
+    ]
+    # renewKey is not an alternative to the withdraw branch, and the clearing follows any wake
+    # (after the "}" that closes the branch of every push but a token proof).
+    deleted, renew = handler.index('userInfo[""] as? [String: Any]'), handler.index("renewKey()")
+    clear = handler.index("clearDeletedBanners()")
+    assert deleted < renew < clear and "} else if let deleted" not in handler
+    assert "}" in handler[renew:clear]
+    assert "protocol DeletedMessageLookup" in delegate and "func threadOpened(" in delegate
+
+
+def test_a_withdraw_without_both_ids_removes_nothing() -> None:
+    delegate = code_only(files()["AppDelegate.swift"])
+    withdraw = delegate[delegate.index("static func withdraw") :]
+    assert withdraw.index("guard let threadId, let messageId else { return }") < withdraw.index(
+        "deliveredNotifications()"
+    )
+
+
+def test_the_guide_states_what_the_server_does_with_keys_and_large_messages() -> None:
+    text = " ".join(prose().split())
+    for fact in (
+        "absent `key`** keeps the stored key and its expiry",
+        "`keyExpiresAt`** is in the answer only when the `PUT` carried a key",
+        "`📎 a.pdf, b.png`",
+        "`senderDisplayName` ends with \"…\"",
+        "**do not rely on push metadata**",
+        "**generic alert alone**: no `data`",
+        "**not pushed**",
+        "**A delete may get no withdraw push.**",
+    ):
+        assert fact in text, fact
