@@ -40,7 +40,7 @@ import jwt
 from jwt import PyJWK
 
 from shared.errors import SettingsError, TransientError
-from shared.http_api import RequestError
+from shared.http_api import MAX_JSON_DEPTH, RequestError, nested_deeper_than
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,10 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
     if len(principal) > MAX_PRINCIPAL_BYTES:
         raise AuthError("client principal too large")
     try:
-        data = json.loads(base64.b64decode(principal, validate=True))
+        text = base64.b64decode(principal, validate=True).decode("utf-8")
+        if nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise AuthError("malformed client principal")
+        data = json.loads(text)
     except (binascii.Error, ValueError, RecursionError):
         raise AuthError("malformed client principal") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
