@@ -1,4 +1,4 @@
-"""pushrelay's device API as the cross-helper contract fixes it, in memory, for phones.
+"""pushrelay's device API as the registration contract fixes it, in memory, for phones.
 
 :class:`ContractServer` answers ``/api/token`` and ``/api/devices`` (token-move proof, absent
 ``key`` keeping the stored one, ``null`` removing it) and the development identity provider's
@@ -37,7 +37,7 @@ class Clock:
 
 
 class ContractServer:
-    """pushrelay's ``/api/token`` and ``/api/devices`` per the cross-helper contract, in memory,
+    """pushrelay's ``/api/token`` and ``/api/devices`` per the registration contract, in memory,
     plus the development identity provider's ``/token`` and the pushes it sends."""
 
     def __init__(self, clock: Clock) -> None:

@@ -6,7 +6,7 @@
 - Its key storage follows ``AppGroupPushNotificationKeyStorage``'s rules; its extension keeps
   the fallback text; its VoIP guard reports a placeholder call for a push it cannot read.
 - Its registration logic (keep the key on relaunch, new token, token-move proof) runs against
-  :class:`ContractServer`, pushrelay's device API as the cross-helper contract fixes it.
+  :class:`ContractServer`, pushrelay's device API as the registration contract fixes it.
 """
 
 from __future__ import annotations
