@@ -1,18 +1,23 @@
 """Use case: one ACS chat event becomes at most one push per device of its recipient.
 
 ``ChatMessageReceived`` / ``ChatMessageEdited``: load the recipient's devices (one partition
-query) and the thread's mute state, claim the delivery of (thread, message, kind, version) for
-every alert device (one transaction), build each payload, send them concurrently through the
-APNs client of each device's app, settle the outcomes (``shared.outcomes``) and write them to the
-delivery log (one transaction). An edit is sent with ``apns-collapse-id`` = messageId, so the
-banner is replaced. ``ChatMessageDeleted`` sends a background push naming the message, within
-the device's background budget (the one the renewal sweep draws on too).
+query) and their inbox (one point read, :mod:`shared.inbox`), then, concurrently, count the
+message (one write when the count changes, :mod:`shared.unread`) and claim the delivery of
+(thread, message, kind, version) for every alert device (one transaction); build each payload
+with the recipient's badge (and passive, without sound, in their quiet hours), send them
+concurrently through the APNs client of each device's app, settle the outcomes
+(``shared.outcomes``) and write them to the delivery log (one transaction). An edit is sent with
+``apns-collapse-id`` = messageId, so the banner is replaced. A thread the recipient muted (or set
+to no alerts) gets no alert: its claims are logged ``muted``, with a badge-only push when the
+user counts muted threads and the number rose. ``ChatMessageDeleted`` takes an unread message
+off the count and sends a background push naming the message, within the device's background
+budget (the one the renewal sweep draws on too); a badge-only push follows when the number fell.
 
 ``ChatThreadWithUserDeleted`` and ``ChatParticipantRemovedFromThreadWithUser`` (for the removed
-user) mute the thread for that user; ``ChatParticipantAddedToThreadWithUser`` (for the added user)
-un-mutes it. Recipients that are not ACS users, other thread events, thread-level and unknown
-types are acknowledged and logged. A malformed event is logged with its id and acknowledged: a
-retry cannot fix it.
+user) take the thread's unread messages off and stop its pushes for that user;
+``ChatParticipantAddedToThreadWithUser`` (for the added user) starts them again. Recipients that
+are not ACS users, other thread events, thread-level and unknown types are acknowledged and
+logged. A malformed event is logged with its id and acknowledged: a retry cannot fix it.
 
 The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
@@ -24,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
+from shared.badge import badge_notification, update_badges
 from shared.chat_payload import chat_notification, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
@@ -48,14 +54,15 @@ from shared.events import (
     MalformedEvent,
     MessageEventKind,
     ThreadEvent,
-    ThreadEventKind,
     describe,
     parse_event,
 )
-from shared.fanout import FanOut
+from shared.fanout import Claimed, FanOut
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
+from shared.inbox import InboxSnapshot, InboxStore, UnreadableInboxError, change_inbox
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
+from shared.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,7 @@ async def handle_chat_event(
     *,
     devices: ChatDevices,
     deliveries: DeliveryStore,
+    inbox: InboxStore,
     pushers: Pushers,
     settings: Settings,
     clock: Callable[[], datetime],
@@ -120,11 +128,11 @@ async def handle_chat_event(
     except MalformedEvent as exc:
         log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
         return ChatPushSummary(note="malformed")
-    if isinstance(parsed, ChatMessageEvent):
+    if isinstance(parsed, ChatMessageEvent | ThreadEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
-        return await _ChatPush(parsed, fan).run()
-    if isinstance(parsed, ThreadEvent):
-        return await _thread_event(parsed, deliveries, clock)
+        if isinstance(parsed, ThreadEvent):
+            return await _thread_event(parsed, fan, inbox)
+        return await _ChatPush(parsed, fan, inbox).run()
     if isinstance(parsed, IncomingCallEvent):
         log.warning("IncomingCall on the chat subscription acknowledged: %s", describe(parsed))
         return ChatPushSummary(note="call event on the chat function")
@@ -136,32 +144,33 @@ _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
 
 
 async def _thread_event(
-    event: ThreadEvent, deliveries: DeliveryStore, clock: Callable[[], datetime]
+    event: ThreadEvent, fan: FanOut[ChatDevices], inbox: InboxStore
 ) -> ChatPushSummary:
-    """Mute or un-mute a thread for the recipient; other thread events need nothing."""
+    """The recipient left or rejoined a thread; other thread events need nothing."""
     if not event.recipient_is_acs_user:
-        log.info("thread event for a non-ACS recipient acknowledged: %s", describe(event))
+        log.info("thread event for a non-ACS recipient acknowledged: %s", fan.tag)
         return ChatPushSummary(note="recipient is not an ACS user")
-    mute: bool | None = None
-    if event.kind is ThreadEventKind.THREAD_DELETED or event.recipient_was_removed:
-        mute = True
-    elif (
-        event.kind is ThreadEventKind.PARTICIPANT_ADDED
-        and event.participant_id == event.recipient_id
-    ):
-        mute = False
-    if mute is None:
-        log.info("thread event acknowledged: %s", describe(event))
+    now = fan.clock()
+    change = membership_change(event, event.time or event.event_time or now, now)
+    if change is None:
+        log.info("thread event acknowledged: %s", fan.tag)
         return ChatPushSummary(note="thread event")
-    at = event.time or event.event_time or clock()
-    applied = await deliveries.set_muted(event.recipient_id, event.thread_id, muted=mute, at=at)
+    done = await change_inbox(inbox, event.recipient_id, change, now)
+    left = done.after.thread(event.thread_id).left
     log.info(
-        "thread %s for recipient of %s (%s)",
-        "muted" if mute else "un-muted",
-        describe(event),
-        "applied" if applied else "a later change wins",
+        "thread %s by the recipient (%s): %s",
+        "left" if left else "joined",
+        "applied" if done.changed else "nothing new",
+        fan.tag,
     )
-    return ChatPushSummary(note="muted" if mute else "unmuted")
+    badge = done.after.badge(now)
+    if badge < done.before.badge(now):
+        devices = await fan.devices.list_for_user(event.recipient_id)
+        await update_badges(
+            devices, badge, pushers=fan.pushers, registry=fan.devices, settings=fan.settings,
+            now=now, tag=fan.tag,
+        )  # fmt: skip
+    return ChatPushSummary(note="left" if left else "joined")
 
 
 def background_budget_allows(
@@ -183,51 +192,98 @@ class _ChatPush:
 
     event: ChatMessageEvent
     fan: FanOut[ChatDevices]
+    inbox: InboxStore
 
     async def run(self) -> ChatPushSummary:
         event, fan = self.event, self.fan
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return ChatPushSummary(note="recipient is not an ACS user")
-        listed, muted = await asyncio.gather(
-            fan.devices.list_for_user(event.recipient_id),
-            fan.deliveries.is_muted(event.recipient_id, event.thread_id),
+        listed, snapshot = await asyncio.gather(
+            fan.devices.list_for_user(event.recipient_id), self._recipient_inbox()
         )
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
-        if muted:
-            log.info("thread muted for this recipient, %d devices skipped: %s", len(alert), fan.tag)
-            return ChatPushSummary(devices=len(alert), skipped=len(alert), note="muted")
+        if snapshot is not None and snapshot.inbox.thread(event.thread_id).left:
+            log.info("recipient left the thread, %d devices skipped: %s", len(alert), fan.tag)
+            return ChatPushSummary(devices=len(alert), skipped=len(alert), note="left")
         if not alert:
             log.info("recipient has no alert devices: %s", fan.tag)
             return ChatPushSummary(note="no devices")
-        return await self._fan_out(alert)
+        return await self._fan_out(alert, snapshot)
 
-    async def _fan_out(self, alert: Sequence[Device]) -> ChatPushSummary:
+    async def _recipient_inbox(self) -> InboxSnapshot | None:
+        """The recipient's inbox; None when its row cannot be read (pushed without a badge)."""
+        try:
+            return await self.inbox.read(self.event.recipient_id)
+        except UnreadableInboxError as exc:
+            log.error(
+                "recipient's inbox unreadable, pushing without it (%s): %s", exc, self.fan.tag
+            )
+            return None
+
+    async def _fan_out(
+        self, alert: Sequence[Device], snapshot: InboxSnapshot | None
+    ) -> ChatPushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
+        shown, claimed = await self._count_and_claim(alert, snapshot, now)
+        if claimed.in_flight:
+            log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
+        settled, skipped = await self._push_all(claimed.mine, now, shown)
+        outcomes = settled.outcomes
+        if shown.silenced and event.kind is not MessageEventKind.DELETED:
+            outcomes = tuple((r, _as_muted(o)) for r, o in outcomes)
+        await fan.deliveries.complete(outcomes + skipped, fan.clock())
+        if shown.fell and shown.badge is not None:
+            await update_badges(
+                alert, shown.badge, pushers=fan.pushers, registry=fan.devices,
+                settings=fan.settings, now=now, tag=fan.tag,
+            )  # fmt: skip
+        badge_only = sum(o.state is DeliveryState.MUTED for _, o in outcomes)
+        return ChatPushSummary(
+            devices=len(alert),
+            delivered=settled.delivered - badge_only,
+            skipped=claimed.done + claimed.in_flight + len(skipped) + badge_only,
+            failed=settled.failed,
+            retry_needed=settled.retry_needed or bool(claimed.in_flight),
+            note="muted" if shown.silenced else "",
+        )
+
+    async def _count_and_claim(
+        self, alert: Sequence[Device], snapshot: InboxSnapshot | None, now: datetime
+    ) -> tuple[Presentation, Claimed]:
+        """Count the message and claim its pushes concurrently (one round trip of latency).
+
+        If counting fails, our claims are released before the error is raised, so the
+        redelivery claims them again at once.
+        """
+        event, fan = self.event, self.fan
         key = DeliveryKey(
             event.recipient_id, event.thread_id, event.message_id, _KINDS[event.kind], event.version
         )
-        claimed = await fan.claim(key, alert, now=now, event_id=event.event_id)
-        if claimed.in_flight:
-            log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
-        settled, skipped = await self._push_all(claimed.mine, now)
-        await fan.deliveries.complete(settled.outcomes + skipped, fan.clock())
-        return ChatPushSummary(
-            devices=len(alert),
-            delivered=settled.delivered,
-            skipped=claimed.done + claimed.in_flight + len(skipped),
-            failed=settled.failed,
-            retry_needed=settled.retry_needed or bool(claimed.in_flight),
+        counting = (
+            _uncounted() if snapshot is None else note_message(self.inbox, event, snapshot, now)
         )
+        shown, claimed = await asyncio.gather(
+            counting, fan.claim(key, alert, now=now, event_id=event.event_id),
+            return_exceptions=True,
+        )  # fmt: skip
+        if isinstance(shown, BaseException):
+            if isinstance(claimed, Claimed) and claimed.mine:
+                released = Outcome(DeliveryState.RELEASED, detail="counting failed: released")
+                await fan.deliveries.complete([(r, released) for r, _ in claimed.mine], now)
+            raise shown
+        if isinstance(claimed, BaseException):
+            raise claimed
+        return shown, claimed
 
     async def _push_all(
-        self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime
+        self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime, shown: Presentation
     ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
         ready: list[tuple[DeliveryRecord, Device, Notification]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []
         for record, device in mine:
-            built = await self._notification(record, device, now)
+            built = await self._notification(record, device, now, shown)
             if isinstance(built, Notification):
                 ready.append((record, device, built))
             elif isinstance(built, Outcome):
@@ -240,13 +296,18 @@ class _ChatPush:
         return await self.fan.settle(attempts), tuple(skipped)
 
     async def _notification(
-        self, record: DeliveryRecord, device: Device, now: datetime
+        self, record: DeliveryRecord, device: Device, now: datetime, shown: Presentation
     ) -> Notification | Outcome | ApnsError:
-        """The device's notification, a skip (over the background budget), or why it can't be."""
-        event = self.event
+        """The device's notification, a skip (muted, over the background budget), or why not."""
+        event, settings = self.event, self.fan.settings
         try:
+            if event.kind is not MessageEventKind.DELETED and shown.silenced:
+                if shown.badge_update and shown.badge is not None:
+                    return badge_notification(device, shown.badge)
+                return Outcome(DeliveryState.MUTED, detail="thread muted by the recipient")
             if event.kind is not MessageEventKind.DELETED:
-                return chat_notification(event, device, self.fan.settings, now)
+                options = shown.payload_options(settings)
+                return chat_notification(event, device, settings, now, options=options)
             if not await self._spend_background_budget(device, now):
                 return Outcome(DeliveryState.SKIPPED, detail="over the background push budget")
             return withdraw_notification(event, device)
@@ -272,3 +333,14 @@ class _ChatPush:
             device.user_id, device.device_id, now, renewal=False
         )
         return recorded is not None
+
+
+def _as_muted(outcome: Outcome) -> Outcome:
+    """A silenced thread's badge update is logged as ``muted`` once APNs took it."""
+    if outcome.state is not DeliveryState.DELIVERED:
+        return outcome
+    return replace(outcome, state=DeliveryState.MUTED, detail="badge update only: thread muted")
+
+
+async def _uncounted() -> Presentation:
+    return Presentation(badge=None)

@@ -30,6 +30,7 @@ from tests.unit.chat_fakes import (
     Clock,
     FakeApns,
     FakeDeliveries,
+    FakeInbox,
     FakeRegistry,
     device,
     sample,
@@ -61,6 +62,7 @@ class World:
         )
     )
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
+    inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
     clock: Clock = field(default_factory=lambda: Clock(RANG_AT + timedelta(seconds=2)))
     settings: Settings = field(default_factory=settings)
@@ -70,6 +72,7 @@ class World:
             event,
             devices=self.registry,
             deliveries=self.deliveries,
+            inbox=self.inbox,
             pushers={APP: self.apns},
             settings=self.settings,
             clock=self.clock,

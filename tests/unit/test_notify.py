@@ -23,6 +23,7 @@ from tests.unit.chat_fakes import (
     Clock,
     FakeApns,
     FakeDeliveries,
+    FakeInbox,
     FakeRegistry,
     device,
     sample,
@@ -48,6 +49,7 @@ class World:
         )
     )
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
+    inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
     other_app: FakeApns = field(default_factory=lambda: FakeApns(topic=OTHER_APP))
     clock: Clock = field(default_factory=Clock)
@@ -59,6 +61,7 @@ class World:
             event,
             devices=self.registry,
             deliveries=self.deliveries,
+            inbox=self.inbox,
             pushers={self.apns.topic: self.apns, OTHER_APP: self.other_app},
             settings=self.settings,
             clock=self.clock,
