@@ -35,11 +35,13 @@ Storage errors are :mod:`shared.tables`' (``StorageUnavailableError`` is transie
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import enum
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -69,7 +71,8 @@ MAX_STATE_CHARS: Final = 400_000
 """The JSON state's limit: 800 KB as UTF-16, under Table Storage's 1 MiB per entity."""
 CHUNK_CHARS: Final = 30_000
 """Characters per string property (64 KiB as UTF-16 is the limit)."""
-UPDATE_ATTEMPTS: Final = 8
+UPDATE_ATTEMPTS: Final = 10
+PAUSE_STEP_SECONDS: Final = 0.005
 FOREVER: Final = datetime.max.replace(tzinfo=UTC)
 """``muted_until`` of a thread muted for good."""
 _MAX_ORDER: Final = 2**63 - 1
@@ -245,13 +248,14 @@ class Inbox:
     def deleted(self, thread_id: str, order: int, now: datetime) -> Inbox:
         """Take a deleted message off; one not counted yet is remembered so it never will be."""
         state = self.thread(thread_id)
-        if _contains(state.unread, order):
-            unread = tuple(k for k in state.unread if k != order)
-            return self._with(thread_id, replace(state, unread=unread), now)
-        if state.left or state._seen(order):
+        unread = state.unread
+        if _contains(unread, order):
+            unread = tuple(k for k in unread if k != order)
+        elif state.left or state._seen(order):
             return self
+        # Remembered either way: a redelivered ChatMessageReceived must not count it again.
         tombstones = _insert(state.deleted, order)[-MAX_TOMBSTONES:]
-        return self._with(thread_id, replace(state, deleted=tombstones), now)
+        return self._with(thread_id, replace(state, unread=unread, deleted=tombstones), now)
 
     def read(self, thread_id: str, order: int, now: datetime) -> Inbox:
         """The user read the thread up to the message of ``order``; an older marker is ignored."""
@@ -464,6 +468,11 @@ class InboxChange:
         return self.before != self.after
 
 
+async def jittered_pause(attempt: int) -> None:
+    """Wait a random while, longer after each lost race, so concurrent writers spread out."""
+    await asyncio.sleep(random.uniform(0, PAUSE_STEP_SECONDS * 2 ** min(attempt, 4)))  # noqa: S311
+
+
 async def change_inbox(
     store: InboxStore,
     user_id: str,
@@ -471,15 +480,17 @@ async def change_inbox(
     now: datetime,
     *,
     first: InboxSnapshot | None = None,
+    pause: Callable[[int], Awaitable[None]] = jittered_pause,
 ) -> InboxChange:
     """Apply ``change`` (pure) to the user's inbox, re-reading and re-applying after a race.
 
     ``first`` is a snapshot already read (saves a round trip). Idle threads are pruned and the
-    result fitted before it is written. Raises InboxBusyError after :data:`UPDATE_ATTEMPTS`
-    races, InboxFullError from ``change``, and storage errors.
+    result fitted before it is written; after a lost race ``pause(attempt)`` runs before the
+    re-read. Raises InboxBusyError after :data:`UPDATE_ATTEMPTS` races, InboxFullError from
+    ``change``, and storage errors.
     """
     snapshot = first if first is not None else await store.read(user_id)
-    for _ in range(UPDATE_ATTEMPTS):
+    for attempt in range(UPDATE_ATTEMPTS):
         after = change(snapshot.inbox)
         if after == snapshot.inbox:
             return InboxChange(snapshot.inbox, after)
@@ -487,6 +498,7 @@ async def change_inbox(
         written = await store.write(user_id, snapshot, after)
         if written is not None:
             return InboxChange(snapshot.inbox, after)
+        await pause(attempt)
         snapshot = await store.read(user_id)
     raise InboxBusyError(f"inbox changed {UPDATE_ATTEMPTS} times while we wrote it")
 
