@@ -139,9 +139,10 @@ async def put_thread_preferences(
         raise InvalidPreferenceError(None, "name alerts or mutedUntil")
     alerts: Alerts | None = None
     if "alerts" in body:
-        if body["alerts"] not in {a.value for a in Alerts}:
+        value = body["alerts"]
+        if not isinstance(value, str) or value not in {a.value for a in Alerts}:
             raise InvalidPreferenceError("alerts", "must be all or none")
-        alerts = Alerts(body["alerts"])
+        alerts = Alerts(value)
     muted = "mutedUntil" in body
     until = _muted_until(body.get("mutedUntil"), now)
     device_id = parse_device_id(body)

@@ -126,7 +126,7 @@ def parse_quiet_hours(value: object) -> QuietHours:
     if not isinstance(zone, str) or not _ZONE.fullmatch(zone) or zone not in known_zones():
         raise InvalidQuietHoursError("timeZone", "must be an IANA time zone such as Europe/Berlin")
     calls = value.get("calls", CallsInQuietHours.RING.value)
-    if calls not in {c.value for c in CallsInQuietHours}:
+    if not isinstance(calls, str) or calls not in {c.value for c in CallsInQuietHours}:
         raise InvalidQuietHoursError("calls", "must be ring or silent")
     return QuietHours(start, end, zone, CallsInQuietHours(calls))
 

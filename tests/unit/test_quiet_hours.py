@@ -119,6 +119,10 @@ def test_a_window_parses_from_the_api_and_round_trips() -> None:
             "quietHours.calls",
         ),
         ("22:00-07:00", "quietHours"),
+        (
+            {"start": "22:00", "end": "07:00", "timeZone": "UTC", "calls": ["ring"]},
+            "quietHours.calls",
+        ),
     ],
 )
 def test_a_bad_window_is_refused_naming_the_field(body: Any, field: str) -> None:

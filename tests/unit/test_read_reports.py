@@ -271,6 +271,7 @@ async def test_bad_preferences_are_refused_and_nothing_changes(
     [
         ({}, None),
         ({"alerts": "some"}, "alerts"),
+        ({"alerts": ["none"]}, "alerts"),
         ({"mutedUntil": "tomorrow"}, "mutedUntil"),
         ({"mutedUntil": "2026-03-02T00:00:00"}, "mutedUntil"),
         ({"mutedUntil": 1772409600}, "mutedUntil"),
