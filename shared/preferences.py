@@ -119,7 +119,13 @@ def _muted_until(value: object, now: datetime) -> datetime | None:
         raise InvalidPreferenceError(
             "mutedUntil", 'must be an ISO 8601 time with its offset, "forever" or null'
         )
-    return when.astimezone(UTC) if when > now else None
+    if when <= now:
+        return None
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is later than the last time UTC can hold.
+        raise InvalidPreferenceError("mutedUntil", 'is past year 9999: use "forever"') from None
 
 
 async def put_thread_preferences(

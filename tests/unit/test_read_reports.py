@@ -275,6 +275,7 @@ async def test_bad_preferences_are_refused_and_nothing_changes(
         ({"mutedUntil": "tomorrow"}, "mutedUntil"),
         ({"mutedUntil": "2026-03-02T00:00:00"}, "mutedUntil"),
         ({"mutedUntil": 1772409600}, "mutedUntil"),
+        ({"mutedUntil": "9999-12-31T23:59:59-14:00"}, "mutedUntil"),
     ],
 )
 async def test_bad_thread_preferences_are_refused_and_nothing_changes(
