@@ -414,17 +414,29 @@ def decode_inbox(text: str) -> Inbox:
     return Inbox(prefs, threads)
 
 
-def fit_inbox(inbox: Inbox, limit: int = MAX_STATE_CHARS) -> Inbox:
-    """``inbox`` shrunk until its JSON fits ``limit``: the threads tracking most ids fold half.
+def fit_inbox(inbox: Inbox, now: datetime, limit: int = MAX_STATE_CHARS) -> Inbox:
+    """``inbox`` shrunk until its JSON fits ``limit``.
 
-    Raises InboxFullError if preferences alone fill it (MAX_THREAD_PREFERENCES prevents that).
+    First the threads holding nothing but a read marker or a left thread go, least recently
+    changed first (a redelivery of one of their messages could then count again); then the
+    threads tracking most ids fold half of them. Raises InboxFullError if preferences alone
+    fill it (MAX_THREAD_PREFERENCES prevents that).
     """
     while len(encode_inbox(inbox)) > limit:
-        thread_id, state = max(inbox.threads.items(), key=lambda item: len(item[1].unread))
-        if len(state.unread) < 2:
-            raise InboxFullError()
+        bare = sorted(
+            (s.touched, t)
+            for t, s in inbox.threads.items()
+            if s.unread_count == 0 and not s.silenced(now)
+        )
         threads = dict(inbox.threads)
-        threads[thread_id] = state.fold(len(state.unread) // 2)
+        if bare:
+            for _, thread_id in bare[: max(1, len(bare) // 2)]:
+                del threads[thread_id]
+        else:
+            thread_id, state = max(threads.items(), key=lambda item: len(item[1].unread))
+            if len(state.unread) < 2:
+                raise InboxFullError()
+            threads[thread_id] = state.fold(len(state.unread) // 2)
         inbox = replace(inbox, threads=threads)
     return inbox
 
@@ -494,7 +506,7 @@ async def change_inbox(
         after = change(snapshot.inbox)
         if after == snapshot.inbox:
             return InboxChange(snapshot.inbox, after)
-        after = fit_inbox(after.pruned(now))
+        after = fit_inbox(after.pruned(now), now)
         written = await store.write(user_id, snapshot, after)
         if written is not None:
             return InboxChange(snapshot.inbox, after)

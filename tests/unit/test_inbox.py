@@ -193,8 +193,29 @@ def test_reading_past_the_block_clears_it() -> None:
 
 def test_an_inbox_too_big_for_its_row_folds_its_biggest_threads() -> None:
     box = inbox_with(*range(M, M + 800)).received(T2, M, NOW)
-    fitted = fit_inbox(box, limit=1000)
+    fitted = fit_inbox(box, NOW, limit=1000)
     assert (len(encode_inbox(fitted)) <= 1000, fitted.badge(NOW)) == (True, 801)
+
+
+def test_an_inbox_too_big_for_its_row_drops_bare_markers_oldest_first() -> None:
+    box = inbox_with(M).received(T2, M, NOW)
+    for n in range(200):
+        box = box.read(f"19:read-{n:03d}@thread.v2", M, NOW + timedelta(seconds=n))
+    fitted = fit_inbox(box, NOW, limit=len(encode_inbox(box)) // 2)
+    kept = sorted(t for t in fitted.threads if t.startswith("19:read-"))
+    assert (fitted.badge(NOW), kept[0] > "19:read-050", kept[-1]) == (
+        2,
+        True,
+        "19:read-199@thread.v2",
+    )
+
+
+def test_an_inbox_of_preferences_alone_too_big_for_its_row_is_full() -> None:
+    box = Inbox()
+    for n in range(50):
+        box = box.with_thread_preference(f"19:{n}@thread.v2", Alerts.NONE, None, NOW)
+    with pytest.raises(InboxFullError):
+        fit_inbox(box, NOW, limit=100)
 
 
 def test_idle_threads_are_dropped_after_the_retry_window() -> None:
