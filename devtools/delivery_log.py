@@ -3,8 +3,10 @@
     python -m devtools.delivery_log --thread 19:...@thread.v2 --message 1613694358927 \\
         --user 8:acs:... [--json] [--storage CONNECTION] [--prefix TABLE_PREFIX]
 
-Storage comes from ``--storage``, else the ``STORAGE_CONNECTION`` environment variable, else
-``local.settings.json`` (the local run's Azurite). One partition query; nothing is written.
+Storage comes from ``--storage``, else the ``STORAGE_CONNECTION`` environment variable, else the
+running local run (``.local/run.json``, written by ``run-local.sh``: its Azurite is on whatever
+ports were free), else ``local.settings.json``, else Azurite's default ports. The table prefix
+likewise. It says on stderr which storage it reads. One partition query; nothing is written.
 Exit status: 0 when records were found, 1 when there were none, 2 on a usage or storage error.
 """
 
@@ -15,7 +17,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,15 +28,57 @@ from shared.tables import Tables
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DEFAULT = "UseDevelopmentStorage=true"
+RUN_FILE = "run.json"  # written by devtools.run_local while a local run is up
 
 
-def _local_setting(name: str) -> str | None:
-    path = REPO / "local.settings.json"
-    if not path.exists():
+def _local_setting(path: Path, name: str) -> str | None:
+    try:
+        values = json.loads(path.read_text()).get("Values", {})
+    except (OSError, ValueError):
         return None
-    values = json.loads(path.read_text()).get("Values", {})
-    value = values.get(name)
+    value = values.get(name) if isinstance(values, dict) else None
     return value if isinstance(value, str) and value else None
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_local_run(local_dir: Path) -> dict[str, Any] | None:
+    """What the local run that is up (its process alive) wrote about itself, else None."""
+    try:
+        run = json.loads((local_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) and _pid_alive(run.get("pid")) else None
+
+
+def storage_source(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(storage connection, table prefix, where the connection came from)."""
+    run = running_local_run(args.local_dir) or {}
+    local = args.settings
+    candidates = [
+        (args.storage, "--storage"),
+        (env.get("STORAGE_CONNECTION"), "STORAGE_CONNECTION"),
+        (run.get("STORAGE_CONNECTION"), f"the local run ({args.local_dir / RUN_FILE})"),
+        (_local_setting(local, "STORAGE_CONNECTION"), str(local)),
+    ]
+    storage, where = next(
+        ((value, source) for value, source in candidates if isinstance(value, str) and value),
+        (AZURITE_DEFAULT, "Azurite's default ports"),
+    )
+    prefixes = [args.prefix, env.get("TABLE_PREFIX"), run.get("TABLE_PREFIX")]
+    prefixes.append(_local_setting(local, "TABLE_PREFIX"))
+    prefix = next((p for p in prefixes if isinstance(p, str) and p), "pushrelay")
+    return storage, prefix, where
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,6 +91,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--user", required=True, help="recipient's ACS rawId (8:acs:...)")
     parser.add_argument("--storage", help="storage connection string or table endpoint URL")
     parser.add_argument("--prefix", help="TABLE_PREFIX of the deployment")
+    parser.add_argument(
+        "--local-dir", type=Path, default=REPO / ".local", help="the local run's folder"
+    )
+    parser.add_argument(
+        "--settings", type=Path, default=REPO / "local.settings.json", help="settings file"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON the HTTP API answers")
     return parser.parse_args(argv)
 
@@ -71,6 +121,18 @@ def render(answer: dict[str, Any], out: TextIO) -> None:
         )
 
 
+def describe_storage(connection: str) -> str:
+    """The table endpoint of a connection (never its key)."""
+    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+    if "TableEndpoint" in parts:
+        return parts["TableEndpoint"]
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        return "http://127.0.0.1:10002/devstoreaccount1"
+    if "AccountName" in parts:
+        return f"the tables of storage account {parts['AccountName']}"
+    return connection if connection.lower().startswith("http") else "storage"
+
+
 async def fetch(query: LogQuery, storage: str, prefix: str) -> dict[str, Any]:
     """Read the log of one message for one user."""
     tables = Tables.connect(storage, prefix)
@@ -84,16 +146,11 @@ async def fetch(query: LogQuery, storage: str, prefix: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     """Run the command; returns the exit status."""
     args = _arguments(argv)
-    storage = (
-        args.storage
-        or os.environ.get("STORAGE_CONNECTION")
-        or _local_setting("STORAGE_CONNECTION")
-        or AZURITE_DEFAULT
-    )
-    prefix = args.prefix or os.environ.get("TABLE_PREFIX") or _local_setting("TABLE_PREFIX")
+    storage, prefix, where = storage_source(args, os.environ)
+    print(f"reading {describe_storage(storage)} (from {where})", file=sys.stderr)
     query = LogQuery(user_id=args.user, thread_id=args.thread, message_id=args.message)
     try:
-        answer = asyncio.run(fetch(query, storage, prefix or "pushrelay"))
+        answer = asyncio.run(fetch(query, storage, prefix))
     except (PushRelayError, ValueError) as exc:
         print(f"cannot read the delivery log: {exc}", file=sys.stderr)
         return 2

@@ -13,8 +13,12 @@
 5. Settings: local.settings.json ``Values`` <- the services' settings (Azurite's connection
    string replaces ``UseDevelopmentStorage=true``). The settings table's defaults are applied by
    the app itself, never by the host: ``%SETTING%`` binding expressions resolve from these only.
-6. The app on the local development host (127.0.0.1:7071), a summary, and a clean stop of
-   everything on Ctrl-C or SIGTERM.
+6. The app on the local development host (127.0.0.1:7071) and, beside it on the same event
+   loop, the developer console (``devtools/console``, 127.0.0.1:7072 unless busy): what each
+   registered phone would show, the APNs wire, and actions. A summary with every URL, and a
+   clean stop of everything on Ctrl-C or SIGTERM. While it is up, ``.local/run.json`` says where
+   its storage is (Azurite may be on other ports than 10000-10002), so
+   ``python -m devtools.delivery_log`` finds it by itself.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ STORAGE_SETTINGS = ("AzureWebJobsStorage", "STORAGE_CONNECTION")
 AZURITE_PORTS = (10000, 10001, 10002)
 DEV_BUNDLE_ID = "com.example.pushrelay"
 READY_TIMEOUT = 60.0
+CONSOLE_PORT = 7072
+RUN_FILE = "run.json"  # read by devtools.delivery_log: where this run's storage is
 
 
 class RunError(RuntimeError):
@@ -282,6 +288,8 @@ class Options:
     skip: frozenset[str] = frozenset()
     extra_services: tuple[str, ...] = ()
     timers: bool = True
+    console: bool = True
+    console_port: int = CONSOLE_PORT
 
 
 def _services(options: Options) -> list[DevService]:
@@ -347,9 +355,62 @@ def endpoints(host: LocalHost) -> list[str]:
     return lines
 
 
-def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) -> str:
+@dataclass
+class ConsoleCompanion:
+    """The developer console, started beside the app once the app listens (its URL is known).
+
+    Development only: it is in ``devtools/`` (left out of the deployed package by .funcignore)
+    and only the local run starts it.
+    """
+
+    settings: Mapping[str, str]
+    reports: Mapping[str, Mapping[str, Any]]
+    host: str = "127.0.0.1"
+    port: int = CONSOLE_PORT
+    url: str | None = None
+    moved: bool = False
+    _console: Any = None
+
+    async def start(self, host: LocalHost) -> None:
+        from devtools.console.server import Console
+
+        port = self.port
+        if port and not port_is_free(port, self.host):
+            port, self.moved = 0, True
+        simulator = self.reports.get("apns_simulator", {}).get("control_url")
+        idp = self.reports.get("dev_identity_provider", {}).get("token_url")
+        self._console = Console.from_settings(
+            self.settings,
+            app_url=host.base_url,
+            simulator_url=str(simulator) if simulator else None,
+            token_url=str(idp) if idp else None,
+            host=self.host,
+            port=port,
+        )
+        self.url = await self._console.start()
+
+    async def stop(self) -> None:
+        if self._console is not None:
+            await self._console.stop()
+
+    def line(self) -> str:
+        """The summary's line for the console."""
+        busy = f" (port {self.port} was busy)" if self.moved else ""
+        return (
+            f"Developer console (each phone's lock screen, the APNs wire, actions): "
+            f"{self.url}{busy}"
+        )
+
+
+def summary(
+    plan: Plan,
+    azurite: Any,
+    banner: str,
+    endpoint_lines: list[str],
+    console_line: str | None = None,
+) -> str:
     """What runs where, what is simulated and what was skipped, and the endpoints to use
-    (``endpoint_lines``: from :func:`endpoints`)."""
+    (``endpoint_lines``: from :func:`endpoints`), then the developer console's URL."""
     lines = [
         "",
         "=" * 78,
@@ -366,10 +427,32 @@ def summary(plan: Plan, azurite: Any, banner: str, endpoint_lines: list[str]) ->
     lines += [
         "",
         *endpoint_lines,
+        "What happened to a message (reads this run's storage; see .local/run.json):",
+        "  .venv/bin/python -m devtools.delivery_log --thread THREAD_ID --message MESSAGE_ID "
+        "--user ACS_USER_ID",
+    ]
+    if console_line:
+        lines += ["", console_line]
+    lines += [
         "Stop with Ctrl-C.",
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def write_run_file(path: Path, settings: Mapping[str, str], app_url: str) -> None:
+    """Say where this run's storage is, for the tools that read it (owner-only: the
+    connection string may carry an account key)."""
+    run = {
+        "pid": os.getpid(),
+        "app": app_url,
+        "STORAGE_CONNECTION": settings.get("STORAGE_CONNECTION", ""),
+        "TABLE_PREFIX": settings.get("TABLE_PREFIX", ""),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
 
 def _azurite_ports(options: Options) -> tuple[int, int, int] | None:
@@ -432,8 +515,19 @@ def run(
             queue=host_json.queue_options(),
         )
 
+        console = None
+        if options.console:
+            console = ConsoleCompanion(
+                plan.settings,
+                {s.service.name: s.report for s in plan.started},
+                host=options.host,
+                port=options.console_port,
+            )
+
         def ready(host: LocalHost) -> None:
-            say(summary(plan, azurite, host.banner(), endpoints(host)))
+            write_run_file(options.local_dir / RUN_FILE, plan.settings, host.base_url)
+            line = console.line() if console is not None else None
+            say(summary(plan, azurite, host.banner(), endpoints(host), line))
             if on_ready is not None:
                 on_ready(host.base_url)
 
@@ -446,6 +540,7 @@ def run(
                     on_ready=ready,
                     stop=stop,
                     on_shutdown=close_app_clients,
+                    companions=[console] if console is not None else [],
                 )
             )
         except WorkerIndexError as exc:
@@ -454,6 +549,7 @@ def run(
         except WorkerUnavailableError as exc:
             raise RunError(str(exc)) from exc
     finally:
+        (options.local_dir / RUN_FILE).unlink(missing_ok=True)
         for started in reversed(plan.started):
             code = stop_process(started.process)
             say(f"stopped the {started.service.title} (exit {code})")
@@ -493,6 +589,13 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
     )
     parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
     parser.add_argument(
+        "--console-port",
+        type=int,
+        default=CONSOLE_PORT,
+        help=f"the developer console's port ({CONSOLE_PORT}; a free one if busy)",
+    )
+    parser.add_argument("--no-console", action="store_true", help="do not serve the console")
+    parser.add_argument(
         "--app-dir",
         type=Path,
         default=REPO,
@@ -508,6 +611,8 @@ def parse_args(argv: list[str] | None) -> tuple[bool, Options]:
         skip=frozenset(args.skip),
         extra_services=tuple(args.extra_service),
         timers=not args.no_timers,
+        console=not args.no_console,
+        console_port=args.console_port,
     )
 
 

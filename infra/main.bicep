@@ -2,8 +2,10 @@
 // with storage (shared keys off), Key Vault (RBAC) for secrets, Application Insights, and the
 // Event Grid system topic of an existing Azure Communication Services resource.
 //
-// Two passes (docs/operations.md): deploy with deploySubscriptions=false, publish the code, then
-// deploy again with deploySubscriptions=true (infra/deploy-subscriptions.sh does the last step).
+// The Event Grid subscriptions are not here: an AzureFunction destination must name a function
+// that is already indexed, so they are their own small deployment (infra/subscriptions.bicep),
+// made after the code is published by infra/deploy-subscriptions.sh (azd's postdeploy hook).
+// Every parameter is mapped to an azd environment value in main.parameters.json.
 targetScope = 'resourceGroup'
 
 @description('Name of the environment (azd environment name); part of every resource name.')
@@ -11,7 +13,12 @@ targetScope = 'resourceGroup'
 @maxLength(40)
 param environmentName string
 
-@description('Region of the app and its resources (Flex Consumption must be available there).')
+@description('Region of the app and its resources. Flex Consumption must be offered there: az functionapp list-flexconsumption-locations (the preprovision hook checks).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 param location string = resourceGroup().location
 
 @description('Name of the existing Azure Communication Services resource.')
@@ -23,13 +30,10 @@ param acsResourceGroupName string = ''
 @description('Name of the ACS Event Grid system topic. Empty: <acsName>-events. An ACS resource has at most one system topic: pass the existing one to adopt it.')
 param systemTopicName string = ''
 
-@description('Second pass: create the Event Grid subscriptions. The functions must be published first.')
-param deploySubscriptions bool = false
-
 @description('Principal id of the deployer (azd fills AZURE_PRINCIPAL_ID); gets Key Vault Secrets Officer. Empty: none.')
 param principalId string = ''
 
-@description('Type of the deployer principal.')
+@description('Type of the deployer principal: azd fills AZURE_PRINCIPAL_TYPE (User, or ServicePrincipal when signed in with a client id). A role assignment whose principalType does not match fails with UnmatchedPrincipalType.')
 @allowed([
   'User'
   'ServicePrincipal'
@@ -78,8 +82,8 @@ param easyAuthClientId string = ''
 @description('Easy Auth: accepted token audiences (e.g. api://<client id>).')
 param easyAuthAllowedAudiences array = []
 
-@description('Flex Consumption: most instances the app scales out to.')
-@minValue(40)
+@description('Flex Consumption: most instances the app scales out to (1-1000).')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
@@ -97,6 +101,11 @@ param logDailyQuotaGb int = -1
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
   'azd-env-name': environmentName
+  app: 'pushrelay'
+}
+// The ACS system topic is shared by every environment on that ACS resource (a resource has at
+// most one), so it carries no environment's tag.
+var sharedTags = {
   app: 'pushrelay'
 }
 var storageAccountName = 'st${resourceToken}'
@@ -123,7 +132,7 @@ resource acs 'Microsoft.Communication/communicationServices@2023-04-01' existing
 }
 
 module storage 'modules/storage.bicep' = {
-  name: 'storage'
+  name: 'storage-${resourceToken}'
   params: {
     name: storageAccountName
     location: location
@@ -135,7 +144,7 @@ module storage 'modules/storage.bicep' = {
 }
 
 module monitoring 'modules/monitoring.bicep' = {
-  name: 'monitoring'
+  name: 'monitoring-${resourceToken}'
   params: {
     logAnalyticsName: logAnalyticsName
     appInsightsName: appInsightsName
@@ -146,7 +155,7 @@ module monitoring 'modules/monitoring.bicep' = {
 }
 
 module keyVault 'modules/keyvault.bicep' = {
-  name: 'keyvault'
+  name: 'keyvault-${resourceToken}'
   params: {
     name: keyVaultName
     location: location
@@ -183,9 +192,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
     siteConfig: {
+      // Flex Consumption rejects several site properties other plans take (ftpsState: ARM error
+      // 51021; see the Flex Consumption deprecations in the Functions app settings reference)
+      // and hides http20Enabled; like Microsoft's Flex samples, none of them is set.
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: true
       // Flex Consumption: no FUNCTIONS_WORKER_RUNTIME or FUNCTIONS_EXTENSION_VERSION here.
       appSettings: [
         {
@@ -238,6 +248,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: 'https://${acs.properties.hostName}'
         }
         {
+          // Events whose topic is not this ACS resource are acknowledged and dropped.
+          name: 'ACS_RESOURCE_ID'
+          value: acs.id
+        }
+        {
           name: 'AUTH_JWT_ISSUER'
           value: authJwtIssuer
         }
@@ -286,12 +301,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// Easy Auth validates tokens in front of /api/*; the app then trusts X-MS-CLIENT-PRINCIPAL
-// (EASY_AUTH_ENABLED above follows the same parameter).
-module easyAuth 'modules/easy-auth.bicep' = if (easyAuthEnabled) {
-  name: 'easy-auth'
+// Always deployed, switched by platform.enabled: a deployment never touches a resource that left
+// the template, so an `if (easyAuthEnabled)` module would leave Easy Auth on after turning it off.
+// EASY_AUTH_ENABLED above follows the same parameter.
+module easyAuth 'modules/easy-auth.bicep' = {
+  name: 'easy-auth-${resourceToken}'
   params: {
     functionAppName: functionApp.name
+    enabled: easyAuthEnabled
     openIdIssuer: easyAuthOpenIdIssuer
     clientId: easyAuthClientId
     allowedAudiences: easyAuthAllowedAudiences
@@ -299,18 +316,18 @@ module easyAuth 'modules/easy-auth.bicep' = if (easyAuthEnabled) {
 }
 
 module acsEvents 'modules/acs-events.bicep' = {
-  name: 'acs-events'
+  name: 'acs-events-${resourceToken}'
   scope: resourceGroup(acsGroupName)
   params: {
     acsName: acsName
     systemTopicName: eventGridTopicName
     functionPrincipalId: functionApp.identity.principalId
-    tags: tags
+    tags: sharedTags
   }
 }
 
 module roles 'modules/roles.bicep' = {
-  name: 'roles'
+  name: 'roles-${resourceToken}'
   params: {
     functionPrincipalId: functionApp.identity.principalId
     eventGridPrincipalId: acsEvents.outputs.systemTopicPrincipalId
@@ -322,28 +339,20 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
-module subscriptions 'modules/event-subscriptions.bicep' = if (deploySubscriptions) {
-  name: 'event-subscriptions'
-  scope: resourceGroup(acsGroupName)
-  params: {
-    systemTopicName: acsEvents.outputs.systemTopicName
-    functionAppId: functionApp.id
-    deadLetterStorageId: storage.outputs.id
-    deadLetterContainerName: deadLetterContainerName
-  }
-  dependsOn: [
-    roles
-  ]
-}
-
+// Outputs go to the azd environment, and `azd down` deletes every one of them from it again: none
+// may carry a value the operator sets (AZURE_RESOURCE_GROUP, ACS_RESOURCE_GROUP, ...).
 output AZURE_FUNCTION_APP_NAME string = functionApp.name
-output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_ID string = functionApp.id
+output AZURE_FUNCTION_PRINCIPAL_ID string = functionApp.identity.principalId
+output AZURE_DEPLOYER_PRINCIPAL_ID string = principalId
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
 output AZURE_DEAD_LETTER_CONTAINER string = deadLetterContainerName
 output AZURE_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName
 output AZURE_EVENTGRID_SYSTEM_TOPIC string = acsEvents.outputs.systemTopicName
-output ACS_RESOURCE_GROUP string = acsGroupName
+output AZURE_ACS_RESOURCE_GROUP string = acsGroupName
+output AZURE_ACS_RESOURCE_ID string = acs.id
 output APNS_APPS_SECRET_NAME string = apnsAppsSecretName
 output KEY_ENCRYPTION_KEYS_SECRET_NAME string = keyEncryptionKeysSecretName

@@ -29,6 +29,15 @@ fi
 if [ ! -f node_modules/azurite/package.json ]; then
   npm ci --no-audit --no-fund --silent
 fi
+# The developer console's browser tests run Debian's chromium (browser downloads are not possible).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "error: the console's browser tests need chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -5,8 +5,11 @@ A caller is (issuer, subject). Two ways in:
 - ``Authorization: Bearer <JWT>`` signed by the app's identity provider. The key comes from its
   JWKS (fetched over HTTP, cached, chosen by ``kid``); the algorithm must be in
   ``AUTH_JWT_ALGORITHMS`` (never ``none`` nor an HMAC one, whose "key" would be public);
-  ``exp``, ``nbf``, ``iss``, ``aud`` and ``sub`` are required and checked against the settings
-  and an injected clock, with ``AUTH_JWT_LEEWAY_SECONDS`` of leeway.
+  ``exp``, ``iss``, ``aud`` and ``sub`` are required and checked against the settings and an
+  injected clock, with ``AUTH_JWT_LEEWAY_SECONDS`` of leeway; ``nbf`` and ``iat`` are checked
+  when present (Firebase, Auth0 and Cognito tokens carry no ``nbf``). ``aud`` may be a string
+  or a list (Auth0 sends a list); a token without ``aud`` passes only as an Amazon Cognito
+  access token, which names the app client in ``client_id`` (with ``token_use: access``).
 - ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON claims) injected by App Service Easy Auth, which strips
   client-sent copies. Trusted only when ``EASY_AUTH_ENABLED``; otherwise the header is ignored
   (a request carrying only it is unauthenticated).
@@ -45,6 +48,13 @@ Clock = Callable[[], datetime]
 MAX_TOKEN_BYTES: Final = 8192
 MAX_PRINCIPAL_BYTES: Final = 32768
 _FORBIDDEN_ALGORITHMS: Final = frozenset({"none", "HS256", "HS384", "HS512"})
+# Issuers that name themselves two ways: Google's ID tokens carry "https://accounts.google.com"
+# or "accounts.google.com" (Google Identity, "Verify the integrity of the ID token"). Either is
+# accepted and the caller gets the configured form, so one user keeps one ACS identity.
+_ISSUER_ALIASES: Final = {
+    "https://accounts.google.com": "accounts.google.com",
+    "accounts.google.com": "https://accounts.google.com",
+}
 _SUBJECT_CLAIMS: Final = (
     "sub",
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
@@ -243,23 +253,25 @@ class Authenticator:
         if key is None:
             raise AuthError("unknown signing key")
         claims = self._verified_claims(token, key, alg)
-        return Caller(claims["iss"], claims["sub"], AuthSource.JWT)
+        return Caller(self._settings.auth_jwt_issuer, claims["sub"], AuthSource.JWT)
 
     def _verified_claims(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
-        s = self._settings
+        issuer = self._settings.auth_jwt_issuer
+        alias = _ISSUER_ALIASES.get(issuer)
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
-                audience=s.auth_jwt_audience,
-                issuer=s.auth_jwt_issuer,
-                # Time claims are checked below against the injected clock.
+                issuer=issuer if alias is None else (issuer, alias),
+                # Time claims and the audience are checked below (the clock is injected; a
+                # Cognito access token has no aud).
                 options={
-                    "require": ["exp", "nbf", "iss", "aud", "sub"],
+                    "require": ["exp", "iss", "sub"],
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
+                    "verify_aud": False,
                     "enforce_minimum_key_length": True,
                 },
             )
@@ -275,18 +287,33 @@ class Authenticator:
             raise AuthError("token algorithm does not match its key") from None
         except jwt.InvalidTokenError:
             raise AuthError("invalid token") from None
+        self._check_audience(claims)
         self._check_times(claims)
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise AuthError("token subject must be a non-empty string")
         return claims
 
+    def _check_audience(self, claims: Mapping[str, Any]) -> None:
+        expected = self._settings.auth_jwt_audience
+        aud = claims.get("aud")
+        if aud is None or aud in ("", []):
+            # Amazon Cognito's access tokens carry the app client ID in client_id, not aud.
+            if claims.get("token_use") == "access" and claims.get("client_id") == expected:
+                return
+            raise AuthError("token lacks the aud claim")
+        values = [aud] if isinstance(aud, str) else aud
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise AuthError("wrong token audience")
+        if expected not in values:
+            raise AuthError("wrong token audience")
+
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock().timestamp()
         leeway = self._settings.auth_jwt_leeway_seconds
-        exp, nbf = _numeric(claims, "exp"), _numeric(claims, "nbf")
-        if exp <= now - leeway:
+        if _numeric(claims, "exp") <= now - leeway:
             raise AuthError("token expired")
-        if nbf > now + leeway:
+        # nbf is optional (RFC 7519 4.1.5): Firebase, Auth0 and Cognito tokens carry none.
+        if "nbf" in claims and _numeric(claims, "nbf") > now + leeway:
             raise AuthError("token not yet valid")
         if "iat" in claims and _numeric(claims, "iat") > now + leeway:
             raise AuthError("token issued in the future")

@@ -14,12 +14,20 @@ the deployment's preview mode:
 
 Deleted messages get a background push naming the message so the app can withdraw it.
 
-Payloads never exceed the limit: the preview (or the message body inside the encrypted JSON) is
-shortened on a character boundary that never splits a combining sequence, emoji ZWJ sequence,
-flag or Hangul syllable, and ends with "…". JSON is never cut.
+A message with no text after HTML is stripped shows the files its metadata names, or the
+generic body (:func:`preview_text`): never a blank banner.
 
-Raises :class:`PayloadError` (an :class:`~shared.errors.InputError`) only when even the shortest
-form does not fit, or when an IncomingCall's context cannot be read.
+Payloads never exceed the limit, and a chat message always gets one: what does not fit is given
+up in a fixed order (:func:`shrink_preview`): the metadata (``acsChatMessageMetadata`` becomes
+``"null"``, which the SDK accepts), then the text, then the sender's display name, each cut on a
+character boundary that never splits a combining sequence, emoji ZWJ sequence, flag or Hangul
+syllable, ending with "…". When even that does not fit (ids of thousands of characters), the
+generic alert goes instead, without the custom ids if need be. JSON is never cut. What was given
+up is the payload's ``note``, which the delivery log keeps.
+
+Raises :class:`PayloadError` (an :class:`~shared.errors.InputError`) only when the deployment's
+generic title and body alone exceed the limit, when a withdraw or call payload cannot fit, or
+when an IncomingCall's context cannot be read.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import logging
 import os
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
@@ -114,7 +122,8 @@ class ChatPayload:
     priority: Priority
     collapse_id: str | None
     preview: PreviewShown
-    shortened: bool = False
+    shortened: bool = False  # the text or the display name was cut to fit
+    note: str = ""  # what the delivery log says of it: what was given up to fit, or substituted
 
 
 def build_chat_payload(
@@ -127,8 +136,9 @@ def build_chat_payload(
     """The payload for one device: an alert for received/edited, a background push for deleted.
 
     ``preview_key`` is the device's live 64-byte key, or None when it has none (or it expired).
-    Raises :class:`PayloadError` when nothing fits (ids alone over the limit) and
-    :class:`~shared.preview_crypto.PreviewKeyError` for a key that is not 64 bytes.
+    Raises :class:`PayloadError` when nothing fits (a withdraw whose ids alone exceed the limit,
+    or generic alert settings over it) and :class:`~shared.preview_crypto.PreviewKeyError` for
+    a key that is not 64 bytes.
     """
     if event.kind is MessageEventKind.DELETED:
         return build_deleted_payload(event)
@@ -136,7 +146,8 @@ def build_chat_payload(
         return _plaintext_alert(event, options)
     if options.preview_mode is PreviewMode.ENCRYPTED and preview_key is not None:
         return _encrypted_alert(event, options, preview_key, random_bytes)
-    return _finish(_generic_alert(event, options), event, PreviewShown.GENERIC, False)
+    payload, dropped = generic_alert_within_limit(event, options)
+    return _finish(payload, event, PreviewShown.GENERIC, bool(dropped), dropped)
 
 
 def build_deleted_payload(event: ChatMessageEvent) -> ChatPayload:
@@ -185,12 +196,26 @@ def chat_notification(
     random_bytes: RandomBytes = os.urandom,
     options: ChatPayloadOptions | None = None,
 ) -> Notification:
-    """The notification for one device: its token and topic, the payload and its headers.
+    """The notification for one device (:func:`chat_push` without the payload's details)."""
+    return chat_push(event, device, settings, now, random_bytes=random_bytes, options=options)[0]
+
+
+def chat_push(
+    event: ChatMessageEvent,
+    device: Device,
+    settings: Settings,
+    now: datetime,
+    *,
+    random_bytes: RandomBytes = os.urandom,
+    options: ChatPayloadOptions | None = None,
+) -> tuple[Notification, ChatPayload]:
+    """The notification for one device (its token and topic, the payload and its headers), and
+    the payload it carries (what it shows, what was given up to fit).
 
     Uses the device's key only while it is live at ``now``; a stored key that is not 64 bytes is
     treated as absent (logged). ``options`` default to the settings' (the chat push passes the
     recipient's badge and quiet hours). Raises :class:`~shared.apns.errors.NotificationError`
-    (field ``payload``) when no payload fits.
+    (field ``payload``) when no payload fits (only generic alert settings over the limit).
     """
     key = device.live_key(now)
     if key is not None and len(key) != KEY_BYTES:
@@ -206,7 +231,7 @@ def chat_notification(
         built = build_chat_payload(event, options, preview_key=key, random_bytes=random_bytes)
     except PayloadError as exc:
         raise NotificationError("payload", str(exc)) from exc
-    return _notification(built, device)
+    return _notification(built, device), built
 
 
 def withdraw_notification(event: ChatMessageEvent, device: Device) -> Notification:
@@ -272,22 +297,21 @@ def _generic_alert(event: ChatMessageEvent, options: ChatPayloadOptions) -> dict
 
 def _plaintext_alert(event: ChatMessageEvent, options: ChatPayloadOptions) -> ChatPayload:
     limit = max_payload_bytes(PushType.ALERT)
-    title = event.sender_display_name or options.generic_title
-    text = event.body or options.generic_body
+    text, note = preview_text(event, options)
 
-    def size(body: str, title: str = title) -> int:
-        return len(encode_payload(_alert(event, options, title=title, body=body)))
+    def fits(name: str, body: str, _metadata: str) -> bool:
+        title = name or options.generic_title
+        return len(encode_payload(_alert(event, options, title=title, body=body))) <= limit
 
-    body, shortened = shorten_to_fit(text, lambda candidate: size(candidate) <= limit)
-    if body is None:
-        # Only a sender name of thousands of bytes gets here: shorten it too.
-        body = ELLIPSIS
-        short_title, _ = shorten_to_fit(title, lambda candidate: size(ELLIPSIS, candidate) <= limit)
-        if short_title is None:
-            raise PayloadError(f"event {event.event_id}: ids alone exceed {limit} bytes")
-        title, shortened = short_title, True
-    payload = _alert(event, options, title=title, body=body)
-    return _finish(payload, event, PreviewShown.PLAINTEXT, shortened)
+    chosen = shrink_preview(Preview(event.sender_display_name, text, NO_METADATA), fits)
+    if chosen is None:
+        return _generic_fallback(event, options, "the plaintext preview did not fit")
+    shown, how = chosen
+    title = shown.name or options.generic_title
+    payload = _alert(event, options, title=title, body=shown.text)
+    notes = ", ".join(n for n in (note, how) if n)
+    shortened = (shown.name, shown.text) != (event.sender_display_name, text)
+    return _finish(payload, event, PreviewShown.PLAINTEXT, shortened, notes)
 
 
 def _encrypted_alert(
@@ -300,17 +324,152 @@ def _encrypted_alert(
     # The blob's length depends only on the plaintext's length, so measure with a stand-in blob
     # of that length and encrypt once, at the end.
     frame = len(encode_payload(_encrypted_frame(event, options, "")))
+    text, note = preview_text(event, options)
 
-    def fits(body: str) -> bool:
-        plaintext = preview_fields(event, body).to_json_bytes()
+    def fields(preview: Preview) -> PreviewFields:
+        return replace(
+            preview_fields(event, preview.text),
+            senderDisplayName=preview.name,
+            acsChatMessageMetadata=preview.metadata,
+        )
+
+    def fits(name: str, body: str, metadata: str) -> bool:
+        plaintext = fields(Preview(name, body, metadata)).to_json_bytes()
         return frame + blob_length(len(plaintext)) <= limit
 
-    body, shortened = shorten_to_fit(event.body, fits)
-    if body is None:
-        raise PayloadError(f"event {event.event_id}: encrypted ids alone exceed {limit} bytes")
-    blob = encrypt_fields(key, preview_fields(event, body), random_bytes=random_bytes)
+    full = Preview(event.sender_display_name, text, metadata_field(event.metadata))
+    chosen = shrink_preview(full, fits)
+    if chosen is None:
+        return _generic_fallback(event, options, "the encrypted preview did not fit")
+    shown, how = chosen
+    blob = encrypt_fields(key, fields(shown), random_bytes=random_bytes)
     payload = _encrypted_frame(event, options, blob)
-    return _finish(payload, event, PreviewShown.ENCRYPTED, shortened)
+    notes = ", ".join(n for n in (note, how) if n)
+    shortened = (shown.name, shown.text) != (full.name, full.text)
+    return _finish(payload, event, PreviewShown.ENCRYPTED, shortened, notes)
+
+
+# --- what a preview shows, and how it shrinks -------------------------------------------------
+
+NO_METADATA: Final = "null"  # acsChatMessageMetadata for "none": the SDK accepts exactly "null"
+ATTACHMENT_MARK: Final = "\U0001f4ce"  # 📎, before the names of the files a message carries
+FILE_SHARING_METADATA: Final = "fileSharingMetadata"
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What an alert reveals: the sender's display name, the text, and the metadata (the
+    encrypted preview's ``acsChatMessageMetadata``; ``"null"`` in plaintext mode)."""
+
+    name: str
+    text: str
+    metadata: str
+
+
+def attached_file_names(metadata: Mapping[str, str]) -> list[str]:
+    """The names of the files a message's metadata lists, in order ([] when none or unreadable).
+
+    The ACS UI library (Azure/communication-ui-library, the chat composite's file sharing) sends
+    ``metadata["fileSharingMetadata"]`` = a JSON array of ``{"id", "name", "extension", "url",
+    "attachmentType"}`` objects; anything else is not a file list.
+    """
+    raw = metadata.get(FILE_SHARING_METADATA)
+    if not raw:
+        return []
+    try:
+        files = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(files, list):
+        return []
+    names = (f.get("name") for f in files if isinstance(f, dict))
+    return [" ".join(n.split()) for n in names if isinstance(n, str) and n.strip()]
+
+
+def preview_text(event: ChatMessageEvent, options: ChatPayloadOptions) -> tuple[str, str]:
+    """The text an alert shows for ``event``, and a note when it is not the message's own.
+
+    A message with no text after HTML is stripped (an image-only HTML message, a null body)
+    shows the files its metadata names (``📎 a.pdf, b.png``) or else the generic body, never a
+    blank banner.
+    """
+    if event.body.strip():
+        return event.body, ""
+    names = attached_file_names(event.metadata)
+    if names:
+        return f"{ATTACHMENT_MARK} " + ", ".join(names), "empty text: attachment line"
+    return options.generic_body, "empty text: generic body"
+
+
+FitsPreview = Callable[[str, str, str], bool]
+"""``fits(name, text, metadata)``: whether a payload showing these is within the limit."""
+
+
+def shrink_preview(full: Preview, fits: FitsPreview) -> tuple[Preview, str] | None:
+    """The fullest preview that fits, and what was given up (``""`` when nothing was).
+
+    Order: the metadata becomes ``"null"``, then the text is shortened, then the display name
+    (text "…"); each cut on a character boundary (:func:`shorten_to_fit`). ``None`` when even
+    that does not fit: the caller sends the generic alert. ``fits`` must be monotonic in each
+    argument's length (payload size is).
+    """
+    name, text, metadata = full.name, full.text, full.metadata
+    if fits(name, text, metadata):
+        return full, ""
+    given_up: list[str] = []
+    if metadata != NO_METADATA:
+        metadata = NO_METADATA
+        given_up.append("metadata dropped")
+        if fits(name, text, metadata):
+            return Preview(name, text, metadata), ", ".join(given_up)
+    short_text, _ = shorten_to_fit(text, lambda t: fits(name, t, metadata))
+    if short_text is not None:
+        return Preview(name, short_text, metadata), ", ".join([*given_up, "text shortened"])
+    short_name, _ = shorten_to_fit(name, lambda n: fits(n, ELLIPSIS, metadata))
+    if short_name is None:
+        return None
+    given_up.append("text and display name shortened")
+    return Preview(short_name, ELLIPSIS, metadata), ", ".join(given_up)
+
+
+def _generic_fallback(
+    event: ChatMessageEvent, options: ChatPayloadOptions, why: str
+) -> ChatPayload:
+    """The generic alert, for a message whose preview cannot fit (logged: the ids or the name
+    are huge). Drops the custom ids, then ``thread-id``, when even they do not fit."""
+    logger.warning("%s, sending the generic alert (event %s)", why, event.event_id)
+    payload, dropped = generic_alert_within_limit(event, options)
+    note = f"generic alert: {why}" + (f", {dropped}" if dropped else "")
+    return _finish(payload, event, PreviewShown.GENERIC, True, note)
+
+
+def generic_alert_within_limit(
+    event: ChatMessageEvent, options: ChatPayloadOptions
+) -> tuple[dict[str, object], str]:
+    """The generic alert with as many of the event's ids as fit, and what was dropped.
+
+    Raises :class:`PayloadError` only when the configured generic title and body alone exceed
+    the limit.
+    """
+    limit = max_payload_bytes(PushType.ALERT)
+    full = _generic_alert(event, options)
+    if len(encode_payload(full)) <= limit:
+        return full, ""
+    for thread_id, dropped in (
+        (event.thread_id, "ids dropped"),
+        (None, "ids and thread-id dropped"),
+    ):
+        bare = alert_payload(
+            title=options.generic_title,
+            body=options.generic_body,
+            sound=options.sound or None,
+            thread_id=thread_id,
+            category=options.category or None,
+            custom={"kind": event.kind.value},
+        )
+        if len(encode_payload(bare)) <= limit:
+            return bare, dropped
+    raise PayloadError(f"event {event.event_id}: the generic alert alone exceeds {limit} bytes")
 
 
 def _encrypted_frame(
@@ -327,7 +486,11 @@ def _encrypted_frame(
 
 
 def _finish(
-    payload: dict[str, object], event: ChatMessageEvent, preview: PreviewShown, shortened: bool
+    payload: dict[str, object],
+    event: ChatMessageEvent,
+    preview: PreviewShown,
+    shortened: bool,
+    note: str = "",
 ) -> ChatPayload:
     encoded = encode_payload(payload)
     _require_fits(encoded, PushType.ALERT, event.event_id)
@@ -340,6 +503,7 @@ def _finish(
         collapse_id=collapse if len(collapse.encode()) <= MAX_COLLAPSE_ID_BYTES else None,
         preview=preview,
         shortened=shortened,
+        note=note,
     )
 
 

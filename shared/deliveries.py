@@ -9,8 +9,18 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
     m|<user>|<thread>   <message>|<kind>|<version>|<deviceId>   one claim and its outcome
     m|<user>|calls      <call id>|call|0|<deviceId>             an IncomingCall's VoIP push
     m|<user>|<thread>   !thread                                 legacy mute flag: purged
+    m|<user>|<thread>   %t|<message>                            tombstone: the message was deleted
     i|<YYYYMMDD>        m|<user>|<thread>                       purge index: claimed that day
     c|purge             cursor                                  last day purged
+
+Each part is :func:`~shared.tables.encode_key`'d; a part longer than :data:`MAX_PART_UNITS` is
+replaced by ``%h`` and its SHA-256 (``%h`` never starts an encoded part), so a key stays within
+Table Storage's 1 KiB however long an id an event carries: a 2,000-character messageId is logged
+and pushed like any other, not a 400 from storage that Event Grid retries for 24 hours.
+
+A delete leaves a tombstone that later events of the message respect: an edit (or the original
+message) arriving after its delete pushes nothing, and says so in the log. Tombstones are purged
+with the claims (they carry ``claimedAt``).
 
 - "What happened to message M in thread T for user U" is one partition query: the partition of
   (U, T), RowKeys from ``M|`` up to ``M}``.
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +63,7 @@ from shared.tables import (
     EntityExistsError,
     EntityNotFoundError,
     encode_key,
+    key_units,
     storage_errors,
 )
 
@@ -59,6 +71,11 @@ log = logging.getLogger(__name__)
 
 DELIVERIES_TABLE: Final = "deliveries"
 LEGACY_MUTE_ROW = "!thread"
+TOMBSTONE_PREFIX: Final = "%t|"  # "%t" never starts an encoded part (encode_key writes "%25")
+MAX_PART_UNITS: Final = 200
+"""Longest key part kept as text (UTF-16 units): a partition (two parts) and a claim's RowKey
+(one part, kind, version, deviceId) then stay far within Table Storage's 512. Real ids are far
+shorter (rawIds ~90, threadIds ~50, messageIds 13)."""
 CURSOR_PARTITION = "c|purge"
 CURSOR_ROW = "cursor"
 PURGE_FIRST_LOOKBACK_DAYS = 60  # how far back a purge with no cursor yet starts
@@ -197,6 +214,13 @@ class ClaimSet:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageState:
+    """What the log knows of one message for one user before pushing it."""
+
+    deleted_at: datetime | None = None  # a delete of the message arrived (tombstone)
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeReport:
     """What one purge run removed."""
 
@@ -206,7 +230,7 @@ class PurgeReport:
 
 
 class DeliveryStore(Protocol):
-    """Port: claims, outcomes and the log (see the module docstring)."""
+    """Port: claims, outcomes, tombstones and the log (see the module docstring)."""
 
     async def claim(
         self,
@@ -226,6 +250,16 @@ class DeliveryStore(Protocol):
         """Write each claim's outcome (releasing it when the state is ``released``)."""
         ...
 
+    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
+        """Whether the message was deleted (its tombstone)."""
+        ...
+
+    async def mark_deleted(
+        self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
+    ) -> None:
+        """Leave the message's tombstone (idempotent): later events of it push nothing."""
+        ...
+
     async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
         """Every record of one message in one thread for one user, oldest claim first."""
         ...
@@ -239,12 +273,16 @@ class DeliveryStore(Protocol):
 
 
 def _part(text: str) -> str:
-    """One key component: Table-safe, and never containing the ``|`` separator."""
-    return encode_key(text).replace("|", "%7C")
+    """One key component: Table-safe, never containing the ``|`` separator, and at most
+    :data:`MAX_PART_UNITS` long (a longer one is ``%h`` and the SHA-256 of the text)."""
+    part = encode_key(text).replace("|", "%7C")
+    if key_units(part) <= MAX_PART_UNITS:
+        return part
+    return "%h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def partition_key(user_id: str, thread_id: str) -> str:
-    """The partition of one user's deliveries in one thread."""
+    """The partition of one user's deliveries (and mute state) in one thread."""
     return f"m|{_part(user_id)}|{_part(thread_id)}"
 
 
@@ -261,6 +299,11 @@ def claim_prefix(key: DeliveryKey) -> str:
 def row_key(key: DeliveryKey, device_id: str) -> str:
     """RowKey of one device's claim for one (message, kind, version)."""
     return claim_prefix(key) + _part(device_id)
+
+
+def tombstone_row(message_id: str) -> str:
+    """RowKey of a message's tombstone (in the (user, thread) partition)."""
+    return TOMBSTONE_PREFIX + _part(message_id)
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -598,6 +641,35 @@ class TableDeliveryStore:
                 record.device.short_token,
                 record.state,
             )
+
+    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
+        """The message's tombstone: one point read."""
+        try:
+            with storage_errors("read a message's tombstone"):
+                row = await self._table.get_entity(
+                    partition_key(user_id, thread_id), tombstone_row(message_id)
+                )
+        except EntityNotFoundError:
+            return MessageState()
+        return MessageState(deleted_at=_utc(row["claimedAt"]))
+
+    async def mark_deleted(
+        self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
+    ) -> None:
+        """Write the tombstone (an upsert: redeliveries of the delete write the same row)."""
+        entity = {
+            "PartitionKey": partition_key(user_id, thread_id),
+            "RowKey": tombstone_row(message_id),
+            "userId": user_id,
+            "threadId": thread_id,
+            "messageId": message_id,
+            "claimedAt": at,  # the purge removes it with the claims of that day
+            "eventId": event_id,
+        }
+        key = DeliveryKey(user_id, thread_id, message_id, DeliveryKind.DELETED, 0)
+        with storage_errors("write a message's tombstone"):
+            await self._table.upsert_entity(entity)
+        await self._touch_index(key, at)
 
     async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
         """Every record of the message for the user: one partition query."""

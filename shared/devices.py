@@ -142,8 +142,9 @@ class RegistrationContendedError(TransientError):
 class DeviceRegistry(Protocol):
     """The registry port used by the use cases (``DeviceStore`` and the test fake)."""
 
-    async def register(self, device: Device) -> Registered:
-        """Register or renew ``device``, moving its token from any previous owner."""
+    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
+        """Register or renew ``device``, moving its token from any previous owner; with
+        ``keep_key`` a renewal keeps the stored preview key instead of ``device``'s (none)."""
         ...
 
     async def list_for_user(self, user_id: str) -> list[Device]:
@@ -328,13 +329,16 @@ class DeviceStore:
 
     # --- registration -----------------------------------------------------------------------------
 
-    async def register(self, device: Device) -> Registered:
+    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
         """Register or renew ``device``; a token held by another user moves to this one.
+
+        ``keep_key``: a renewal leaves the stored preview key and its expiry as they are (the
+        request carried no key); a new or moved registration has none either way.
 
         Raises RegistrationContendedError when the token's owner keeps changing concurrently,
         StorageUnavailableError on an outage.
         """
-        renewed = await self._renew(device)
+        renewed = await self._renew(device, keep_key=keep_key)
         if renewed is not None:
             return Registered(RegistrationOutcome.RENEWED, etag=renewed)
         # Optimistic: a token new to the service has no owner row, so try creating it first.
@@ -360,15 +364,16 @@ class DeviceStore:
             return Registered(RegistrationOutcome.CREATED, etag=written)
         raise RegistrationContendedError("device token ownership kept changing; retry")
 
-    async def _renew(self, device: Device) -> str | None:
+    async def _renew(self, device: Device, *, keep_key: bool = False) -> str | None:
         """Merge the registration into an existing row of this user: its new ETag, or None if
         there is no such row."""
+        fields = self._registration_fields(device)
+        if keep_key:
+            del fields["previewKey"], fields["keyExpiresAt"]
         try:
             with storage_errors("renew device"):
                 # No ETag: If-Match * — updates only an existing row, never creates one.
-                meta = await self._devices.update_entity(
-                    self._registration_fields(device), mode=UpdateMode.MERGE
-                )
+                meta = await self._devices.update_entity(fields, mode=UpdateMode.MERGE)
         except EntityNotFoundError:
             return None
         return str(meta.get("etag") or "")

@@ -171,6 +171,20 @@ class ThreadState:
             or _contains(self.deleted, order)
         )
 
+    def knows_deleted(self, order: int) -> bool | None:
+        """Whether the message of ``order`` was deleted, as far as this thread's state tells.
+
+        None when it cannot tell: at or below the read marker or the folded block, or older than
+        every tombstone kept (they are capped), where deletes are not remembered here.
+        """
+        if order <= self.read_up_to or order <= self.folded_up_to:
+            return None
+        if _contains(self.deleted, order):
+            return True
+        if len(self.deleted) >= MAX_TOMBSTONES and order < self.deleted[0]:
+            return None
+        return False
+
     def fold(self, count: int) -> ThreadState:
         """Fold the ``count`` oldest tracked messages into the block."""
         count = min(count, len(self.unread))
@@ -426,7 +440,7 @@ def fit_inbox(inbox: Inbox, now: datetime, limit: int = MAX_STATE_CHARS) -> Inbo
         bare = sorted(
             (s.touched, t)
             for t, s in inbox.threads.items()
-            if s.unread_count == 0 and not s.silenced(now)
+            if s.unread_count == 0 and not s.deleted and not s.silenced(now)
         )
         threads = dict(inbox.threads)
         if bare:

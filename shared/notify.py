@@ -9,9 +9,17 @@ concurrently through the APNs client of each device's app, settle the outcomes
 (``shared.outcomes``) and write them to the delivery log (one transaction). An edit is sent with
 ``apns-collapse-id`` = messageId, so the banner is replaced. A thread the recipient muted (or set
 to no alerts) gets no alert: its claims are logged ``muted``, with a badge-only push when the
-user counts muted threads and the number rose. ``ChatMessageDeleted`` takes an unread message
-off the count and sends a background push naming the message, within the device's background
-budget (the one the renewal sweep draws on too); a badge-only push follows when the number fell.
+user counts muted threads and the number rose.
+
+``ChatMessageDeleted`` takes an unread message off the count, leaves a tombstone, then sends a
+background push naming the message, within the device's background budget (the one the renewal
+sweep draws on too): a second delete to a device within ``RENEWAL_MIN_SPACING_MINUTES`` is
+skipped; a badge-only push follows when the number fell. An edit (or the message itself)
+arriving after its delete pushes nothing: the inbox remembers deletes of messages not read yet,
+and the deliveries table's tombstone (one point read: always for an edit, for a message only
+when the inbox cannot tell) answers for the rest. Every alert device of a registered recipient
+gets a push, or a delivery-log record saying why policy skipped it: the recipient left the
+thread, the thread is muted, the message was already deleted, over the background budget.
 
 ``ChatThreadWithUserDeleted`` and ``ChatParticipantRemovedFromThreadWithUser`` (for the removed
 user) take the thread's unread messages off and stop its pushes for that user;
@@ -21,7 +29,9 @@ logged. A malformed event is logged with its id and acknowledged: a retry cannot
 
 The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
-:class:`~shared.errors.TransientError` (the trigger lets them fail the invocation).
+:class:`~shared.errors.TransientError` (the trigger lets them fail the invocation); a request
+storage refuses (``StorageRejectedError``) is logged and acknowledged, since every redelivery
+would be refused the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from typing import Final, Protocol
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
 from shared.badge import badge_notification, update_badges
-from shared.chat_payload import chat_notification, withdraw_notification
+from shared.chat_payload import chat_push, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
     DeliveryKind,
@@ -59,9 +69,16 @@ from shared.events import (
 )
 from shared.fanout import Claimed, FanOut
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
-from shared.inbox import InboxSnapshot, InboxStore, UnreadableInboxError, change_inbox
+from shared.inbox import (
+    InboxSnapshot,
+    InboxStore,
+    UnreadableInboxError,
+    change_inbox,
+    message_order,
+)
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
+from shared.tables import StorageRejectedError
 from shared.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
@@ -101,6 +118,9 @@ class ChatPushSummary:
     note: str = ""
 
 
+_LEFT: Final = "the recipient left the thread (or it was deleted)"
+_DELETED: Final = "the message was deleted before this event arrived"
+
 _KINDS: Final = {
     MessageEventKind.RECEIVED: DeliveryKind.RECEIVED,
     MessageEventKind.EDITED: DeliveryKind.EDITED,
@@ -132,7 +152,12 @@ async def handle_chat_event(
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
         if isinstance(parsed, ThreadEvent):
             return await _thread_event(parsed, fan, inbox)
-        return await _ChatPush(parsed, fan, inbox).run()
+        try:
+            return await _ChatPush(parsed, fan, inbox).run()
+        except StorageRejectedError as exc:
+            # A 4xx from storage for this event's data: every redelivery would get it too.
+            log.error("storage refused this chat event's data, acknowledged: %s: %s", exc, fan.tag)
+            return ChatPushSummary(note="storage refused the event's data")
     if isinstance(parsed, IncomingCallEvent):
         log.warning("IncomingCall on the chat subscription acknowledged: %s", describe(parsed))
         return ChatPushSummary(note="call event on the chat function")
@@ -199,16 +224,34 @@ class _ChatPush:
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return ChatPushSummary(note="recipient is not an ACS user")
-        listed, snapshot = await asyncio.gather(
-            fan.devices.list_for_user(event.recipient_id), self._recipient_inbox()
+        edited = event.kind is MessageEventKind.EDITED
+        listed, snapshot, deleted = await asyncio.gather(
+            fan.devices.list_for_user(event.recipient_id),
+            self._recipient_inbox(),
+            self._tombstoned() if edited else _unknown(),
         )
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
-        if snapshot is not None and snapshot.inbox.thread(event.thread_id).left:
-            log.info("recipient left the thread, %d devices skipped: %s", len(alert), fan.tag)
-            return ChatPushSummary(devices=len(alert), skipped=len(alert), note="left")
         if not alert:
             log.info("recipient has no alert devices: %s", fan.tag)
             return ChatPushSummary(note="no devices")
+        if snapshot is not None and snapshot.inbox.thread(event.thread_id).left:
+            return await self._skip_all(alert, _LEFT, "left")
+        if event.kind is MessageEventKind.RECEIVED:
+            deleted = self._deleted_per_inbox(snapshot)
+            if deleted is None:
+                deleted = await self._tombstoned()
+        if deleted:
+            # Event Grid does not keep order: an edit (or the message) may arrive after its
+            # delete, and must not alert again.
+            return await self._skip_all(alert, _DELETED, "deleted")
+        if event.kind is MessageEventKind.DELETED:
+            await fan.deliveries.mark_deleted(
+                event.recipient_id,
+                event.thread_id,
+                event.message_id,
+                at=fan.clock(),
+                event_id=event.event_id,
+            )
         return await self._fan_out(alert, snapshot)
 
     async def _recipient_inbox(self) -> InboxSnapshot | None:
@@ -220,6 +263,32 @@ class _ChatPush:
                 "recipient's inbox unreadable, pushing without it (%s): %s", exc, self.fan.tag
             )
             return None
+
+    async def _tombstoned(self) -> bool:
+        """Whether the deliveries table holds the message's tombstone (one point read)."""
+        e = self.event
+        state = await self.fan.deliveries.message_state(e.recipient_id, e.thread_id, e.message_id)
+        return state.deleted_at is not None
+
+    def _deleted_per_inbox(self, snapshot: InboxSnapshot | None) -> bool | None:
+        """Whether the inbox knows this message was deleted (None: it cannot tell)."""
+        order = message_order(self.event.message_id)
+        if snapshot is None or order is None:
+            return None
+        return snapshot.inbox.thread(self.event.thread_id).knows_deleted(order)
+
+    async def _skip_all(self, alert: Sequence[Device], why: str, note: str) -> ChatPushSummary:
+        """Record every device as skipped and why, so the delivery log answers for the event."""
+        fan, now = self.fan, self.fan.clock()
+        claimed = await fan.claim(self._key(), alert, now=now, event_id=self.event.event_id)
+        outcome = Outcome(DeliveryState.SKIPPED, detail=why)
+        await fan.deliveries.complete([(r, outcome) for r, _ in claimed.mine], fan.clock())
+        log.info("%d devices skipped, %s: %s", len(alert), why, fan.tag)
+        return ChatPushSummary(devices=len(alert), skipped=len(alert), note=note)
+
+    def _key(self) -> DeliveryKey:
+        e = self.event
+        return DeliveryKey(e.recipient_id, e.thread_id, e.message_id, _KINDS[e.kind], e.version)
 
     async def _fan_out(
         self, alert: Sequence[Device], snapshot: InboxSnapshot | None
@@ -257,14 +326,11 @@ class _ChatPush:
         redelivery claims them again at once.
         """
         event, fan = self.event, self.fan
-        key = DeliveryKey(
-            event.recipient_id, event.thread_id, event.message_id, _KINDS[event.kind], event.version
-        )
         counting = (
             _uncounted() if snapshot is None else note_message(self.inbox, event, snapshot, now)
         )
         shown, claimed = await asyncio.gather(
-            counting, fan.claim(key, alert, now=now, event_id=event.event_id),
+            counting, fan.claim(self._key(), alert, now=now, event_id=event.event_id),
             return_exceptions=True,
         )  # fmt: skip
         if isinstance(shown, BaseException):
@@ -279,44 +345,54 @@ class _ChatPush:
     async def _push_all(
         self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime, shown: Presentation
     ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
-        ready: list[tuple[DeliveryRecord, Device, Notification]] = []
+        ready: list[tuple[DeliveryRecord, Device, Notification, str]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []
         for record, device in mine:
             built = await self._notification(record, device, now, shown)
-            if isinstance(built, Notification):
-                ready.append((record, device, built))
+            if isinstance(built, tuple):
+                ready.append((record, device, *built))
             elif isinstance(built, Outcome):
                 skipped.append((record, built))
             else:
                 early.append(Attempt(record, device, built))
         budget = self.fan.settings.apns_retry_budget_seconds
-        answers = await self.fan.send([(d, n) for _, d, n in ready], budget=budget)
-        attempts = early + [Attempt(r, d, a) for (r, d, _), a in zip(ready, answers, strict=True)]
+        answers = await self.fan.send([(d, n) for _, d, n, _ in ready], budget=budget)
+        attempts = early + [
+            Attempt(r, d, a, note) for (r, d, _, note), a in zip(ready, answers, strict=True)
+        ]
         return await self.fan.settle(attempts), tuple(skipped)
 
     async def _notification(
         self, record: DeliveryRecord, device: Device, now: datetime, shown: Presentation
-    ) -> Notification | Outcome | ApnsError:
-        """The device's notification, a skip (muted, over the background budget), or why not."""
+    ) -> tuple[Notification, str] | Outcome | ApnsError:
+        """The device's notification and what the log notes of its payload, a skip (muted, over
+        the background budget), or why it can't be sent."""
         event, settings = self.event, self.fan.settings
         try:
             if event.kind is not MessageEventKind.DELETED and shown.silenced:
                 if shown.badge_update and shown.badge is not None:
-                    return badge_notification(device, shown.badge)
+                    return badge_notification(device, shown.badge), ""
                 return Outcome(DeliveryState.MUTED, detail="thread muted by the recipient")
             if event.kind is not MessageEventKind.DELETED:
                 options = shown.payload_options(settings)
-                return chat_notification(event, device, settings, now, options=options)
-            if not await self._spend_background_budget(device, now):
+                notification, payload = chat_push(event, device, settings, now, options=options)
+                return notification, payload.note
+            if not await self._spend_background_budget(device, now, retry=record.claims > 1):
                 return Outcome(DeliveryState.SKIPPED, detail="over the background push budget")
-            return withdraw_notification(event, device)
+            return withdraw_notification(event, device), ""
         except NotificationError as exc:
             return exc
 
-    async def _spend_background_budget(self, device: Device, now: datetime) -> bool:
+    async def _spend_background_budget(self, device: Device, now: datetime, *, retry: bool) -> bool:
+        """Record one background push on the device's budget; False when over it.
+
+        A retry of this same withdraw (its claim was released: APNs was busy or did not answer)
+        already passed the check when it was first claimed, and its own first try is what now
+        fills the budget's spacing: it goes again rather than being skipped by itself.
+        """
         s = self.fan.settings
-        allowed = background_budget_allows(
+        allowed = retry or background_budget_allows(
             device.background_sent,
             now,
             max_per_hour=s.renewal_max_per_hour,
@@ -344,3 +420,7 @@ def _as_muted(outcome: Outcome) -> Outcome:
 
 async def _uncounted() -> Presentation:
     return Presentation(badge=None)
+
+
+async def _unknown() -> bool | None:
+    return None

@@ -23,7 +23,7 @@ import enum
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, Generic, Protocol
 
@@ -128,6 +128,7 @@ class Attempt(Generic[R]):
     record: R
     device: Device
     answer: PushResult | ApnsError
+    note: str = ""  # what the delivery log adds about the payload (given up to fit, substituted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +254,20 @@ async def _settle_one(
     remove_after: int,
     configuration: bool,
 ) -> tuple[tuple[R, Outcome], bool]:
+    (record, outcome), removed = await _settle_answer(a, devices, now, remove_after, configuration)
+    if a.note:
+        detail = a.note if not outcome.detail else f"{outcome.detail}; {a.note}"
+        outcome = replace(outcome, detail=detail[:500])
+    return (record, outcome), removed
+
+
+async def _settle_answer(
+    a: Attempt[R],
+    devices: DeviceOutcomes,
+    now: datetime,
+    remove_after: int,
+    configuration: bool,
+) -> tuple[tuple[R, Outcome], bool]:
     kind = Disposition.CONFIGURATION if configuration else classify(a.answer)
     device = a.device
     if kind is Disposition.DELIVERED:
@@ -279,6 +294,11 @@ async def _settle_one(
     if kind is Disposition.RETRY:
         detail = "no answer within the retry budget: released"
         return (a.record, _outcome(DeliveryState.RELEASED, a.answer, detail)), False
+    if not isinstance(a.answer, PushResult):
+        # Refused before sending (no credentials for the app, a request that cannot be built):
+        # APNs never saw it, so the log must not say APNs rejected it.
+        log.error("push not sent device=%s app=%s: %s", device.short_token, device.topic, a.answer)
+        return (a.record, _outcome(DeliveryState.FAILED, a.answer, "not sent")), False
     log.error(
         "APNs rejected a push we built device=%s app=%s: %s",
         device.short_token,

@@ -13,8 +13,9 @@ signed in as the caller).
      "key": "<standard base64 of 64 bytes>"?, "appVersion": "..."?, "locale": "en_US"?}
 
 The key (alert devices only) is live for ``PREVIEW_KEY_LIFETIME_MINUTES``; an alert device with
-a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. VoIP devices are
-never scheduled. Unknown body fields are ignored.
+a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. Without a ``key``
+field, a re-registration keeps the key already stored (and its expiry); ``"key": null`` removes
+it. VoIP devices are never scheduled. Unknown body fields are ignored.
 
 Raises :class:`InvalidFieldError` (400 naming the field) and :class:`DeviceNotFoundError` (404,
 identical for a missing device and another user's); storage errors pass through.
@@ -99,6 +100,7 @@ class DeviceRequest:
     key: bytes | None
     app_version: str | None
     locale: str | None
+    keep_key: bool = False  # no "key" field: a re-registration keeps the stored key
 
     def __repr__(self) -> str:
         return f"DeviceRequest(kind={self.kind}, topic={self.topic!r}, env={self.environment})"
@@ -190,6 +192,7 @@ def parse_device_request(body: Mapping[str, Any], topics: frozenset[str]) -> Dev
         topic=topic,
         environment=environment,
         key=_key(body, kind),
+        keep_key="key" not in body,
         app_version=_optional(body, "appVersion", _PRINTABLE, "must be 1-64 printable characters"),
         locale=_optional(body, "locale", _LOCALE, "must be a locale identifier such as en_US"),
     )
@@ -236,7 +239,7 @@ async def register_device(
         app_version=req.app_version,
         locale=req.locale,
     )
-    result = await registry.register(device)
+    result = await registry.register(device, keep_key=req.keep_key)
     writes: list[Awaitable[None]] = []
     if device.kind is DeviceKind.ALERT and expires is not None:
         due = due_at(expires, rules.renewal_lead)

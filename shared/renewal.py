@@ -226,15 +226,16 @@ def decide_state(state: EntryState, now: datetime, rules: RenewalRules) -> Decis
 def renewed_since(
     device: Device, entry_at: datetime | None, due_bucket: str, lead: timedelta
 ) -> bool:
-    """Whether the device renewed by itself after its entry was written.
+    """Whether the device renewed its key by itself after its entry was written.
 
-    ``entry_at`` is when the entry's state was taken; an entry without state (keys only) is
-    superseded when the device's key now falls due in a later bucket.
+    Its key must now fall due in a later bucket: a re-registration without a key keeps the old
+    key (and its due time) while moving ``renewed_at``, and must not cancel the wake. ``entry_at``
+    is when the entry's state was taken (None for an entry without state).
     """
-    if entry_at is not None:
-        return device.renewed_at > entry_at
     expires = device.key_expires_at
-    return expires is not None and bucket_for(due_at(expires, lead)) > due_bucket
+    if expires is None or bucket_for(due_at(expires, lead)) <= due_bucket:
+        return False
+    return entry_at is None or device.renewed_at > entry_at
 
 
 def decide(

@@ -133,7 +133,8 @@ class Settings:
     preview_key_lifetime_minutes: int = _setting(
         "PREVIEW_KEY_LIFETIME_MINUTES",
         45,
-        "How long an uploaded preview key stays live (the ACS SDK discards keys after 45 min).",
+        "How long an uploaded preview key stays live; the app keeps it as long (keyExpiresAt). "
+        "Longer: fewer renewal wakes, more messages per key (docs/ios.md section 6).",
     )
     key_encryption_keys: str = _setting(
         "KEY_ENCRYPTION_KEYS",

@@ -9,7 +9,7 @@ this module; nothing else imports the Tables SDK.
   per process.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
   characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
-  round-trips.
+  round-trips. :func:`key_fits`: a key is at most 1 KiB (:data:`MAX_KEY_UNITS`).
 - :func:`batches` / :func:`submit_batches`: a transaction holds at most 100 operations of one
   partition (Azurite does not reject larger ones cleanly).
 - :func:`int64` / :func:`read_int`: integers at or above 2**31 need an explicit ``Edm.Int64``.
@@ -138,6 +138,22 @@ _ESCAPE: Final = re.compile(r"%([0-9A-F]{2})")
 def encode_key(text: str) -> str:
     """Encode ``text`` for use in a PartitionKey or RowKey (percent-escapes what Tables forbids)."""
     return _ESCAPED.sub(lambda m: f"%{ord(m.group()):02X}", text)
+
+
+MAX_KEY_UNITS: Final = 512
+"""Longest PartitionKey or RowKey in UTF-16 code units: "a string value up to 1 KiB in size"
+(learn.microsoft.com "Understanding the Table service data model"), and the service's strings
+are UTF-16. Azurite allows 1024; a longer key is a 400 there, which no retry fixes."""
+
+
+def key_units(key: str) -> int:
+    """The length of ``key`` in UTF-16 code units (what the 1 KiB limit counts)."""
+    return len(key.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def key_fits(key: str) -> bool:
+    """Whether ``key`` (already encoded) is within Table Storage's key size limit."""
+    return key_units(key) <= MAX_KEY_UNITS
 
 
 def decode_key(key: str) -> str:

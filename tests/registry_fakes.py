@@ -38,11 +38,15 @@ class FakeDeviceStore:
         self.rows[(device.user_id, device.device_id)] = stored
         return stored
 
-    async def register(self, device: Device) -> Registered:
+    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
         await self._tick()
         key = (device.user_id, device.device_id)
         old = self.rows.get(key)
         if old is not None:
+            if keep_key:
+                device = replace(
+                    device, preview_key=old.preview_key, key_expires_at=old.key_expires_at
+                )
             renewed = self._put(
                 replace(
                     device,

@@ -264,10 +264,20 @@ class ApnsSimulator:
         self._state.clock.advance(seconds)
 
     # --- inspection ---------------------------------------------------------------------------
-    def requests(self) -> list[RequestRecord]:
-        """Every finished request (answered, reset, closed or left unanswered), by ``seq``."""
+    def requests(self, *, token: str | None = None, since: int = 0) -> list[RequestRecord]:
+        """Every finished request (answered, reset, closed or left unanswered), by ``seq``.
+
+        ``token``: only the requests to this device token (case-insensitive), which is what that
+        phone saw; ``since``: only those after this ``seq``.
+        """
+        wanted = token.lower() if token is not None else None
         with self._state.cond:
-            return sorted(self._state.log, key=lambda r: r.seq)
+            records = [
+                r
+                for r in self._state.log
+                if r.seq > since and (wanted is None or (r.token or "").lower() == wanted)
+            ]
+        return sorted(records, key=lambda r: r.seq)
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RequestRecord]:
         """Block until at least ``n`` requests are logged; raises TimeoutError if they are not
@@ -300,8 +310,10 @@ class ApnsSimulator:
         if route == ("GET", "/health"):
             return 200, {"status": "ok", "now": self.now(), "requests": self._state.logged}
         if route == ("GET", "/requests"):
-            since = int(parse_qs(url.query).get("since", ["0"])[0])
-            return 200, [r.to_json() for r in self.requests() if r.seq > since]
+            query = parse_qs(url.query)
+            since = int(query.get("since", ["0"])[0])
+            token = query.get("token", [None])[0]
+            return 200, [r.to_json() for r in self.requests(token=token, since=since)]
         if route == ("GET", "/connections"):
             return 200, [c.to_json() for c in self.connections()]
         if route == ("POST", "/keys"):

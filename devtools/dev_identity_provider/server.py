@@ -10,7 +10,11 @@ deployed app at it.
     GET  /token?sub=S[&aud=A][&ttl=SECONDS]   {"access_token", "token_type", "expires_in", …}
     POST /control/outage?on=true|false        simulate a JWKS outage (tests)
 
-The signing key is kept in the state directory, so tokens stay valid across restarts.
+The signing key, the issuer and the port are kept in the state directory, so a restart on the
+same folder (every ``run-local.sh``) keeps its users: the same issuer means the same callers,
+hence the same ACS identities and devices. The port is reused when it is free; when it is not,
+the provider takes another one and keeps its issuer (an identifier, not an address: the app
+reaches the keys at ``AUTH_JWKS_URL``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,24 @@ log = logging.getLogger("devtools.dev_identity_provider")
 DEFAULT_AUDIENCE = "api://pushrelay-dev"
 MAX_TTL = 24 * 3600
 WARNING = "development identity provider: issues tokens to anyone; never use in production"
+
+
+STATE_FILE = "dev-idp.json"
+
+
+def _load_state(state_dir: Path) -> dict[str, Any]:
+    """The issuer and port of the last run on this folder ({} on the first run)."""
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(state_dir: Path, issuer: str, port: int) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).write_text(json.dumps({"issuer": issuer, "port": port}) + "\n")
 
 
 def _load_key(state_dir: Path) -> rsa.RSAPrivateKey:
@@ -78,15 +100,28 @@ class DevIdentityProvider:
         self._clock = clock
         self.outage = False
         self.jwks_requests = 0
-        self._server = _Server((host, port), _Handler, self)
+        saved = _load_state(state_dir)
+        self._server = self._bind(host, port, saved.get("port"))
         self.port = int(self._server.server_address[1])
-        self.issuer = f"http://{host}:{self.port}"
+        self.base_url = f"http://{host}:{self.port}"
+        issuer = saved.get("issuer")
+        self.issuer = issuer if isinstance(issuer, str) and issuer else self.base_url
+        _save_state(state_dir, self.issuer, self.port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
             name="dev-identity-provider",
             daemon=True,
         )
+
+    def _bind(self, host: str, port: int, saved: object) -> _Server:
+        """Serve on ``port``; when that is 0, on the last run's port if it is free, else any."""
+        if port == 0 and isinstance(saved, int) and 0 < saved < 65536:
+            try:
+                return _Server((host, saved), _Handler, self)
+            except OSError:
+                log.warning("port %d of the last run is busy; the issuer stays the same", saved)
+        return _Server((host, port), _Handler, self)
 
     @classmethod
     def start(
@@ -101,18 +136,20 @@ class DevIdentityProvider:
         """Load or create the signing key and serve in a background thread."""
         idp = cls(state_dir, host, port, audience, clock)
         idp._thread.start()
-        log.warning("DEVELOPMENT identity provider on %s: %s", idp.issuer, WARNING)
+        log.warning(
+            "DEVELOPMENT identity provider on %s (issuer %s): %s", idp.base_url, idp.issuer, WARNING
+        )
         return idp
 
     @property
     def jwks_url(self) -> str:
         """Where the app fetches the keys (AUTH_JWKS_URL)."""
-        return f"{self.issuer}/.well-known/jwks.json"
+        return f"{self.base_url}/.well-known/jwks.json"
 
     @property
     def token_url(self) -> str:
         """Where developers and tests get tokens: ``GET token_url?sub=alice``."""
-        return f"{self.issuer}/token"
+        return f"{self.base_url}/token"
 
     @property
     def settings(self) -> dict[str, str]:

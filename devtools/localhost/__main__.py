@@ -14,14 +14,27 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from devtools.localhost.catalog import import_app
 from devtools.localhost.server import HostJson, HostOptions, LocalHost
 from devtools.localhost.worker import WorkerIndexError, WorkerUnavailableError
 
 log = logging.getLogger("devtools.localhost")
+
+
+class Companion(Protocol):
+    """Something served beside the app on the host's event loop (the developer console)."""
+
+    async def start(self, host: LocalHost) -> None:
+        """Start once the host listens (its base URL is known)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop before the host stops."""
+        ...
 
 
 def read_local_settings(path: Path) -> dict[str, str]:
@@ -42,10 +55,12 @@ async def serve(
     on_ready: Callable[[LocalHost], None] | None = None,
     stop: asyncio.Event | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    companions: Sequence[Companion] = (),
 ) -> None:
     """Serve the app until ``stop`` is set (or SIGINT/SIGTERM when no event is given).
 
     ``env`` is applied to ``os.environ`` first, so the app's own code reads the same settings.
+    ``companions`` start after the host listens and before ``on_ready``, and stop before it.
     ``on_shutdown`` runs after the host stopped, on the same loop (the app's clients live there).
     """
     os.environ.update(env)
@@ -60,11 +75,20 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     await host.start()
+    started: list[Companion] = []
     try:
+        for companion in companions:
+            await companion.start(host)
+            started.append(companion)
         if on_ready is not None:
             on_ready(host)
         await stop.wait()
     finally:
+        for companion in reversed(started):
+            try:
+                await companion.stop()
+            except Exception:  # the host must still stop
+                log.exception("stopping %s failed", type(companion).__name__)
         await host.stop()
         if on_shutdown is not None:
             await on_shutdown()

@@ -1,6 +1,8 @@
 // Deployed into the resource group of the existing Azure Communication Services resource: the
 // Event Grid system topic of that resource (with an identity for dead-lettering) and the app's
 // access to ACS (the Identity API, reached with the app's managed identity via ACS_ENDPOINT).
+// The topic is shared by every environment on the ACS resource; each environment's event
+// subscriptions are its own (infra/subscriptions.bicep).
 
 @description('Name of the existing Azure Communication Services resource.')
 param acsName string
@@ -14,13 +16,14 @@ param functionPrincipalId string
 @description('Role the app holds on the ACS resource to create identities and issue tokens with Entra ID. Default: Contributor, scoped to this one ACS resource.')
 param acsRoleDefinitionId string = 'b24988ac-6180-42a0-ab88-20f7382dd24c'
 
+@description('Tags of the topic: no environment tag, the topic is shared.')
 param tags object
 
 resource acs 'Microsoft.Communication/communicationServices@2023-04-01' existing = {
   name: acsName
 }
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
   location: 'global'
   tags: tags

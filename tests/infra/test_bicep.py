@@ -1,10 +1,7 @@
 """The Bicep templates agree with the code: settings, secrets, event types, roles, runtime.
 
-There is no Bicep compiler offline, so every file under ``infra/`` is parsed with pycep-parser
-(the parser checkov uses) and the tests walk the parsed tree; nothing here reads Bicep text with
-string matching. pycep writes a reference to a variable or parameter as its bare name, so
-:func:`deref` follows variable names, and :func:`render` turns an expression back into Bicep-like
-text for comparisons such as ``storage.outputs.tableEndpoint``.
+How the templates are read (pycep, no compiler): tests/infra/templates.py. The rules ARM and azd
+enforce on them are in test_deploy_rules.py, the deployment scripts in test_hooks.py.
 
 ``STORAGE_CONNECTION`` is marked secret in the settings table because a connection string would be
 one. In Azure it holds the table endpoint URL (managed identity, no key), so the secret rule
@@ -13,26 +10,37 @@ accepts for it either a Key Vault reference or exactly the storage account's tab
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
-import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pycep import BicepParser
 
 from devtools.settings_doc import default_text
 from shared.settings import SETTINGS_TABLE
+from tests.infra.templates import (
+    BICEP_FILES,
+    ROOT,
+    TOP_LEVEL_TEMPLATES,
+    app_settings,
+    body,
+    decorator,
+    deref,
+    function_app,
+    main,
+    module_file,
+    module_params,
+    param_default,
+    parameters_file,
+    parse,
+    render,
+    resources,
+    subscription,
+    subscriptions_template,
+    walk_strings,
+)
 
 pytestmark = pytest.mark.unit
-
-ROOT = Path(__file__).resolve().parents[2]
-INFRA = ROOT / "infra"
-BICEP_FILES = sorted(p.relative_to(INFRA).as_posix() for p in INFRA.rglob("*.bicep"))
 
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri="
 SPECS = {spec.name: spec for spec in SETTINGS_TABLE}
@@ -42,6 +50,9 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
 }
+# Settings agreed between branches and set here before the app declares them (the event source
+# check reads ACS_RESOURCE_ID); once shared/settings.py declares one, the rules below cover it.
+AGREED_SETTINGS = {"ACS_RESOURCE_ID"}
 # Identity-based connection suffixes (the host's "<connection>__<suffix>" form): never secrets.
 IDENTITY_SUFFIXES = {"accountName", "blobServiceUri", "queueServiceUri", "tableServiceUri"}
 
@@ -55,137 +66,11 @@ KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 
 
-# --- reading the parsed templates -------------------------------------------------------------
-
-
-@functools.cache
-def parse(relative: str) -> dict[str, Any]:
-    """The pycep tree of ``infra/<relative>``."""
-    tree: dict[str, Any] = BicepParser().parse(file_path=INFRA / relative)
-    for section in ("parameters", "variables", "resources", "modules", "outputs"):
-        tree.setdefault(section, {})
-    return tree
-
-
-def main() -> dict[str, Any]:
-    return parse("main.bicep")
-
-
-def module_file(name: str) -> str:
-    """The file (relative to infra/) of the module declared as ``name`` in main.bicep."""
-    return str(main()["modules"][name]["detail"]["path"])
-
-
-def module_params(name: str) -> dict[str, Any]:
-    return dict(body(main()["modules"][name])["params"])
-
-
-def body(element: dict[str, Any]) -> dict[str, Any]:
-    """A resource's or module's properties, unwrapped from an ``if (...)`` condition."""
-    config: dict[str, Any] = element["config"]
-    if "condition" in config and "config" in config:
-        config = config["config"]
-    return config
-
-
-def condition(element: dict[str, Any]) -> Any:
-    return element["config"].get("condition")
-
-
-def resources(tree: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
-    """Resources of one type, by symbolic name (existing references left out)."""
-    return {
-        name: res
-        for name, res in tree["resources"].items()
-        if res["type"] == type_ and not res["existing"]
-    }
-
-
-def deref(tree: dict[str, Any], value: Any) -> Any:
-    """Follow variable names to their values (pycep writes a reference as the bare name)."""
-    seen: set[str] = set()
-    while isinstance(value, str) and value in tree["variables"] and value not in seen:
-        seen.add(value)
-        value = tree["variables"][value]["value"]
-    return value
-
-
-def param_default(tree: dict[str, Any], name: str) -> Any:
-    return tree["parameters"][name]["default"]
-
-
-def decorator(tree: dict[str, Any], param: str, kind: str) -> Any:
-    for deco in tree["parameters"][param]["decorators"]:
-        if deco["type"] == kind:
-            return deco.get("argument")
-    raise AssertionError(f"parameter {param} has no @{kind} decorator")
-
-
-def render(value: Any) -> str:
-    """A pycep expression as Bicep-like text, e.g. ``storage.outputs.tableEndpoint``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str | int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(render(v) for v in value) + "]"
-    if set(value) == {"operator"}:
-        op = value["operator"]
-        operands = op["operands"]
-        if op["type"] == "property_accessor":
-            return f"{render(operands['operand_1'])}.{render(operands['operand_2'])}"
-        if op["type"] == "conditional":
-            return (
-                f"{render(operands['condition'])} ? '{render(operands['true_value'])}'"
-                f" : '{render(operands['false_value'])}'"
-            )
-        if op["type"] == "not":
-            return "!" + render(operands["bool_value"])
-        return op["type"] + "(" + ", ".join(render(v) for v in operands.values()) + ")"
-    if set(value) == {"function"}:
-        fn = value["function"]
-        args = [render(v) for v in fn["parameters"].values() if v is not None]
-        return fn["type"] + "(" + ", ".join(args) + ")"
-    return "{" + ", ".join(f"{k}: {render(v)}" for k, v in value.items()) + "}"
-
-
-def function_app() -> dict[str, Any]:
-    (site,) = resources(main(), "Microsoft.Web/sites").values()
-    return body(site)
-
-
-def app_settings() -> dict[str, Any]:
-    """Every app setting main.bicep sets, name to (variable-resolved) value."""
-    rows = function_app()["properties"]["siteConfig"]["appSettings"]
-    names = [row["name"] for row in rows]
-    assert len(names) == len(set(names)), "an app setting is set twice"
-    return {row["name"]: deref(main(), row["value"]) for row in rows}
-
-
-def subscription(name: str) -> dict[str, Any]:
-    tree = parse(module_file("subscriptions"))
-    subs = resources(tree, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
-    return body(subs[name])["properties"]
-
-
 def int_setting(tree: dict[str, Any], value: Any) -> tuple[int, int]:
     """(default, maximum) of an int given as a parameter, or (n, n) for a literal."""
     if isinstance(value, int):
         return value, value
     return param_default(tree, value), decorator(tree, value, "max_value")
-
-
-def walk_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from walk_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from walk_strings(item)
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -199,7 +84,7 @@ def test_bicep_file_parses(relative: str) -> None:
 
 def test_every_module_main_uses_exists_and_parses() -> None:
     used = {module_file(name) for name in main()["modules"]}
-    assert used == set(BICEP_FILES) - {"main.bicep"}, "a module file is unused or missing"
+    assert used == set(BICEP_FILES) - TOP_LEVEL_TEMPLATES, "a module file is unused or missing"
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -262,7 +147,8 @@ def test_secrets_reference_this_deployments_vault_without_a_version() -> None:
 def test_every_setting_set_is_known_to_the_app_or_the_platform() -> None:
     for name in app_settings():
         base = name.partition("__")[0]
-        assert base in SPECS or name in PLATFORM_SETTINGS, f"unknown setting {name}"
+        known = base in SPECS or name in PLATFORM_SETTINGS or name in AGREED_SETTINGS
+        assert known, f"unknown setting {name}"
 
 
 @pytest.mark.parametrize(
@@ -293,16 +179,7 @@ def test_renewal_queue_setting_names_the_queue_the_templates_create() -> None:
 def test_easy_auth_setting_follows_the_easy_auth_parameter() -> None:
     assert render(app_settings()["EASY_AUTH_ENABLED"]) == "easyAuthEnabled ? 'true' : 'false'"
     assert param_default(main(), "easyAuthEnabled") is False
-    assert condition(main()["modules"]["easyAuth"]) == "easyAuthEnabled"
-    tree = parse(module_file("easyAuth"))
-    (auth,) = resources(tree, "Microsoft.Web/sites/config").values()
-    props = body(auth)
-    assert props["name"] == "authsettingsV2"
-    assert props["properties"]["platform"]["enabled"] is True
-    validation = props["properties"]["globalValidation"]
-    assert validation["requireAuthentication"] is True
-    # Event Grid reaches the app with the system key, never with an Easy Auth token.
-    assert "/runtime/webhooks/eventgrid" in validation["excludedPaths"]
+    assert module_params("easyAuth")["enabled"] == "easyAuthEnabled"
 
 
 @functools.cache
@@ -378,7 +255,7 @@ def test_subscribed_function_is_an_event_grid_trigger(function: str) -> None:
 
 
 def test_chat_subscription_retries_and_dead_letters_with_the_topic_identity() -> None:
-    tree = parse(module_file("subscriptions"))
+    tree = subscriptions_template()
     props = subscription("chat")
     attempts, max_attempts = int_setting(tree, props["retryPolicy"]["maxDeliveryAttempts"])
     ttl, max_ttl = int_setting(tree, props["retryPolicy"]["eventTimeToLiveInMinutes"])
@@ -393,9 +270,11 @@ def test_chat_subscription_retries_and_dead_letters_with_the_topic_identity() ->
 
 
 def test_dead_letter_container_is_created_in_the_apps_storage() -> None:
-    params = module_params("subscriptions")
-    assert render(params["deadLetterStorageId"]) == "storage.outputs.id"
-    container = deref(main(), params["deadLetterContainerName"])
+    # The subscriptions step passes these two outputs as deadLetterStorageId and
+    # deadLetterContainerName (test_hooks.py checks the script does).
+    outputs = main()["outputs"]
+    assert render(outputs["AZURE_STORAGE_ACCOUNT_ID"]["value"]) == "storage.outputs.id"
+    container = deref(main(), outputs["AZURE_DEAD_LETTER_CONTAINER"]["value"])
     assert container == deref(main(), module_params("storage")["deadLetterContainerName"])
     storage = parse(module_file("storage"))
     containers = resources(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")
@@ -403,19 +282,13 @@ def test_dead_letter_container_is_created_in_the_apps_storage() -> None:
 
 
 def test_calls_subscription_gives_up_fast() -> None:
-    tree = parse(module_file("subscriptions"))
+    tree = subscriptions_template()
     retry = subscription("calls")["retryPolicy"]
     attempts, max_attempts = int_setting(tree, retry["maxDeliveryAttempts"])
     ttl, max_ttl = int_setting(tree, retry["eventTimeToLiveInMinutes"])
     # A phone rings for about 20 s: no retries beyond a minute or two.
     assert 2 <= attempts <= max_attempts <= 3
     assert ttl == 1 and max_ttl <= 2
-
-
-def test_subscriptions_are_the_second_pass() -> None:
-    assert condition(main()["modules"]["subscriptions"]) == "deploySubscriptions"
-    assert param_default(main(), "deploySubscriptions") is False
-    assert render(module_params("subscriptions")["functionAppId"]) == "functionApp.id"
 
 
 # --- identity and roles -----------------------------------------------------------------------
@@ -516,84 +389,16 @@ def test_key_vault_uses_rbac() -> None:
     assert body(vault)["properties"]["enableRbacAuthorization"] is True
 
 
-# --- parameters file, scripts, docs -----------------------------------------------------------
+# --- parameters file, docs -----------------------------------------------------------
 
 
 def test_parameters_file_matches_the_template() -> None:
-    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    given = parameters_file()
     declared = main()["parameters"]
     assert set(given) <= set(declared), set(given) - set(declared)
-    without_default = {name for name, p in declared.items() if "default" not in p}
+    # pycep writes a parameter without a default as "default": null.
+    without_default = {name for name, p in declared.items() if p.get("default") is None}
     assert without_default <= set(given), without_default - set(given)
-
-
-def run_script(
-    script: str, tmp_path: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    """Run a deployment script with fake `az` and `azd` (tests/infra/fakes) first on PATH."""
-    fakes = Path(__file__).parent / "fakes"
-    full_env = {
-        "PATH": f"{fakes}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_LOG": str(tmp_path / "calls.log"),
-        "FAKE_STATE": str(tmp_path),
-        **env,
-    }
-    return subprocess.run(
-        [str(ROOT / script)], env=full_env, capture_output=True, text=True, timeout=30, check=False
-    )
-
-
-def calls(tmp_path: Path) -> list[str]:
-    log = tmp_path / "calls.log"
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def test_postprovision_generates_a_key_encryption_key_the_app_accepts(tmp_path: Path) -> None:
-    from shared.key_wrap import KeyWrapper
-
-    (tmp_path / "secret.apns-apps").write_text("[]")
-    done = run_script("infra/hooks/postprovision.sh", tmp_path, {"AZURE_KEY_VAULT_NAME": "kv1"})
-    assert done.returncode == 0, done.stderr
-    value = (tmp_path / "secret.key-encryption-keys").read_text()
-    key_id, _, key = value.partition("=")
-    assert KeyWrapper.from_setting(value).current_key_id == key_id
-    assert len(base64.b64decode(key)) == 32
-
-
-def test_postprovision_never_overwrites_a_secret(tmp_path: Path) -> None:
-    (tmp_path / "secret.apns-apps").write_text("[]")
-    (tmp_path / "secret.key-encryption-keys").write_text("old=AAAA")
-    done = run_script("infra/hooks/postprovision.sh", tmp_path, {"AZURE_KEY_VAULT_NAME": "kv1"})
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "secret.key-encryption-keys").read_text() == "old=AAAA"
-    assert not [c for c in calls(tmp_path) if c.startswith("az keyvault secret set")]
-
-
-def test_postprovision_says_how_to_set_missing_apns_credentials(tmp_path: Path) -> None:
-    done = run_script("infra/hooks/postprovision.sh", tmp_path, {"AZURE_KEY_VAULT_NAME": "kv1"})
-    assert done.returncode == 0, done.stderr
-    assert "az keyvault secret set --vault-name kv1 --name apns-apps" in done.stdout
-    assert not (tmp_path / "secret.apns-apps").exists()
-
-
-AZD_ENV = {"AZURE_RESOURCE_GROUP": "rg1", "AZURE_FUNCTION_APP_NAME": "func1"}
-
-
-def test_second_pass_waits_for_the_functions_then_reprovisions(tmp_path: Path) -> None:
-    (tmp_path / "functions").write_text("on_chat_event\non_call_event\n")
-    done = run_script("infra/hooks/postdeploy.sh", tmp_path, AZD_ENV)
-    assert done.returncode == 0, done.stderr
-    azd = [c for c in calls(tmp_path) if c.startswith("azd ")]
-    assert azd == ["azd env set DEPLOY_SUBSCRIPTIONS true", "azd provision --no-prompt"]
-    shown = [c for c in calls(tmp_path) if c.startswith("az functionapp function show")]
-    assert len(shown) == 2
-
-
-def test_second_pass_is_a_no_op_once_subscriptions_are_deployed(tmp_path: Path) -> None:
-    env = {**AZD_ENV, "DEPLOY_SUBSCRIPTIONS": "true"}
-    done = run_script("infra/hooks/postdeploy.sh", tmp_path, env)
-    assert done.returncode == 0, done.stderr
-    assert calls(tmp_path) == []
 
 
 def test_operations_guide_covers_every_setting() -> None:

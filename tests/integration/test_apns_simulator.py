@@ -1032,6 +1032,25 @@ async def test_request_log_records_what_was_sent_and_answered(
     assert (record.status, record.reason, record.outcome) == (200, None, "answered")
 
 
+async def test_request_log_is_read_per_device_token_and_since_a_seq(
+    sim: ApnsSimulator, good_jwt: str
+) -> None:
+    client = await connect(sim)
+    try:
+        for token in (TOKEN, OTHER_TOKEN, TOKEN.upper(), OTHER_TOKEN):
+            await client.push(token, headers=hdrs(good_jwt))
+    finally:
+        await client.close()
+    first = sim.requests()[0].seq - 1  # seq keeps counting across resets
+    mine = sim.requests(token=TOKEN)
+    later = sim.requests(token=OTHER_TOKEN, since=first + 2)
+    async with httpx.AsyncClient(base_url=sim.control_url) as control:
+        query = {"token": TOKEN, "since": first + 1}
+        served = (await control.get("/requests", params=query)).json()
+    assert ([r.seq - first for r in mine], [r.seq - first for r in later]) == ([1, 3], [4])
+    assert [r["seq"] - first for r in served] == [3]
+
+
 def test_wait_for_requests_times_out_naming_the_count(sim: ApnsSimulator) -> None:
     with pytest.raises(TimeoutError, match="saw 0 requests, expected 1"):
         sim.wait_for_requests(1, timeout=0.05)

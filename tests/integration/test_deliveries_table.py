@@ -170,3 +170,62 @@ async def test_purge_reaches_partitions_indexed_by_another_process(
     await other_process.claim(KEY, DEVICES, now=old, lease=LEASE, event_id="e1")
     report = await store.purge(now=NOW, retention=timedelta(days=7))
     assert report.records == 3
+
+
+# --- ids of any length, tombstones ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("thread", "message"),
+    [
+        ("19:" + "t" * 2000 + "@thread.v2", "1613694358927"),
+        (THREAD, "m" * 2000),
+        ("19:" + "😀" * 700, "🧵" * 700),  # non-BMP: two UTF-16 units each
+    ],
+)
+async def test_ids_over_the_key_limit_are_claimed_and_logged(
+    store: TableDeliveryStore, thread: str, message: str
+) -> None:
+    """Before: Azurite (and Azure) refused the key with a 400, and Event Grid retried for 24 h."""
+    key = DeliveryKey(USER, thread, message, DeliveryKind.RECEIVED, 5)
+    first = await claim(store, NOW, key)
+    await store.complete([(r, DELIVERED) for r in first.claimed], NOW)
+    again = await claim(store, NOW + timedelta(minutes=1), key)
+    records = await store.history(USER, thread, message)
+    assert (len(first.claimed), len(again.done)) == (3, 3)
+    assert [(r.key.thread_id, r.key.message_id, r.state) for r in records] == [
+        (thread, message, DeliveryState.DELIVERED)
+    ] * 3
+
+
+async def test_long_ids_that_share_a_prefix_stay_apart(store: TableDeliveryStore) -> None:
+    a = DeliveryKey(USER, THREAD, "m" * 600 + "a", DeliveryKind.RECEIVED, 5)
+    b = DeliveryKey(USER, THREAD, "m" * 600 + "b", DeliveryKind.RECEIVED, 5)
+    await claim(store, NOW, a)
+    assert len((await claim(store, NOW, b)).claimed) == 3
+
+
+async def test_a_tombstone_is_seen_by_that_message_only(store: TableDeliveryStore) -> None:
+    await store.mark_deleted(USER, THREAD, KEY.message_id, at=NOW, event_id="d1")
+    state = await store.message_state(USER, THREAD, KEY.message_id)
+    other = await store.message_state(USER, THREAD, "999")
+    assert (state.deleted_at, other.deleted_at) == (NOW, None)
+
+
+async def test_the_tombstone_of_a_long_message_id_is_found(store: TableDeliveryStore) -> None:
+    await store.mark_deleted(USER, THREAD, "m" * 900, at=NOW, event_id="d1")
+    state = await store.message_state(USER, THREAD, "m" * 900)
+    assert state.deleted_at == NOW
+
+
+async def test_a_tombstone_is_not_a_record_of_the_log(store: TableDeliveryStore) -> None:
+    await claim(store)
+    await store.mark_deleted(USER, THREAD, KEY.message_id, at=NOW, event_id="d1")
+    assert len(await store.history(USER, THREAD, KEY.message_id)) == 3
+
+
+async def test_tombstones_are_purged_with_the_claims(store: TableDeliveryStore) -> None:
+    old = NOW - timedelta(days=10)
+    await store.mark_deleted(USER, THREAD, KEY.message_id, at=old, event_id="d1")
+    await store.purge(now=NOW, retention=timedelta(days=7))
+    assert (await store.message_state(USER, THREAD, KEY.message_id)).deleted_at is None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from devtools.dev_identity_provider import DevIdentityProvider
@@ -78,7 +80,7 @@ async def test_keys_are_fetched_once_for_many_tokens(idp: DevIdentityProvider) -
 
 async def test_outage_switch_is_reachable_over_http(idp: DevIdentityProvider) -> None:
     async with httpx.AsyncClient() as client:
-        await client.post(f"{idp.issuer}/control/outage", params={"on": "true"})
+        await client.post(f"{idp.base_url}/control/outage", params={"on": "true"})
         assert (await client.get(idp.jwks_url)).status_code == 503
 
 
@@ -101,3 +103,42 @@ def test_cli_prints_settings_and_token_url_and_stops_cleanly(tmp_path: Path) -> 
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
     assert code == 0
+
+
+# --- restarts on one folder keep the issuer, the keys and (when free) the port ------------------
+
+
+def test_a_restart_on_the_same_folder_keeps_issuer_keys_and_port(tmp_path: Path) -> None:
+    """Before: every start took a new port and so a new issuer: the same user became a new
+    caller, with a new ACS identity and none of their devices."""
+    with DevIdentityProvider.start(tmp_path) as first:
+        issuer, kid, port, jwks = first.issuer, first.kid, first.port, first.jwks()
+        token = first.token("alice")
+    with DevIdentityProvider.start(tmp_path) as second:
+        assert (second.issuer, second.kid, second.port) == (issuer, kid, port)
+        assert second.jwks() == jwks
+        assert second.settings["AUTH_JWT_ISSUER"] == issuer
+        assert jwt.decode(token, options={"verify_signature": False})["iss"] == second.issuer
+
+
+async def test_a_restart_whose_port_is_taken_keeps_the_issuer(tmp_path: Path) -> None:
+    with DevIdentityProvider.start(tmp_path) as first:
+        issuer, port = first.issuer, first.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with DevIdentityProvider.start(tmp_path) as second:
+            assert second.port != port and second.issuer == issuer
+            jwks = HttpJwks(second.jwks_url)
+            caller = await _authenticator(second, jwks).authenticate(
+                {"Authorization": "Bearer " + second.token("alice")}
+            )
+    assert caller == Caller(issuer, "alice", AuthSource.JWT)
+
+
+def test_different_folders_are_different_issuers(tmp_path: Path) -> None:
+    with (
+        DevIdentityProvider.start(tmp_path / "a") as a,
+        DevIdentityProvider.start(tmp_path / "b") as b,
+    ):
+        assert a.issuer != b.issuer and a.kid != b.kid

@@ -355,3 +355,21 @@ async def test_schedule_rows_round_trip_awkward_user_ids(registry: Registry) -> 
     assert await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW)) == [
         ScheduleEntry(bucket_for(NOW), user, "d1")
     ]
+
+
+async def test_a_renewal_that_keeps_the_key_leaves_key_and_expiry_as_stored(
+    registry: Registry,
+) -> None:
+    first = device()
+    await registry.store.register(first)
+    later = NOW + timedelta(minutes=20)
+    bare = device(at=later, preview_key=None, key_expires_at=None)
+    renewed = await registry.store.register(bare, keep_key=True)
+    assert renewed.outcome is RegistrationOutcome.RENEWED
+    got = await registry.store.get(ALICE, first.device_id)
+    assert got is not None
+    assert (got.preview_key, got.key_expires_at, got.renewed_at) == (
+        KEY,
+        first.key_expires_at,
+        later,
+    )

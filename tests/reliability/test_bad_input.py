@@ -2,7 +2,10 @@
 
 Every case gets the answer it names: a clear 4xx, or 202 for an event the app acknowledges and
 logs. Never a 500 (a retry cannot fix bad input, so a 500 would make Event Grid or the app retry
-forever), and never a write: storage is compared before and after each case.
+forever), and never a write: storage is compared before and after each case. The traffic cases
+(odd but legal messages) say how many pushes the APNs simulator must accept for them, and what
+the delivery log must record: a chat event to a registered device ends in a push, or in a
+record saying why policy skipped it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ BASES = {
     "received.eventgrid": "chat_message_received.eventgrid.json",
     "received.cloudevents": "chat_message_received.cloudevents.json",
     "deleted.eventgrid": "chat_message_deleted.eventgrid.json",
+    "edited.eventgrid": "chat_message_edited.eventgrid.json",
     "in_thread.eventgrid": "chat_message_received_in_thread.eventgrid.json",
     "call.eventgrid": "incoming_call.eventgrid.json",
     "validation.eventgrid": "subscription_validation.eventgrid.json",
@@ -97,7 +101,10 @@ def _expand(spec: str) -> Any:
             "key64nopad": text.rstrip("="),
             "key64wrapped": "\n".join(text[i : i + 40] for i in range(0, len(text), 40)),
         }.get(spec, text)
-    match = re.fullmatch(r"(x|bang|hex|nest|key)(\d+)", spec)
+    repeated = re.fullmatch(r"rep(\d+):(.+)", spec, flags=re.DOTALL)
+    if repeated:
+        return repeated.group(2) * int(repeated.group(1))
+    match = re.fullmatch(r"(x|bang|hex|nest|key|files|manykeys)(\d+)", spec)
     assert match, f"unknown generator @@{spec}"
     kind, n = match.group(1), int(match.group(2))
     if kind == "x":
@@ -108,10 +115,27 @@ def _expand(spec: str) -> Any:
         return ("0123456789abcdef" * (n // 16 + 1))[:n]
     if kind == "key":
         return base64.b64encode(bytes(range(n % 256)) * (n // 256) + bytes(n % 256)).decode()
+    if kind == "files":
+        return json.dumps([shared_file(k) for k in range(n)])
+    if kind == "manykeys":
+        return {f"key{k:02d}": "v" * 60 for k in range(n)}
     nested: Any = 1
     for _ in range(n):
         nested = {"a": nested}
     return nested
+
+
+def shared_file(k: int) -> dict[str, str]:
+    """One attached file as the ACS UI library's chat composite lists it in the message's
+    ``fileSharingMetadata`` (a JSON array of these, as a string)."""
+    return {
+        "id": f"{k:08d}-0000-4000-8000-000000000000",
+        "name": f"Quarterly report {k}.pdf",
+        "extension": "pdf",
+        "url": "https://contoso-my.sharepoint.com/personal/ann_contoso_com/Documents/"
+        f"Microsoft%20Teams%20Chat%20Files/Quarterly%20report%20{k}.pdf?e=" + "x" * 250,
+        "attachmentType": "fileSharing",
+    }
 
 
 def valid_registration() -> dict[str, Any]:
@@ -206,6 +230,15 @@ class Corpus:
         path = str(generated(case.get("path", "/api/devices")))
         return case.get("method", "PUT"), path
 
+    def send_prior(self, case: dict[str, Any]) -> None:
+        """Post the events a case needs first (a delete before the edit that follows it)."""
+        for n, prior in enumerate(case.get("prior", [])):
+            event_id = f"corpus-{case['name']}-p{n}"
+            body = json.dumps(self.event({**prior, "target": "event"}, event_id))
+            with httpx.Client(base_url=self.served.base, timeout=60) as client:
+                r = client.post(WEBHOOK + "on_chat_event", content=body, headers=EG_HEADERS)
+            assert r.status_code == 202, f"prior event {n} answered {r.status_code}"
+
     def send(self, case: dict[str, Any]) -> tuple[int, str]:
         event_id = f"corpus-{case['name']}"
         method, path = self.url(case)
@@ -264,14 +297,18 @@ def app_logs() -> Iterator[Captured]:
 def test_bad_input_is_answered_without_a_crash_or_a_write(
     case: dict[str, Any],
     corpus: tuple[Corpus, str],
+    sim: ApnsSimulator,
     azurite: Azurite,
     app_logs: Captured,
     figures: dict[str, dict[str, Any]],
 ) -> None:
     client, prefix = corpus
+    client.send_prior(case)
     before = snapshot(azurite.connection_string, prefix)
+    accepted_before = accepted(sim)
     status, event_id = client.send(case)
     after = snapshot(azurite.connection_string, prefix)
+    pushes = accepted(sim)[len(accepted_before) :]
     tally = figures.setdefault("bad input corpus", {"cases": 0, "4xx": 0, "acknowledged": 0})
     tally["cases"] += 1
     tally["4xx" if 400 <= status < 500 else "acknowledged"] += 1
@@ -283,6 +320,45 @@ def test_bad_input_is_answered_without_a_crash_or_a_write(
         assert after == before, f"{case['why']}: storage changed"
     if case["expect"].get("logged"):
         assert logged, f"{case['why']}: acknowledged without a log line naming the event"
+    if "pushes" in case["expect"]:
+        assert len(pushes) == case["expect"]["pushes"], f"{case['why']}: {len(pushes)} pushes"
+    if "encrypted" in case["expect"]:
+        sealed = sum(1 for p in pushes if isinstance(p.payload, dict) and "data" in p.payload)
+        assert sealed == case["expect"]["encrypted"], f"{case['why']}: {sealed} encrypted"
+    if "records" in case["expect"]:
+        check_records(case, new_records(before, after, prefix))
+
+
+def accepted(sim: ApnsSimulator) -> list[Any]:
+    """The requests the simulator accepted (200), oldest first."""
+    return [r for r in sim.requests() if r.status == 200]
+
+
+def new_records(
+    before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]], prefix: str
+) -> list[dict[str, Any]]:
+    """Delivery-log records the case created or changed (claims only: they have a state)."""
+    table = prefix + "deliveries"
+    old = {(r["PartitionKey"], r["RowKey"]): r for r in before.get(table, [])}
+    return [
+        r
+        for r in after.get(table, [])
+        if "state" in r and old.get((r["PartitionKey"], r["RowKey"])) != r
+    ]
+
+
+def check_records(case: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """``expect.records``: ``count``, every record's ``state``, a ``detail`` every record's
+    detail holds, a ``some_detail`` one of them holds."""
+    want, why = case["expect"]["records"], case["why"]
+    details = [str(r.get("detail") or "") for r in records]
+    assert len(records) == want.get("count", len(records)), f"{why}: {len(records)} records"
+    if "state" in want:
+        assert {r["state"] for r in records} == {want["state"]}, f"{why}: {records}"
+    if "detail" in want:
+        assert all(want["detail"] in d for d in details), f"{why}: {details}"
+    if "some_detail" in want:
+        assert any(want["some_detail"] in d for d in details), f"{why}: {details}"
 
 
 def test_the_corpus_has_at_least_20_cases_per_category() -> None:
@@ -290,4 +366,4 @@ def test_the_corpus_has_at_least_20_cases_per_category() -> None:
         path.stem: len(json.loads(path.read_text(encoding="utf-8"))["cases"])
         for path in CORPUS.glob("*.json")
     }
-    assert len(counts) == 5 and min(counts.values()) >= 20, counts
+    assert len(counts) >= 6 and min(counts.values()) >= 20, counts

@@ -26,6 +26,7 @@ from shared.deliveries import (
     DeliveryKey,
     DeliveryRecord,
     DeviceTarget,
+    MessageState,
     Outcome,
     PurgeReport,
     new_claim,
@@ -136,6 +137,8 @@ class FakeDeliveries:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[DeliveryKey, str], DeliveryRecord] = {}
+        self.tombstones: dict[tuple[str, str, str], datetime] = {}
+        self.state_reads = 0
         self._etags = itertools.count(1)
 
     def _stamp(self, record: DeliveryRecord) -> DeliveryRecord:
@@ -172,6 +175,15 @@ class FakeDeliveries:
             current = self.rows.get((record.key, record.device.device_id))
             if current is not None and current.etag == record.etag:
                 self._stamp(record.with_outcome(outcome, now))
+
+    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
+        self.state_reads += 1
+        return MessageState(self.tombstones.get((user_id, thread_id, message_id)))
+
+    async def mark_deleted(
+        self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
+    ) -> None:
+        self.tombstones[(user_id, thread_id, message_id)] = at
 
     async def history(self, user_id: str, thread_id: str, message_id: str) -> list[DeliveryRecord]:
         return [

@@ -254,9 +254,20 @@ def test_chat_notification_with_a_corrupt_stored_key_is_generic() -> None:
     assert "data" not in decoded(n.payload)
 
 
+def test_chat_notification_with_ids_too_long_is_the_generic_alert_without_them() -> None:
+    """Before: NotificationError, and the device got nothing (logged as "APNs rejected")."""
+    n = chat_notification(received(thread_id="t" * 5000), device(), SETTINGS, NOW)
+    n.validate()
+    doc = decoded(n.payload)
+    assert doc["aps"]["alert"] == {"title": "New message", "body": "You have a new message"}
+    assert "thread-id" not in doc["aps"] and "threadId" not in doc and "data" not in doc
+
+
 def test_chat_notification_that_cannot_fit_is_a_notification_error() -> None:
+    """Only a deployment whose generic text alone is over the limit gets here."""
+    settings = load_settings({"NOTIFICATION_GENERIC_BODY": "b" * 5000}, require=False)
     with pytest.raises(NotificationError) as caught:
-        chat_notification(received(thread_id="t" * 5000), device(), SETTINGS, NOW)
+        chat_notification(received(), device(key=None), settings, NOW)
     assert caught.value.field == "payload"
 
 
@@ -329,9 +340,11 @@ def test_huge_sender_name_is_shortened_too() -> None:
     assert alert["title"].endswith(ELLIPSIS) and alert["body"] == ELLIPSIS
 
 
-def test_ids_that_alone_exceed_the_limit_raise_payload_error() -> None:
-    with pytest.raises(PayloadError):
-        build_chat_payload(received(message_id="m" * 5000), PLAINTEXT)
+def test_ids_that_alone_exceed_the_limit_get_the_generic_alert() -> None:
+    built = build_chat_payload(received(message_id="m" * 5000), PLAINTEXT)
+    assert built.preview is PreviewShown.GENERIC and len(built.encoded) <= LIMIT
+    assert "messageId" not in decoded(built.encoded) and built.collapse_id is None
+    assert built.note.startswith("generic alert: the plaintext preview did not fit")
 
 
 @pytest.mark.parametrize(
@@ -479,7 +492,7 @@ def test_plaintext_payload_is_valid_json_within_the_limit(body: str, name: str) 
     built = build_chat_payload(received(body=body, sender_display_name=name), PLAINTEXT)
     assert len(built.encoded) <= LIMIT
     shown = decoded(built.encoded)["aps"]["alert"]["body"]
-    _assert_prefix(shown, body or "You have a new message", built.shortened)
+    _assert_prefix(shown, body if body.strip() else "You have a new message", built.shortened)
 
 
 @settings(deadline=None, max_examples=80)
@@ -490,7 +503,8 @@ def test_encrypted_payload_is_valid_json_within_the_limit(body: str, name: str) 
     )
     assert len(built.encoded) <= LIMIT
     fields = open_blob(decoded(built.encoded))
-    _assert_prefix(fields["messageBody"], body, built.shortened)
+    expected = body if body.strip() else "You have a new message"
+    _assert_prefix(fields["messageBody"], expected, built.shortened)
     assert fields["senderDisplayName"] == name
 
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.deliveries import (
+    MAX_PART_UNITS,
     ClaimVerdict,
     DeliveryKey,
     DeliveryKind,
@@ -27,8 +28,10 @@ from shared.deliveries import (
     prefix_range,
     row_key,
     to_entity,
+    tombstone_row,
     verdict,
 )
+from shared.tables import key_fits
 
 pytestmark = pytest.mark.unit
 
@@ -162,3 +165,32 @@ def test_purge_resumes_after_its_cursor() -> None:
 
 def test_purge_has_nothing_to_do_when_the_cursor_is_current() -> None:
     assert days_to_purge(date(2026, 2, 21), NOW, timedelta(days=7)) == []
+
+
+# --- ids of any length --------------------------------------------------------------------------
+
+ANY_ID = st.text(min_size=1, max_size=40) | st.builds(
+    lambda unit, n: unit * n, st.text(min_size=1, max_size=3), st.integers(100, 1500)
+)
+
+
+@given(user=ANY_ID, thread=ANY_ID, message=ANY_ID, version=st.integers(0, 2**63 - 1))
+def test_every_key_fits_table_storage_whatever_the_ids(
+    user: str, thread: str, message: str, version: int
+) -> None:
+    key = DeliveryKey(user, thread, message, DeliveryKind.EDITED, version)
+    keys = [partition_key(user, thread), row_key(key, "f" * 64), tombstone_row(message)]
+    assert all(key_fits(k) and not set(k) & FORBIDDEN for k in keys)
+
+
+def test_ids_within_the_part_limit_keep_their_keys() -> None:
+    """Keys written before long ids were hashed stay where they were."""
+    assert partition_key(USER, THREAD) == f"m|{USER}|{THREAD}"
+    assert message_prefix("1613694358927") == "1613694358927|"
+
+
+def test_a_long_id_is_hashed_and_cannot_collide_with_a_short_one() -> None:
+    long_id = "m" * (MAX_PART_UNITS + 1)
+    hashed = message_prefix(long_id)
+    assert hashed.startswith("%h") and len(hashed) == 2 + 64 + 1
+    assert message_prefix("%h" + hashed[2:-1]) != hashed  # a real id is escaped: "%25h..."

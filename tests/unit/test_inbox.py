@@ -15,6 +15,7 @@ from shared.inbox import (
     FOREVER,
     IDLE_KEEP,
     MAX_THREAD_PREFERENCES,
+    MAX_TOMBSTONES,
     MAX_TRACKED_PER_THREAD,
     UPDATE_ATTEMPTS,
     Alerts,
@@ -354,3 +355,29 @@ async def test_a_change_is_written_pruned() -> None:
 def test_a_redelivered_message_after_its_delete_is_not_counted_again() -> None:
     box = inbox_with(M, M + 1).deleted(T1, M, NOW).received(T1, M, NOW)
     assert box.thread(T1).unread == (M + 1,)
+
+
+def test_the_inbox_knows_a_delete_of_an_unread_message() -> None:
+    state = inbox_with(M, M + 1).deleted(T1, M, NOW).thread(T1)
+    assert (state.knows_deleted(M), state.knows_deleted(M + 1), state.knows_deleted(M + 2)) == (
+        True,
+        False,
+        False,
+    )
+
+
+def test_the_inbox_cannot_tell_at_or_below_the_read_marker() -> None:
+    state = Inbox().read(T1, M + 5, NOW).thread(T1)
+    assert state.knows_deleted(M + 5) is None
+
+
+def test_the_inbox_cannot_tell_below_its_oldest_kept_tombstone() -> None:
+    box = Inbox()
+    for n in range(1, MAX_TOMBSTONES + 2):
+        box = box.deleted(T1, M + n, NOW)
+    state = box.thread(T1)
+    assert (state.knows_deleted(M), state.knows_deleted(M + 1), state.knows_deleted(M + 2)) == (
+        None,
+        None,
+        True,
+    )

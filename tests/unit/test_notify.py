@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from shared.devices import Device, DeviceKind
 from shared.notify import ChatPushSummary, handle_chat_event
 from shared.outcomes import ConfigAlarm
 from shared.settings import Settings
+from shared.tables import StorageRejectedError
 from tests.unit.chat_fakes import (
     T0,
     Clock,
@@ -575,3 +577,82 @@ async def test_message_body_is_never_logged(world: World, caplog: pytest.LogCapt
     world.apns.answer(world.token(1), 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
     assert RECEIVED["data"]["messageBody"] not in caplog.text
+
+
+# --- policy skips say why; every registered device gets something ----------------------------
+
+
+def details(world: World, kind: DeliveryKind) -> list[str | None]:
+    return sorted(str(r.detail) for (k, _), r in world.deliveries.rows.items() if k.kind is kind)
+
+
+async def test_an_edit_arriving_after_its_delete_alerts_nobody(world: World) -> None:
+    await world.handle(sample("chat_message_deleted.eventgrid.json"))
+    summary = await world.handle(sample("chat_message_edited.eventgrid.json"))
+    assert [s.notification.push_type for s in world.apns.sent] == [PushType.BACKGROUND] * 2
+    assert (summary.skipped, summary.retry_needed) == (2, False)
+    assert world.states(DeliveryKind.EDITED) == [DeliveryState.SKIPPED] * 2
+    assert details(world, DeliveryKind.EDITED) == [
+        "the message was deleted before this event arrived"
+    ] * 2
+
+
+async def test_the_message_arriving_after_its_delete_alerts_nobody(world: World) -> None:
+    await world.handle(sample("chat_message_deleted.eventgrid.json"))
+    await world.handle(RECEIVED)
+    assert world.states(DeliveryKind.RECEIVED) == [DeliveryState.SKIPPED] * 2
+    assert all(s.notification.push_type is PushType.BACKGROUND for s in world.apns.sent)
+
+
+async def test_a_redelivered_delete_is_not_stopped_by_its_own_tombstone(world: World) -> None:
+    world.apns.answer(world.token(1), 503, Reason.SERVICE_UNAVAILABLE)
+    first = await world.handle(sample("chat_message_deleted.eventgrid.json"))
+    del world.apns.script[world.token(1)]
+    world.clock.advance(seconds=30)
+    await world.handle(sample("chat_message_deleted.eventgrid.json"))
+    assert first.retry_needed
+    assert world.states(DeliveryKind.DELETED) == [DeliveryState.DELIVERED] * 2
+
+
+async def test_an_edit_of_another_message_is_not_stopped_by_a_tombstone(world: World) -> None:
+    await world.handle(sample("chat_message_deleted.eventgrid.json"))
+    await world.handle(event("chat_message_edited.eventgrid.json", messageId="1613694999999"))
+    assert world.states(DeliveryKind.EDITED) == [DeliveryState.DELIVERED] * 2
+
+
+async def test_a_left_thread_says_so_in_the_delivery_log(world: World) -> None:
+    await world.handle(sample("chat_participant_removed_from_thread_with_user.eventgrid.json"))
+    await world.handle(RECEIVED)
+    assert details(world, DeliveryKind.RECEIVED) == [
+        "the recipient left the thread (or it was deleted)"
+    ] * 2
+
+
+async def test_a_message_with_huge_metadata_reaches_every_device(world: World) -> None:
+    keyed = [device(USER, n, preview_key=bytes(64), key_expires_at=T0 + timedelta(minutes=30))
+             for n in (1, 2)]  # fmt: skip
+    world.registry = FakeRegistry(*keyed)
+    files = [{"name": f"f{n}.pdf", "url": "https://x.example/" + "u" * 400} for n in range(6)]
+    metadata = {"fileSharingMetadata": json.dumps(files)}
+    summary = await world.handle(event("chat_message_received.eventgrid.json", metadata=metadata))
+    assert summary.delivered == 2 and all("data" in s.payload for s in world.apns.sent)
+    assert details(world, DeliveryKind.RECEIVED) == ["metadata dropped"] * 2
+
+
+async def test_a_push_refused_before_sending_is_not_logged_as_apns_rejecting_it(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.registry = FakeRegistry(device(USER, 1, topic="com.example.unknown"))
+    await world.handle(RECEIVED)
+    text = caplog.text
+    assert "push not sent" in text and "APNs rejected" not in text
+    assert details(world, DeliveryKind.RECEIVED)[0].startswith("NotificationError")
+
+
+async def test_storage_refusing_the_events_data_is_acknowledged(world: World) -> None:
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StorageRejectedError("claim deliveries: request failed (400)")
+
+    world.deliveries.claim = refuse  # type: ignore[method-assign]
+    summary = await world.handle(RECEIVED)
+    assert (summary.retry_needed, summary.note) == (False, "storage refused the event's data")

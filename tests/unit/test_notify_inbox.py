@@ -179,10 +179,29 @@ async def test_a_redelivered_delete_updates_no_badge_again(world: World) -> None
     assert len(badge_only(world)) == 2
 
 
-async def test_a_message_deleted_before_it_arrived_is_never_counted(world: World) -> None:
+async def test_a_message_deleted_before_it_arrived_is_neither_counted_nor_alerted(
+    world: World,
+) -> None:
     await world.handle(DELETED)
     await world.handle(RECEIVED)
-    assert (world.inbox.of(USER).badge(T0), badges(world)[2:]) == (0, [0, 0])
+    assert (world.inbox.of(USER).badge(T0), badges(world)) == (0, [None, None])
+
+
+async def test_a_new_message_is_checked_for_a_delete_in_the_inbox_alone(world: World) -> None:
+    await world.handle(RECEIVED)
+    assert world.deliveries.state_reads == 0
+
+
+async def test_a_message_older_than_the_read_marker_asks_the_delivery_log(world: World) -> None:
+    await prefer(world, lambda box: box.read(THREAD, int(MESSAGE) + 5, T0))
+    await world.handle(DELETED)
+    await world.handle(RECEIVED)
+    assert (world.deliveries.state_reads, world.states()) == (1, [DeliveryState.SKIPPED] * 2)
+
+
+async def test_an_edit_asks_the_delivery_log_for_a_delete(world: World) -> None:
+    await world.handle(EDITED)
+    assert world.deliveries.state_reads == 1
 
 
 async def test_leaving_a_thread_takes_its_messages_off_and_updates_the_badge(

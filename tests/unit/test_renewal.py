@@ -601,6 +601,13 @@ async def test_buckets_that_leave_the_catch_up_window_are_purged(renewal: Renewa
     assert left and all(b >= floor for b in left)
 
 
+def test_a_re_registration_that_kept_the_old_key_is_still_woken() -> None:
+    """Registering without a key keeps the key and its due time: the wake must still go."""
+    now = T0 + timedelta(minutes=35)
+    kept = _device(renewed_at=T0 + timedelta(minutes=20))
+    assert decide(kept, bucket_for(now), now, RULES, entry_at=T0) is Decision.WAKE
+
+
 async def test_a_wake_answered_200_clears_the_bad_token_count_as_a_chat_push_does(
     renewal: Renewal,
 ) -> None:

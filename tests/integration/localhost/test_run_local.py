@@ -7,7 +7,9 @@ and a contract-following fake service in place of the real development services.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -31,12 +33,13 @@ class Run:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.port = free_port()
+        self.console_port = free_port()
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "devtools.run_local", "--no-install",
-                "--port", str(self.port),
+                "--port", str(self.port), "--console-port", str(self.console_port),
                 "--local-dir", str(tmp / ".local"),
                 "--settings", str(tmp / "local.settings.json"),
                 "--azurite-free-ports", "--no-timers",
@@ -149,6 +152,43 @@ def test_the_summary_lists_the_endpoints_of_every_registered_function(run: Run) 
     assert "functionName=on_call_event" in endpoints
 
 
+def test_the_summary_prints_the_console_url_and_the_console_serves_its_page(run: Run) -> None:
+    url = f"http://127.0.0.1:{run.console_port}/"
+    line = next(line for line in run.lines if line.startswith("Developer console"))
+
+    page = httpx.get(url)
+    state = httpx.get(url + "api/state").json()
+
+    assert line.endswith(url)
+    assert "pushrelay developer console" in page.text
+    # No APNs simulator in this run (skipped): the console says so rather than failing.
+    assert (state["simulator"], state["phones"]) == (False, [])
+
+
+def test_the_delivery_log_command_finds_the_runs_storage_by_itself(
+    run: Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: it read local.settings.json's UseDevelopmentStorage=true and so looked on ports
+    10000-10002, where this run's Azurite (on free ports) is not."""
+    from devtools.delivery_log import main
+
+    monkeypatch.delenv("STORAGE_CONNECTION", raising=False)
+    monkeypatch.delenv("TABLE_PREFIX", raising=False)
+    table_port = re.search(r"Azurite \(data in .*\): blob \d+, queue \d+, table (\d+)", run.output)
+    assert table_port is not None
+    args = ["--thread", "19:x@thread.v2", "--message", "1", "--user", "8:acs:nobody"]
+    args += ["--local-dir", str(run.tmp / ".local")]
+    args += ["--settings", str(run.tmp / "local.settings.json")]
+    status = main(args, io.StringIO())
+    reading = capsys.readouterr().err
+    assert f"http://127.0.0.1:{table_port.group(1)}/devstoreaccount1" in reading
+    assert status == 1  # reached its storage: no records for that message
+
+
+def test_the_summary_shows_the_delivery_log_command(run: Run) -> None:
+    assert "python -m devtools.delivery_log --thread" in run.output
+
+
 def test_sigterm_stops_everything_cleanly(run: Run) -> None:
     run.process.send_signal(signal.SIGTERM)
 
@@ -157,3 +197,4 @@ def test_sigterm_stops_everything_cleanly(run: Run) -> None:
     assert "stopped Azurite" in run.output
     assert (run.tmp / ".local" / "fake_dev_service" / "stopped").read_text() == "cleanly"
     assert "fake_dev_service (exit 0)" in run.output
+    assert not (run.tmp / ".local" / "run.json").exists()  # a stopped run names no storage

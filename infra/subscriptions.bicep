@@ -1,6 +1,22 @@
-// The two Event Grid subscriptions on the ACS system topic. Deployed in the second pass only
-// (deploySubscriptions=true): an AzureFunction destination must name a function that already
-// exists, so the code is published between the two passes (infra/deploy-subscriptions.sh).
+// One environment's two Event Grid subscriptions on the ACS system topic, deployed on their own
+// into the ACS resource group after the code is published (infra/deploy-subscriptions.sh, run by
+// azd's postdeploy hook): an AzureFunction destination must name a function that is already
+// indexed. The same step as Microsoft's Flex Consumption + Event Grid quickstart, as a template:
+// deploying it again changes nothing and restarts nothing, so it runs after every deploy.
+//
+// The names come from the script and are unique per azd environment: two environments on one
+// ACS resource each keep their own pair instead of taking over the other's.
+targetScope = 'resourceGroup'
+
+@description('Name of the chat subscription (unique per environment on this topic).')
+@minLength(3)
+@maxLength(64)
+param chatSubscriptionName string
+
+@description('Name of the calls subscription (unique per environment on this topic).')
+@minLength(3)
+@maxLength(64)
+param callsSubscriptionName string
 
 @description('Name of the Event Grid system topic of the ACS resource.')
 param systemTopicName string
@@ -34,15 +50,15 @@ param callMaxDeliveryAttempts int = 2
 @maxValue(2)
 param callEventTimeToLiveInMinutes int = 1
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
   name: systemTopicName
 }
 
 // One event per invocation: a failed invocation makes the host answer 500 for the whole batch,
 // and Event Grid then redelivers every event in it.
-resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
-  name: 'chat'
+  name: chatSubscriptionName
   properties: {
     eventDeliverySchema: 'EventGridSchema'
     destination: {
@@ -102,9 +118,9 @@ resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' =
 // IncomingCall names the callee in data.to, not in recipientCommunicationIdentifier. A call is
 // worth ringing for seconds only: a short time-to-live and few attempts, dead-lettered for the
 // record (never replayed).
-resource calls 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+resource calls 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
-  name: 'calls'
+  name: callsSubscriptionName
   properties: {
     eventDeliverySchema: 'EventGridSchema'
     destination: {
