@@ -77,6 +77,7 @@ class Happened(StrEnum):
     PROOF_REFUSED = "proofRefused"  # 403: the code expired or was not this token's
     DEREGISTERED = "deregistered"
     BANNER = "banner"
+    BADGE = "badge"  # a badge-only push set the app icon's number, nothing shown
     WITHDRAWN = "withdrawn"
     RENEWAL_WAKE = "renewalWake"
     CALL_REPORTED = "callReported"
@@ -149,6 +150,7 @@ class ReferenceDevice:
         self.acs_user_id: str | None = None
         self.running = True  # False: force-quit, iOS delivers no background pushes to the app
         self.previews_enabled = True  # the user's setting (docs/ios.md section 5)
+        self.badge: int | None = None  # the app icon's number, as the last push with one set it
         self.registrations: dict[str, Registration] = {}  # "alert" / "voip"
         self.pending_proofs: dict[str, dict[str, Any]] = {}  # token -> the PUT body to repeat
         self.cursors: dict[str, int] = {}  # token -> last push sequence number seen
@@ -304,8 +306,16 @@ class ReferenceDevice:
             self._note(Happened.NOT_DELIVERED, pushType=push.push_type, seq=push.seq)
 
     def _on_alert(self, push: Push) -> None:
-        content = extension_content(push.payload, self.keys.retrieve_keys)
         payload = push.payload
+        aps = payload.get("aps") if isinstance(payload.get("aps"), dict) else {}
+        badge = aps.get("badge")
+        if isinstance(badge, int) and not isinstance(badge, bool):
+            self.badge = badge  # iOS sets the icon from every push that carries a badge
+        if "alert" not in aps:
+            # A badge-only push (docs/ios.md section 13): no banner, the extension does not run.
+            self._note(Happened.BADGE, badge=badge, seq=push.seq)
+            return
+        content = extension_content(payload, self.keys.retrieve_keys)
         banner = Banner(
             identifier=push.collapse_id or push.apns_id or f"seq-{push.seq}",
             title=content.title,
@@ -410,6 +420,7 @@ class ReferenceDevice:
             "acsUserId": self.acs_user_id,
             "running": self.running,
             "previewsEnabled": self.previews_enabled,
+            "badge": self.badge,
             "registrations": {
                 kind: {"token": r.token, "deviceId": r.device_id}
                 for kind, r in self.registrations.items()
@@ -430,6 +441,8 @@ class ReferenceDevice:
         self.subject, self.acs_user_id = state.get("subject"), state.get("acsUserId")
         self.running = bool(state.get("running", True))
         self.previews_enabled = bool(state.get("previewsEnabled", True))
+        badge = state.get("badge")
+        self.badge = badge if isinstance(badge, int) else None
         self.registrations = {
             kind: Registration(r["token"], r["deviceId"])
             for kind, r in (state.get("registrations") or {}).items()

@@ -233,6 +233,19 @@ def test_a_deleted_message_is_withdrawn(world: World) -> None:
     assert [e.detail["removed"] for e in done if e.what is Happened.WITHDRAWN] == [1]
 
 
+def test_the_icon_counts_unread_messages_and_falls_without_a_banner(world: World) -> None:
+    alice = world.phone("alice")
+    kept = world.partner.send("first")
+    world.time.advance(seconds=1)
+    gone = world.partner.send("second")
+    alice.sync()
+    counted = alice.badge
+    world.partner.delete(gone)  # unread: the count falls, a badge-only push follows
+    done = alice.sync()
+    assert (counted, alice.badge, [b.message_id for b in alice.banners]) == (2, 1, [kept])
+    assert [e.detail["badge"] for e in done if e.what is Happened.BADGE] == [1]
+
+
 # --- calls ----------------------------------------------------------------------------------------
 
 
