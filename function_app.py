@@ -37,6 +37,7 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         settings=c.settings,
         clock=utc_now,
         alarm=c.config_alarm(),
+        source=c.event_source(),
     )
     if summary.retry_needed:
         raise ChatPushIncompleteError(summary)
@@ -59,6 +60,7 @@ async def on_call_event(event: func.EventGridEvent) -> None:
         settings=c.settings,
         clock=utc_now,
         alarm=c.config_alarm(),
+        source=c.event_source(),
     )
     if summary.retry_needed:
         raise CallPushIncompleteError(summary)
@@ -86,7 +88,8 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="put_device")
 @app.route(route="devices", methods=["PUT"])
 async def put_device(req: func.HttpRequest) -> func.HttpResponse:
-    """Register or renew the caller's device; the token travels in the body, never in a URL."""
+    """Register or renew the caller's device (202 while a token move awaits its proof); the token
+    travels in the body, never in a URL."""
     from shared.errors import PushRelayError
     from shared.http_api import error_response, json_response, read_json_body
     from shared.registration import parse_device_request, register_device
@@ -109,10 +112,11 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
             schedule=schedule,
             rules=rules,
             days=await c.device_days(),
+            moves=await c.token_moves(),
         )
     except PushRelayError as exc:
         return error_response(exc)
-    return json_response(200, done.as_json())
+    return json_response(done.status, done.as_json())
 
 
 @app.function_name(name="list_devices")

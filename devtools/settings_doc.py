@@ -15,6 +15,12 @@ from shared.settings import SETTINGS_TABLE, SettingSpec
 
 # Settings the local run fills in itself; the sample leaves them empty on purpose.
 GENERATED = {"KEY_ENCRYPTION_KEYS", "APNS_APPS"}
+# The ACS resource id the sample events (tests/samples, Microsoft's documented examples) carry
+# as their topic/source, so that the local run acts on them.
+SAMPLES_ACS_RESOURCE_ID = (
+    "/subscriptions/{subscription-id}/resourceGroups/{group-name}/providers/"
+    "Microsoft.Communication/communicationServices/{communication-services-resource-name}"
+)
 # The Functions host's own settings in local.settings.json, not the app's. Under Core Tools the
 # worker's bundled azure-functions (1.22-1.24) is loaded before ours unless dependencies are
 # isolated, and CloudEvent decoding arrived in 1.25: without it a CloudEvents-schema event
@@ -24,6 +30,7 @@ HOST_VALUES = {
     "PYTHON_ISOLATE_WORKER_DEPENDENCIES": "1",
 }
 LOCAL_VALUES = {
+    "ACS_RESOURCE_ID": SAMPLES_ACS_RESOURCE_ID,
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     "STORAGE_CONNECTION": "UseDevelopmentStorage=true",
 }

@@ -67,7 +67,7 @@ param authJwtAudience string = ''
 @description('JWKS URL of the app identity provider (AUTH_JWKS_URL).')
 param authJwksUrl string = ''
 
-@description('Comma-separated caller subjects allowed to read the delivery log (DELIVERY_LOG_ADMINS).')
+@description('Who may read the delivery log over HTTP, comma-separated: ISSUER SUBJECT, or a bare SUBJECT at AUTH_JWT_ISSUER (DELIVERY_LOG_ADMINS).')
 param deliveryLogAdmins string = ''
 
 @description('Turn on App Service authentication (Easy Auth) with Microsoft Entra ID; sets EASY_AUTH_ENABLED=true.')

@@ -29,9 +29,10 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -39,7 +40,7 @@ import jwt
 from jwt import PyJWK
 
 from shared.errors import SettingsError, TransientError
-from shared.http_api import RequestError
+from shared.http_api import MAX_JSON_DEPTH, RequestError, nested_deeper_than
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ Clock = Callable[[], datetime]
 MAX_TOKEN_BYTES: Final = 8192
 MAX_PRINCIPAL_BYTES: Final = 32768
 _FORBIDDEN_ALGORITHMS: Final = frozenset({"none", "HS256", "HS384", "HS512"})
+# Text that cannot name a caller: control characters (NUL would blur the issuer/subject boundary
+# of the caller key) and surrogate code points (not encodable as UTF-8, so not hashable).
+_NOT_IDENTITY_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_OBJECT_ID_CLAIMS: Final = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
 # Issuers that name themselves two ways: Google's ID tokens carry "https://accounts.google.com"
 # or "accounts.google.com" (Google Identity, "Verify the integrity of the ID token"). Either is
 # accepted and the caller gets the configured form, so one user keeps one ACS identity.
@@ -75,6 +80,9 @@ class Caller:
     issuer: str
     subject: str
     source: AuthSource
+    # Entra ID's ``oid`` when the token or principal carries one: extra, not part of who the
+    # caller is (that is issuer and subject), so equality ignores it.
+    object_id: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:
@@ -253,7 +261,10 @@ class Authenticator:
         if key is None:
             raise AuthError("unknown signing key")
         claims = self._verified_claims(token, key, alg)
-        return Caller(self._settings.auth_jwt_issuer, claims["sub"], AuthSource.JWT)
+        subject = _identity_text(claims["sub"], "token subject")
+        oid = claims.get("oid")
+        object_id = _identity_text(oid, "token oid") if isinstance(oid, str) else ""
+        return Caller(self._settings.auth_jwt_issuer, subject, AuthSource.JWT, object_id)
 
     def _verified_claims(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
         issuer = self._settings.auth_jwt_issuer
@@ -321,9 +332,22 @@ class Authenticator:
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float:
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthError(f"token {name} must be a number")
-    return float(value)
+    try:
+        number = float(value)  # an int past 1.8e308 does not fit a float
+    except OverflowError:
+        raise AuthError(f"token {name} must be a number") from None
+    if not math.isfinite(number):
+        raise AuthError(f"token {name} must be a number")
+    return number
+
+
+def _identity_text(value: str, what: str) -> str:
+    """``value`` if it can name a caller; raises AuthError (401) naming ``what`` otherwise."""
+    if _NOT_IDENTITY_TEXT.search(value):
+        raise AuthError(f"{what} is not valid text")
+    return value
 
 
 def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
@@ -331,8 +355,11 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
     if len(principal) > MAX_PRINCIPAL_BYTES:
         raise AuthError("client principal too large")
     try:
-        data = json.loads(base64.b64decode(principal, validate=True))
-    except (binascii.Error, ValueError):
+        text = base64.b64decode(principal, validate=True).decode("utf-8")
+        if nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise AuthError("malformed client principal")
+        data = json.loads(text)
+    except (binascii.Error, ValueError, RecursionError):
         raise AuthError("malformed client principal") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise AuthError("malformed client principal")
@@ -347,7 +374,13 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
         raise AuthError("client principal has no subject")
     provider = data.get("auth_typ") if isinstance(data.get("auth_typ"), str) else idp
     issuer = claims.get("iss") or f"easyauth:{provider or 'unknown'}"
-    return Caller(issuer, subject, AuthSource.EASY_AUTH)
+    object_id = next((claims[c] for c in _OBJECT_ID_CLAIMS if claims.get(c)), "")
+    return Caller(
+        _identity_text(issuer, "client principal issuer"),
+        _identity_text(subject, "client principal subject"),
+        AuthSource.EASY_AUTH,
+        _identity_text(object_id, "client principal object id"),
+    )
 
 
 def build_jwks(settings: Settings) -> HttpJwks | None:

@@ -31,7 +31,7 @@ from datetime import datetime
 from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import alert_payload, encode_payload
 from shared.devices import Device, DeviceKind
-from shared.fanout import Pushers, send_all
+from shared.fanout import Pushers, freshest, send_all
 from shared.outcomes import Attempt, DeviceOutcomes, settle
 from shared.settings import Settings
 
@@ -65,9 +65,12 @@ async def update_badges(
 ) -> int:
     """Send ``count`` to each alert device but ``except_device``; returns how many got it.
 
+    Bounded like every fan-out to the ``MAX_DEVICES_PER_USER`` most recently renewed devices.
+
     Raises the registry's storage errors (a 410 removes the device); APNs failures are logged.
     """
-    targets = [d for d in devices if d.kind is DeviceKind.ALERT and d.device_id != except_device]
+    bounded = freshest(devices, settings.max_devices_per_user)
+    targets = [d for d in bounded if d.kind is DeviceKind.ALERT and d.device_id != except_device]
     if not targets:
         return 0
     items = [(d, badge_notification(d, count)) for d in targets]

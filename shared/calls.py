@@ -57,8 +57,8 @@ from shared.deliveries import (
 )
 from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
-from shared.events import IncomingCallEvent, MalformedEvent, describe, parse_event
-from shared.fanout import FanOut, Pushers
+from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
+from shared.fanout import FanOut, Pushers, freshest
 from shared.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
 from shared.settings import Settings
@@ -155,11 +155,15 @@ async def handle_call_event(
     settings: Settings,
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
+    source: EventSource | None = None,
 ) -> CallPushSummary:
     """Handle one event of the calls subscription (raw from the trigger, or parsed).
 
-    See the module doc. Raises TransientError subclasses when storage does not answer.
+    See the module doc; ``source`` as for chat events (``shared.notify.handle_chat_event``).
+    Raises TransientError subclasses when storage does not answer.
     """
+    if source is not None and not source.admits(event):
+        return CallPushSummary(note="another source")
     try:
         parsed = event if isinstance(event, IncomingCallEvent) else parse_event(event)
     except MalformedEvent as exc:
@@ -199,9 +203,10 @@ class _Ring:
         except PayloadError as exc:
             log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, fan.tag)
             return CallPushSummary(note="unreadable call")
-        listed, snapshot = await asyncio.gather(
+        found, snapshot = await asyncio.gather(
             fan.devices.list_for_user(event.to_id), self._callee_inbox()
         )
+        listed = freshest(found, fan.settings.max_devices_per_user)
         voip = [d for d in listed if d.kind is DeviceKind.VOIP]
         if not voip:
             log.info("callee has no VoIP devices: %s", fan.tag)

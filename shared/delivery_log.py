@@ -2,8 +2,9 @@
 
 "What happened to message M in thread T for user U": every device tried, with its outcome,
 APNs status, reason, apns-id, attempts and times (one partition query, see
-:mod:`shared.deliveries`). Answered over HTTP to admins (caller subjects listed in
-``DELIVERY_LOG_ADMINS``) and by ``python -m devtools.delivery_log``. The purge timer removes
+:mod:`shared.deliveries`). Answered over HTTP to admins (:func:`is_admin`: callers named in
+``DELIVERY_LOG_ADMINS`` by issuer and subject or object id) and by
+``python -m devtools.delivery_log``. The purge timer removes
 records older than ``DELIVERY_RETENTION_DAYS`` through the per-day index (never a full scan).
 """
 
@@ -45,9 +46,37 @@ def parse_query(params: Mapping[str, str]) -> LogQuery:
     return LogQuery(values["userId"], values["threadId"], values["messageId"])
 
 
+def admin_names(settings: Settings) -> frozenset[tuple[str, str]]:
+    """The (issuer, subject or object id) pairs ``DELIVERY_LOG_ADMINS`` names.
+
+    An entry is ``ISSUER SUBJECT`` (issuers hold no spaces, so the first space splits them), or
+    a bare ``SUBJECT``, which means one at ``AUTH_JWT_ISSUER`` (nobody when that is empty).
+    """
+    names: set[tuple[str, str]] = set()
+    for entry in settings.delivery_log_admins:
+        issuer, space, subject = entry.partition(" ")
+        if not space:
+            issuer, subject = settings.auth_jwt_issuer, entry
+        if issuer and subject.strip():
+            names.add((issuer, subject.strip()))
+    return frozenset(names)
+
+
+def is_admin(caller: Caller, settings: Settings) -> bool:
+    """Whether ``DELIVERY_LOG_ADMINS`` names the caller by issuer and subject (or object id).
+
+    The issuer counts: with Easy Auth in front of several providers, the same subject from
+    another issuer is another person.
+    """
+    names = admin_names(settings)
+    if (caller.issuer, caller.subject) in names:
+        return True
+    return bool(caller.object_id) and (caller.issuer, caller.object_id) in names
+
+
 def require_admin(caller: Caller, settings: Settings) -> None:
     """Let only ``DELIVERY_LOG_ADMINS`` read the log. Raises RequestError (403)."""
-    if caller.subject not in settings.delivery_log_admins:
+    if not is_admin(caller, settings):
         log.warning("delivery log refused to a non-admin caller %s", caller.key[:12])
         raise RequestError(403, "forbidden")
 

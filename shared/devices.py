@@ -9,7 +9,10 @@ Tables (see docs/architecture.md)::
     devices       PK encode_key(rawId)      RK deviceId   the registration (preview key wrapped)
     tokenowners   PK deviceId               RK "owner"    owner = rawId: a token has one user
 
-Ownership: registering a token another user holds moves it. The ``tokenowners`` row is the
+Ownership: registering a token another user holds moves it, unless the caller asks to protect a
+holder renewed since a given time (``held_since``): then nothing is written and the holder is
+returned (``HELD``), so the use case can ask for proof of possession (``shared.token_proof``).
+The ``tokenowners`` row is the
 serialization point: every (re)claim writes it under its ETag, and the previous owner's device row
 is deleted *before* the claim, so a crash midway never leaves the token reachable from the
 previous user's partition. A renewal (the token is already in the caller's partition) is one
@@ -20,7 +23,8 @@ only happens when someone registers a token that is not theirs, which already mo
 
 Storage round trips: a renewal 1 (the merge); a token new to the service 3 (failed merge, owner
 create, device write); taking a token over from another user 6 (failed merge, failed owner
-create, owner read, delete there, owner update, device write).
+create, owner read, delete there, owner update, device write), 7 with ``held_since`` (the
+holder's row is read first).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class RegistrationOutcome(enum.StrEnum):
     CREATED = "created"  # the token was nobody's
     RENEWED = "renewed"  # the caller already had it: fields and key refreshed
     MOVED = "moved"  # another user had it: removed there, now the caller's
+    HELD = "held"  # another user renewed it recently: nothing written (proof needed to move it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +128,9 @@ class Registered:
     """The result of :meth:`DeviceStore.register`."""
 
     outcome: RegistrationOutcome
-    previous_owner: str | None = None  # set when MOVED
+    previous_owner: str | None = None  # set when MOVED or HELD
     etag: str | None = None  # the device row's ETag after the write (the renewal entry carries it)
+    holder: Device | None = None  # when HELD: the other user's registration of the token
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +148,11 @@ class RegistrationContendedError(TransientError):
 class DeviceRegistry(Protocol):
     """The registry port used by the use cases (``DeviceStore`` and the test fake)."""
 
-    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
-        """Register or renew ``device``, moving its token from any previous owner; with
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
+        """Register or renew ``device``, moving its token from any previous owner, except from
+        one who renewed it at or after ``held_since`` (then ``HELD``, nothing written); with
         ``keep_key`` a renewal keeps the stored preview key instead of ``device``'s (none)."""
         ...
 
@@ -329,11 +338,15 @@ class DeviceStore:
 
     # --- registration -----------------------------------------------------------------------------
 
-    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         """Register or renew ``device``; a token held by another user moves to this one.
 
         ``keep_key``: a renewal leaves the stored preview key and its expiry as they are (the
-        request carried no key); a new or moved registration has none either way.
+        request carried no key); a new or moved registration has none either way. With
+        ``held_since``, a token whose other user renewed it at or after that time stays
+        theirs: ``HELD`` with their registration, nothing written (one more point read).
 
         Raises RegistrationContendedError when the token's owner keeps changing concurrently,
         StorageUnavailableError on an outage.
@@ -347,6 +360,10 @@ class DeviceStore:
         for _ in range(_ATTEMPTS):
             previous = owner if owner not in (None, device.user_id) else None
             if previous is not None:
+                if held_since is not None:
+                    holder = await self.get(previous, device.device_id)
+                    if holder is not None and holder.renewed_at >= held_since:
+                        return Registered(RegistrationOutcome.HELD, previous, holder=holder)
                 await self._delete_row(previous, device.device_id)
             try:
                 await self._claim(device, etag)

@@ -122,6 +122,51 @@ _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class EventSource:
+    """The ACS resource whose events we act on (``ACS_RESOURCE_ID``, its ARM id); "" admits all.
+
+    In Azure only the host's system key guards the Event Grid webhook, so anyone holding it could
+    post any event: one whose ``topic`` (Event Grid schema) or ``source`` (CloudEvents) is not
+    our resource is acknowledged and logged, never acted on. ARM ids compare without case.
+    """
+
+    resource_id: str
+
+    def admits(self, event: object) -> bool:
+        """Whether ``event`` (as the trigger gets it, or a dict) came from our resource."""
+        expected = self.resource_id.strip()
+        if not expected:
+            return True
+        event_id, origin = _origin(event)
+        if origin.casefold() == expected.casefold():
+            return True
+        logger.warning(
+            "event %s from another source acknowledged, nothing done: %r",
+            event_id[:100] or "(no id)",
+            origin[:300],
+        )
+        return False
+
+
+def _origin(event: object) -> tuple[str, str]:
+    """The event's id and topic/source ("" for what is missing or not text)."""
+    raw_id: object = ""
+    raw_origin: object = ""
+    if isinstance(event, func.EventGridEvent):
+        raw_id, raw_origin = event.id, event.topic
+    elif isinstance(event, func.CloudEvent):
+        raw_id, raw_origin = event.id, event.source
+    elif isinstance(event, Mapping):
+        cloud = "eventType" not in event and ("specversion" in event or "type" in event)
+        raw_id, raw_origin = event.get("id"), event.get("source" if cloud else "topic")
+    return _text_or_empty(raw_id), _text_or_empty(raw_origin)
+
+
+def _text_or_empty(value: object) -> str:
+    return _clean(value) if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessageEvent:
     """One chat message event for one recipient (ACS sends one per participant but the sender)."""
 

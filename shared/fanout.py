@@ -53,6 +53,17 @@ def lease_for(settings: Settings) -> timedelta:
     return timedelta(seconds=seconds) + LEASE_MARGIN
 
 
+def freshest(devices: Sequence[Device], limit: int) -> list[Device]:
+    """The ``limit`` most recently renewed of ``devices`` (all of them when ``limit`` is 0).
+
+    Registration keeps a user within ``MAX_DEVICES_PER_USER``; this also bounds a fan-out over
+    rows written before the limit, or by a registration race, to that many APNs requests.
+    """
+    if limit <= 0 or len(devices) <= limit:
+        return list(devices)
+    return sorted(devices, key=lambda d: (d.renewed_at, d.device_id), reverse=True)[:limit]
+
+
 def target_of(device: Device) -> DeviceTarget:
     """What the delivery log keeps of a device."""
     return DeviceTarget(device.device_id, device.short_token, device.topic, device.environment)

@@ -59,6 +59,7 @@ from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
+    EventSource,
     Ignored,
     IncomingCallEvent,
     MalformedEvent,
@@ -67,7 +68,7 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.fanout import Claimed, FanOut
+from shared.fanout import Claimed, FanOut, freshest
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
 from shared.inbox import (
     InboxSnapshot,
@@ -138,11 +139,15 @@ async def handle_chat_event(
     settings: Settings,
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
+    source: EventSource | None = None,
 ) -> ChatPushSummary:
     """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
 
+    ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
+    if source is not None and not source.admits(event):
+        return ChatPushSummary(note="another source")
     try:
         parsed = event if isinstance(event, _PARSED) else parse_event(event)
     except MalformedEvent as exc:
@@ -230,6 +235,7 @@ class _ChatPush:
             self._recipient_inbox(),
             self._tombstoned() if edited else _unknown(),
         )
+        listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
             log.info("recipient has no alert devices: %s", fan.tag)

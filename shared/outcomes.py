@@ -6,9 +6,11 @@ Apple (reference "Handling notification responses from APNs") and our reading of
 - 410 Unregistered / ExpiredToken: failed; remove the device unless it registered again after
   the 410's timestamp (a reinstalled app may register the same device again).
 - 400 BadDeviceToken / DeviceTokenNotForTopic: failed; counted on the device, which is removed
-  only when the reason repeats ``BAD_TOKEN_REMOVE_AFTER`` times over time, and never when
-  ``CONFIG_ERROR_THRESHOLD`` or more devices of one app fail together: that is a wrong
-  environment, topic or key (configuration), so log an error and delete nothing.
+  only when the reason repeats ``BAD_TOKEN_REMOVE_AFTER`` times over time, and never when the
+  devices of ``CONFIG_ERROR_THRESHOLD`` or more *users* of one app fail together: that is a
+  wrong environment, topic or key (configuration), so log an error and delete nothing. Users,
+  not devices: one user's many failing tokens are that user's dead (or fake) devices, and must
+  not switch removal off for everyone.
 - 400 BadTopic: failed; configuration (the app's bundle ID).
 - 403 provider token or certificate (InvalidProviderToken, Forbidden, ...): released, logged as
   an error, and the invocation fails, so Event Grid retries once the key is fixed.
@@ -22,7 +24,7 @@ import asyncio
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, Generic, Protocol
@@ -149,10 +151,11 @@ class Settlement(Generic[R]):
 
 @dataclass
 class ConfigAlarm:
-    """Counts token/topic failures per (app, reason) over a short window, across fan-outs.
+    """Counts the users whose devices failed per (app, reason) over a short window, across
+    fan-outs.
 
-    One user's fan-out rarely has ``threshold`` devices; a misconfigured app makes every
-    recipient fail at once, which this catches within one process. ``clock`` is injected.
+    A misconfigured app makes every recipient fail at once, which this catches within one
+    process; one user registering many bad tokens counts once. ``clock`` is injected.
     """
 
     threshold: int
@@ -160,15 +163,16 @@ class ConfigAlarm:
     window: timedelta = timedelta(minutes=5)
     _seen: dict[tuple[str, str], dict[str, datetime]] = field(default_factory=dict)
 
-    def observe(self, topic: str, reason: str, device_ids: Sequence[str]) -> int:
-        """Add failing devices; returns how many distinct devices failed so within the window."""
+    def observe(self, topic: str, reason: str, user_ids: Iterable[str]) -> int:
+        """Add users whose devices failed; returns how many distinct users failed so within the
+        window."""
         now = self.clock()
         seen = self._seen.setdefault((topic, reason), {})
-        for device_id in device_ids:
-            seen[device_id] = now
-        for device_id, at in list(seen.items()):
+        for user_id in user_ids:
+            seen[user_id] = now
+        for user_id, at in list(seen.items()):
             if now - at > self.window:
-                del seen[device_id]
+                del seen[user_id]
         return len(seen)
 
 
@@ -194,24 +198,27 @@ def _reason_text(answer: PushResult | ApnsError) -> str:
 def configuration_failures(
     attempts: Sequence[Attempt[R]], threshold: int, alarm: ConfigAlarm | None = None
 ) -> set[str]:
-    """Device ids whose token/topic failures look like configuration, not dead devices."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    """Device ids whose token/topic failures look like configuration, not dead devices: those
+    of ``threshold`` or more distinct users of one app failing with one reason."""
+    groups: dict[tuple[str, str], list[Device]] = {}
     for a in attempts:
         if classify(a.answer) is Disposition.BAD_TOKEN:
-            key = (a.device.topic, _reason_text(a.answer))
-            groups.setdefault(key, []).append(a.device.device_id)
+            groups.setdefault((a.device.topic, _reason_text(a.answer)), []).append(a.device)
     suspects: set[str] = set()
-    for (topic, reason), ids in groups.items():
-        count = len(ids) if alarm is None else max(len(ids), alarm.observe(topic, reason, ids))
+    for (topic, reason), failed in groups.items():
+        users = {d.user_id for d in failed}
+        count = (
+            len(users) if alarm is None else max(len(users), alarm.observe(topic, reason, users))
+        )
         if count >= threshold:
             log.error(
-                "configuration error suspected: %d devices of app %s answered %s together; "
-                "deleting nothing (check the APNs environment, topic and key)",
+                "configuration error suspected: devices of %d users of app %s answered %s "
+                "together; deleting nothing (check the APNs environment, topic and key)",
                 count,
                 topic,
                 reason,
             )
-            suspects.update(ids)
+            suspects.update(d.device_id for d in failed)
     return suspects
 
 

@@ -4,18 +4,23 @@ The caller is always the ACS user the authenticated app user maps to; every oper
 that user's partition only, so nobody can read, remove or renew another user's device. The one
 cross-user effect is the documented ownership rule: registering a device token that another
 user holds moves it to the caller (the token belongs to the phone, and the phone's app is now
-signed in as the caller).
+signed in as the caller), once the caller proved the phone is theirs when that user still
+renews it (202 and a code by push, then the PUT again with ``tokenProof``:
+``shared.token_proof``).
 
 ``PUT /api/devices`` body::
 
     {"token": "<64-200 hex digits>", "kind": "alert" | "voip", "topic": "<bundle id>",
      "environment": "sandbox" | "production" ("development" = sandbox),
-     "key": "<standard base64 of 64 bytes>"?, "appVersion": "..."?, "locale": "en_US"?}
+     "key": "<standard base64 of 64 bytes>"?, "appVersion": "..."?, "locale": "en_US"?,
+     "tokenProof": "<the code from the proof push>"?}
 
 The key (alert devices only) is live for ``PREVIEW_KEY_LIFETIME_MINUTES``; an alert device with
 a key is scheduled for a wake-up ``RENEWAL_LEAD_MINUTES`` before it expires. Without a ``key``
 field, a re-registration keeps the key already stored (and its expiry); ``"key": null`` removes
-it. VoIP devices are never scheduled. Unknown body fields are ignored.
+it. VoIP devices are never scheduled. Unknown body fields are ignored. A user holds at most
+``MAX_DEVICES_PER_USER`` registrations: a new one (not a renewal) removes the least recently
+renewed others past the limit (:func:`make_room`).
 
 Raises :class:`InvalidFieldError` (400 naming the field) and :class:`DeviceNotFoundError` (404,
 identical for a missing device and another user's); storage errors pass through.
@@ -38,6 +43,7 @@ from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
 from shared.http_api import RequestError
 from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
+from shared.token_proof import ProofRequired, TokenMoves
 
 if TYPE_CHECKING:
     from shared.registry_purge import DeviceDays
@@ -49,6 +55,7 @@ _TOKEN: Final = re.compile(r"(?:[0-9a-fA-F]{2}){32,100}")
 _DEVICE_ID: Final = re.compile(r"[0-9a-f]{64}")
 _LOCALE: Final = re.compile(r"[A-Za-z0-9_-]{1,35}")
 _PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,64}")
+_PROOF: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENVIRONMENTS: Final = {
     "sandbox": Environment.SANDBOX,
     "development": Environment.SANDBOX,
@@ -77,6 +84,7 @@ class RegistrationRules:
     allowed_topics: frozenset[str]
     key_lifetime: timedelta
     renewal_lead: timedelta
+    max_devices: int = 0  # registrations per user (MAX_DEVICES_PER_USER); 0: no limit
 
 
 def allowed_topics(apns_apps: str) -> frozenset[str]:
@@ -101,6 +109,7 @@ class DeviceRequest:
     app_version: str | None
     locale: str | None
     keep_key: bool = False  # no "key" field: a re-registration keeps the stored key
+    token_proof: str | None = None
 
     def __repr__(self) -> str:
         return f"DeviceRequest(kind={self.kind}, topic={self.topic!r}, env={self.environment})"
@@ -113,6 +122,11 @@ class RegisteredDevice:
     device_id: str
     outcome: RegistrationOutcome
     key_expires_at: datetime | None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of this answer."""
+        return 200
 
     def as_json(self) -> dict[str, str]:
         """The JSON answer: deviceId, and keyExpiresAt when a key was stored."""
@@ -195,6 +209,7 @@ def parse_device_request(body: Mapping[str, Any], topics: frozenset[str]) -> Dev
         keep_key="key" not in body,
         app_version=_optional(body, "appVersion", _PRINTABLE, "must be 1-64 printable characters"),
         locale=_optional(body, "locale", _LOCALE, "must be a locale identifier such as en_US"),
+        token_proof=_optional(body, "tokenProof", _PROOF, "must be the code from the proof push"),
     )
 
 
@@ -210,15 +225,19 @@ async def register_device(
     schedule: RenewalSchedule,
     rules: RegistrationRules,
     days: DeviceDays | None = None,
-) -> RegisteredDevice:
+    moves: TokenMoves | None = None,
+) -> RegisteredDevice | ProofRequired:
     """Register or renew the caller's device; a token held by another user moves to the caller.
 
     ``body`` is the raw JSON body or one already checked by :func:`parse_device_request` (the
     HTTP trigger validates before mapping the caller to an ACS identity, so a bad body creates
     nothing). ``days``: the day index the stale-registration purge reads
-    (``shared.registry_purge``), written alongside the renewal schedule.
+    (``shared.registry_purge``), written alongside the renewal schedule. ``moves``: a token
+    another user still holds moves only with proof of possession (:class:`ProofRequired` is
+    answered until then); without it, such a token moves at once.
 
-    Raises InvalidFieldError (400) and the registry's, schedule's or index's storage errors.
+    Raises InvalidFieldError (400), the proof's errors (``shared.token_proof``: 403, 409, 429,
+    503) and the registry's, schedule's or index's storage errors.
     """
     if isinstance(body, DeviceRequest):
         req = body
@@ -239,7 +258,15 @@ async def register_device(
         app_version=req.app_version,
         locale=req.locale,
     )
-    result = await registry.register(device, keep_key=req.keep_key)
+    if moves is None:
+        result = await registry.register(device, keep_key=req.keep_key)
+    else:
+        claimed = await moves.register(
+            registry, device, req.token_proof, now, keep_key=req.keep_key
+        )
+        if isinstance(claimed, ProofRequired):
+            return claimed
+        result = claimed
     writes: list[Awaitable[None]] = []
     if device.kind is DeviceKind.ALERT and expires is not None:
         due = due_at(expires, rules.renewal_lead)
@@ -249,6 +276,8 @@ async def register_device(
     if days is not None:
         writes.append(days.note(caller_user_id, device.device_id, now))
     await _all(writes)
+    if result.outcome is not RegistrationOutcome.RENEWED:
+        await make_room(caller_user_id, registry=registry, schedule=schedule, rules=rules)
     log.info(
         "device %s %s (%s, %s)", device.device_id, result.outcome, device.kind, device.environment
     )
@@ -261,6 +290,47 @@ async def _all(writes: Sequence[Awaitable[None]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def make_room(
+    user_id: str,
+    *,
+    registry: DeviceRegistry,
+    schedule: RenewalSchedule,
+    rules: RegistrationRules,
+) -> int:
+    """Remove ``user_id``'s least recently renewed registrations past ``rules.max_devices``;
+    how many were removed.
+
+    One partition read per new registration. Every caller ranks by the same order (renewal
+    time, then id) and exempts nobody, so concurrent registrations agree on which to remove
+    (exempting each caller's own device would let a flood remove fresh ones). A device renewed
+    meanwhile is kept (the 410 guard), leaving the user one over until the next registration.
+    """
+    if rules.max_devices <= 0:
+        return 0
+    devices = await registry.list_for_user(user_id)
+    excess = len(devices) - rules.max_devices
+    if excess <= 0:
+        return 0
+    removed = 0
+    for stale in sorted(devices, key=_staleness)[:excess]:
+        gone = await registry.remove_if_registered_before(
+            user_id, stale.device_id, stale.renewed_at
+        )
+        if gone is None:
+            continue
+        removed += 1
+        if gone.kind is DeviceKind.ALERT and gone.key_expires_at is not None:
+            await schedule.unschedule(
+                user_id, gone.device_id, due_at(gone.key_expires_at, rules.renewal_lead)
+            )
+        log.info("device %s removed to make room (limit %d)", gone.device_id, rules.max_devices)
+    return removed
+
+
+def _staleness(device: Device) -> tuple[datetime, str]:
+    return device.renewed_at, device.device_id
 
 
 def device_summary(device: Device, now: datetime) -> dict[str, Any]:

@@ -166,8 +166,8 @@ class Settings:
     config_error_threshold: int = _setting(
         "CONFIG_ERROR_THRESHOLD",
         5,
-        "This many devices of one app failing with the same token/topic reason at once is a "
-        "configuration error: alert and delete nothing.",
+        "Devices of this many users of one app failing with the same token/topic reason at once "
+        "are a configuration error: alert and delete nothing (one user's many devices count once).",
     )
     delivery_retention_days: int = _setting(
         "DELIVERY_RETENTION_DAYS", 7, "Days the delivery log keeps records."
@@ -178,7 +178,8 @@ class Settings:
     delivery_log_admins: tuple[str, ...] = _setting(
         "DELIVERY_LOG_ADMINS",
         (),
-        "Comma-separated caller subjects allowed to read the delivery log over HTTP.",
+        "Who may read the delivery log over HTTP, comma-separated: 'ISSUER SUBJECT' (SUBJECT may "
+        "be the caller's object id, oid) or a bare SUBJECT, meaning one at AUTH_JWT_ISSUER.",
     )
     # --- Calls --------------------------------------------------------------------------------
     call_max_age_seconds: float = _setting(
@@ -212,6 +213,12 @@ class Settings:
     )
     device_stale_days: int = _setting(
         "DEVICE_STALE_DAYS", 30, "Registrations not renewed for this many days are purged."
+    )
+    max_devices_per_user: int = _setting(
+        "MAX_DEVICES_PER_USER",
+        10,
+        "Registrations one user may hold (alert and VoIP tokens alike); a new one past it removes "
+        "the user's least recently renewed registration.",
     )
     # --- Caller authentication ----------------------------------------------------------------
     auth_jwt_issuer: str = _setting(
@@ -252,6 +259,13 @@ class Settings:
     )
     acs_endpoint: str = _setting(
         "ACS_ENDPOINT", "", "ACS endpoint reached with managed identity when no connection string."
+    )
+    acs_resource_id: str = _setting(
+        "ACS_RESOURCE_ID",
+        "",
+        "ARM id of the ACS resource whose events are acted on (/subscriptions/.../providers/"
+        "Microsoft.Communication/communicationServices/NAME); an event whose topic or source "
+        "differs (without case) is acknowledged and logged. Empty: no check (a warning).",
     )
     acs_ca_file: str = _setting(
         "ACS_CA_FILE", "", "Extra CA bundle to trust for ACS (the local ACS identity service)."
@@ -361,6 +375,7 @@ def _check(s: Settings) -> None:
         ("RENEWAL_SHARD_SIZE", s.renewal_shard_size),
         ("PREVIEW_KEY_LIFETIME_MINUTES", s.preview_key_lifetime_minutes),
         ("MAX_REQUEST_BODY_BYTES", s.max_request_body_bytes),
+        ("MAX_DEVICES_PER_USER", s.max_devices_per_user),
     ):
         if value < 1:
             raise SettingsError(f"setting {name} must be at least 1")

@@ -10,6 +10,7 @@ Convention: one async getter per collaborator on :class:`Container`, cached in `
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from shared.auth import Authenticator, Caller
     from shared.deliveries import TableDeliveryStore
     from shared.devices import DeviceStore
+    from shared.events import EventSource
     from shared.identities import TableIdentityStore
     from shared.inbox import TableInboxStore
     from shared.key_wrap import KeyWrapper
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.renewal_sweeps import TableSweepLog
     from shared.tables import Tables
+    from shared.token_proof import TokenMoves
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _ACS_USERS_KEPT = 10_000  # callers' identities rows remembered per process
@@ -180,6 +185,21 @@ class Container:
 
         return await self._once("device_registry", build)
 
+    async def token_moves(self) -> TokenMoves:
+        """Proof of possession for moving a token another user holds (tokenproofs table)."""
+
+        async def build() -> TokenMoves:
+            from shared.token_proof import TokenMoves
+            from shared.token_proofs import PROOFS_TABLE, TableProofStore
+
+            return TokenMoves(
+                TableProofStore(await (await self.tables()).table(PROOFS_TABLE)),
+                self.pushers,
+                timedelta(days=self.settings.device_stale_days),
+            )
+
+        return await self._once("token_moves", build)
+
     async def renewal_schedule(self) -> TableRenewalSchedule:
         """The renewal schedule (renewals table)."""
 
@@ -225,6 +245,7 @@ class Container:
             allowed_topics=allowed_topics(s.apns_apps),
             key_lifetime=timedelta(minutes=s.preview_key_lifetime_minutes),
             renewal_lead=timedelta(minutes=s.renewal_lead_minutes),
+            max_devices=s.max_devices_per_user,
         )
 
     async def deliveries(self) -> TableDeliveryStore:
@@ -262,6 +283,18 @@ class Container:
             return build_clients(parse_apns_apps(self.settings.apns_apps), self.settings)
 
         return await self._once("pushers", build)
+
+    def event_source(self) -> EventSource:
+        """The ACS resource events must come from (``ACS_RESOURCE_ID``); warns once if unset."""
+        from shared.events import EventSource
+
+        source = self._cache.get("event_source")
+        if not isinstance(source, EventSource):
+            source = EventSource(self.settings.acs_resource_id)
+            if not source.resource_id.strip():
+                log.warning("ACS_RESOURCE_ID is empty: events are not checked against their source")
+            self._cache["event_source"] = source
+        return source
 
     def config_alarm(self) -> ConfigAlarm:
         """Counts token/topic failures per app across this process's fan-outs."""

@@ -1,7 +1,8 @@
 """In-memory fakes of the device registry and the renewal schedule.
 
 ``FakeDeviceStore`` follows ``shared.devices.DeviceStore``'s rules: one row per (user, device),
-one owner per token (registering moves it), a renewal keeps the bookkeeping fields, removal is
+one owner per token (registering moves it, unless a holder renewed since ``held_since``), a
+renewal keeps the bookkeeping fields, removal is
 per user only, the 410 guard keeps a device renewed after the timestamp. Every call yields to the
 event loop so concurrent callers interleave as they do against storage. Usable by any use-case
 test that needs devices (chat push, renewal, outcomes).
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 
 from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
 from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for
+from shared.token_proof import Challenge
 
 
 class FakeDeviceStore:
@@ -38,7 +40,9 @@ class FakeDeviceStore:
         self.rows[(device.user_id, device.device_id)] = stored
         return stored
 
-    async def register(self, device: Device, *, keep_key: bool = False) -> Registered:
+    async def register(
+        self, device: Device, *, keep_key: bool = False, held_since: datetime | None = None
+    ) -> Registered:
         await self._tick()
         key = (device.user_id, device.device_id)
         old = self.rows.get(key)
@@ -61,6 +65,10 @@ class FakeDeviceStore:
             )
             return Registered(RegistrationOutcome.RENEWED, etag=renewed.etag)
         previous = self.owners.get(device.device_id)
+        holder = self.rows.get((previous, device.device_id)) if previous else None
+        fresh = holder is not None and held_since is not None and holder.renewed_at >= held_since
+        if previous != device.user_id and fresh:
+            return Registered(RegistrationOutcome.HELD, previous, holder=holder)
         if previous is not None and previous != device.user_id:
             self.rows.pop((previous, device.device_id), None)
         self.owners[device.device_id] = device.user_id
@@ -221,3 +229,33 @@ class FakeRenewalSchedule:
             for bucket in sorted(self.buckets)
             for user, device in sorted(self.buckets[bucket])
         ]
+
+
+class FakeProofStore:
+    """The tokenproofs table in memory, with its conditional writes (``shared.token_proofs``)."""
+
+    def __init__(self) -> None:
+        self.challenges: dict[str, Challenge] = {}
+        self.moves: dict[tuple[str, str, str], datetime] = {}
+        self._etags = itertools.count(1)
+
+    async def read(self, device_id: str) -> Challenge | None:
+        await asyncio.sleep(0)
+        return self.challenges.get(device_id)
+
+    async def write(self, challenge: Challenge) -> Challenge | None:
+        await asyncio.sleep(0)
+        stored = self.challenges.get(challenge.device_id)
+        if (stored.etag if stored else None) != challenge.etag:
+            return None
+        written = replace(challenge, etag=f'W/"p{next(self._etags)}"')
+        self.challenges[challenge.device_id] = written
+        return written
+
+    async def note_move(self, claimant: str, previous: str, topic: str, at: datetime) -> None:
+        await asyncio.sleep(0)
+        self.moves[(claimant, previous, topic)] = at
+
+    async def moved_at(self, claimant: str, previous: str, topic: str) -> datetime | None:
+        await asyncio.sleep(0)
+        return self.moves.get((claimant, previous, topic))

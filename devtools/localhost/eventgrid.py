@@ -26,7 +26,11 @@ from typing import Any
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
+from shared.http_api import nested_deeper_than
+
 PUBLIC_CLOUD_ORIGIN = "eventgrid.azure.net"
+# The host reads JSON with Json.NET, whose default MaxDepth (64) refuses deeper documents.
+HOST_JSON_MAX_DEPTH = 64
 ALLOWED_ORIGINS = frozenset(
     {
         PUBLIC_CLOUD_ORIGIN,
@@ -51,6 +55,11 @@ def allowed_origin(request_origin: str | None) -> str:
 
 def parse_events(body: bytes) -> list[dict[str, Any]]:
     """The events of a delivery (an array or one CloudEvent). Raises MalformedEventsError."""
+    text = body.decode("utf-8", errors="replace")
+    if nested_deeper_than(text, HOST_JSON_MAX_DEPTH):
+        # Refused before parsing: the json module recurses per level, and finalizers that a
+        # garbage collection runs at the recursion limit fail there.
+        raise MalformedEventsError("body is nested too deeply")
     try:
         token = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -10,7 +10,8 @@ It does what the guide's Swift files do, step for step:
   :data:`RENEW_BEFORE` left it re-registers WITHOUT ``key`` (pushrelay keeps the stored key); on
   a new APNs token it registers the new one with a fresh key and deletes the old registration;
 - ``AppDelegate``'s background-push handler: a token-move proof code completes the pending
-  registration, ``deleted`` withdraws banners, anything else is a renewal wake: a fresh key;
+  registration (and then registers the PushKit token again: it follows the alert token's proof,
+  409 until then), ``deleted`` withdraws banners, anything else is a renewal wake: a fresh key;
 - ``NotificationService``: decrypts with the SDK's rules (:mod:`.decryption`), keeps the
   fallback when it cannot or the message is empty;
 - ``VoipCalls``: every VoIP push is reported to CallKit, a push it cannot read as a placeholder
@@ -75,6 +76,7 @@ class Happened(StrEnum):
     PROOF_REQUIRED = "proofRequired"
     PROOF_COMPLETED = "proofCompleted"
     PROOF_REFUSED = "proofRefused"  # 403: the code expired or was not this token's
+    VOIP_HELD = "voipHeld"  # 409: another user holds the PushKit token until the alert's proof
     DEREGISTERED = "deregistered"
     BANNER = "banner"
     BADGE = "badge"  # a badge-only push set the app icon's number, nothing shown
@@ -223,7 +225,15 @@ class ReferenceDevice:
         token = token.lower()
         previous = self.registrations.get("voip")
         self.voip_token = token
-        self._put(self._body("voip", token))
+        try:
+            self._put(self._body("voip", token))
+        except RelayError as exc:
+            if exc.status != 409:
+                raise
+            # A PushKit token cannot carry a proof code: it follows the alert token's proof
+            # (docs/ios.md, token moves), registered again in _complete_proof.
+            self._note(Happened.VOIP_HELD, error=exc.body)
+            return
         if previous is not None and previous.token != token:
             self._delete(previous)
 
@@ -515,6 +525,8 @@ class ReferenceDevice:
         if isinstance(result, Registered):
             self._note(Happened.PROOF_COMPLETED, kind=body["kind"], deviceId=result.device_id)
             self._registered(body, result)
+            if body["kind"] == "alert" and "voip" not in self.registrations:
+                self.voip_token_received(self.voip_token)  # the PushKit token follows now
 
     def _delete(self, registration: Registration) -> None:
         removed = self.relay.delete_device(self._bearer(), registration.device_id)

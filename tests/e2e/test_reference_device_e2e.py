@@ -44,11 +44,6 @@ CALLS = "/runtime/webhooks/eventgrid?functionName=on_call_event"
 THREAD = "19:reference-device-thread@thread.v2"
 BOB = "8:acs:109f0644-b956-4cd9-87b1-71024f6e2f44_00000008-578d-7caf-07fd-084822001724"
 GENERIC = ("New message", "You have a new message")  # the settings' default fallback
-# Known until the server side lands: a token another user holds moves without proof
-# (issue 16 item 1).
-NEEDS_TOKEN_PROOF = pytest.mark.xfail(
-    strict=True, reason="server: no token-move proof of possession yet (issue 16 item 1)"
-)
 
 
 class SimulatedTime:
@@ -379,7 +374,6 @@ def test_sign_out_deletes_both_registrations_and_nothing_more_arrives(world: Wor
     assert (alice.banners, alice.keys.exists) == ([], False)
 
 
-@NEEDS_TOKEN_PROOF
 def test_a_phone_changing_hands_proves_its_token_and_moves(world: World) -> None:
     phone = world.phone("alice")  # alice never signs out
     bob_id = phone.sign_in("bob")  # the phone is given to bob, who signs in on it
@@ -394,7 +388,6 @@ def test_a_phone_changing_hands_proves_its_token_and_moves(world: World) -> None
     assert last_banner(phone) == ("Bob(Admin)", "hi bob", True)
 
 
-@NEEDS_TOKEN_PROOF
 def test_a_token_cannot_be_taken_without_the_phone(world: World) -> None:
     alice = world.phone("alice")
     thief = ReferenceDevice.connect(

@@ -346,14 +346,30 @@ async def test_bad_device_token_repeated_over_time_removes_the_device(stack: Sta
     assert await stack.tokens() == []
 
 
-async def test_many_devices_of_one_app_rejected_together_are_kept(stack: Stack) -> None:
-    count = stack.c.settings.config_error_threshold
-    tokens = [await stack.register(n) for n in range(1, count + 1)]
+async def test_devices_of_many_users_rejected_together_are_kept(stack: Stack) -> None:
+    users = [f"8:acs:res_{n:04d}" for n in range(stack.c.settings.config_error_threshold)]
+    tokens = {u: await stack.register(n, user=u) for n, u in enumerate(users, start=1)}
     stack.sim.add_fault(Fault(reason="DeviceTokenNotForTopic"))
     for n in range(stack.c.settings.bad_token_remove_after):
-        await stack.handle(sample("chat_message_received.eventgrid.json", messageId=f"m{n}"))
+        for u in users:
+            me = {"rawId": u, "communicationUser": {"id": u}}
+            event = sample(RECEIVED_FILE, messageId=f"m{n}", recipientCommunicationIdentifier=me)
+            await stack.handle(event)
         stack.now += timedelta(hours=1)
-    assert await stack.tokens() == sorted(tokens)
+    assert {u: await stack.tokens(u) for u in users} == {u: [t] for u, t in tokens.items()}
+
+
+async def test_many_devices_of_one_user_rejected_together_are_removed(stack: Stack) -> None:
+    for n in range(1, stack.c.settings.config_error_threshold + 1):
+        await stack.register(n)
+    stack.sim.add_fault(Fault(reason="DeviceTokenNotForTopic"))
+    for n in range(stack.c.settings.bad_token_remove_after):
+        await stack.handle(sample(RECEIVED_FILE, messageId=f"m{n}"))
+        stack.now += timedelta(hours=1)
+    assert await stack.tokens() == []
+
+
+RECEIVED_FILE = "chat_message_received.eventgrid.json"
 
 
 async def test_provider_token_refused_fails_the_invocation(stack: Stack) -> None:

@@ -157,6 +157,39 @@ async def test_a_move_leaves_the_previous_owners_other_devices(registry: Registr
     ]
 
 
+async def test_a_token_renewed_since_held_since_stays_with_its_holder(registry: Registry) -> None:
+    await registry.store.register(device(ALICE))
+    before = await registry.raw_devices()
+    result = await registry.store.register(device(BOB, at=NOW + timedelta(days=1)), held_since=NOW)
+    assert (result.outcome, result.previous_owner) == (RegistrationOutcome.HELD, ALICE)
+    assert result.holder is not None and result.holder.user_id == ALICE
+    assert await registry.raw_devices() == before
+    assert await registry.owner(device_id_for("a1" * 32)) == ALICE
+
+
+async def test_a_token_not_renewed_since_held_since_moves(registry: Registry) -> None:
+    await registry.store.register(device(ALICE))
+    later = NOW + timedelta(days=31)
+    result = await registry.store.register(
+        device(BOB, at=later), held_since=NOW + timedelta(microseconds=1)
+    )
+    assert (result.outcome, await registry.owner(device_id_for("a1" * 32))) == (
+        RegistrationOutcome.MOVED,
+        BOB,
+    )
+
+
+async def test_a_token_whose_holders_row_is_gone_moves_despite_held_since(
+    registry: Registry,
+) -> None:
+    await registry.store.register(device(ALICE))
+    table = await registry.tables.table(DEVICES_TABLE)
+    (row,) = await registry.raw_devices()
+    await table.delete_entity(str(row["PartitionKey"]), str(row["RowKey"]))  # a crash mid-move
+    result = await registry.store.register(device(BOB), held_since=NOW)
+    assert result.outcome is RegistrationOutcome.MOVED
+
+
 async def test_another_user_cannot_remove_a_device(registry: Registry) -> None:
     await registry.store.register(device(BOB))
     assert await registry.store.remove(ALICE, device_id_for("a1" * 32)) is None

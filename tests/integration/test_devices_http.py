@@ -235,14 +235,27 @@ async def test_ids_with_quotes_and_operators_in_the_url_are_not_found(
     assert len(await stored_devices()) == 1
 
 
-async def test_registering_another_users_token_moves_it_and_nothing_else(
+async def test_registering_a_token_another_user_holds_moves_nothing_without_proof(
     app: dict[str, Fn], idp: DevIdentityProvider
 ) -> None:
+    """The proof push cannot be sent here (no APNs): 503, and nothing of Alice's moves. The
+    whole proof is driven end to end with the APNs simulator in tests/e2e/test_registry_e2e.py."""
     alice, bob = bearer(idp, "alice"), bearer(idp, "bob")
     await put(app, alice, registration(token="77" * 32))
     await put(app, alice, registration())
+    before = await stored_devices()
+    answer = await put(app, bob, registration())
+    assert (answer.status_code, error(answer)["error"]) == (503, "token_proof_push_failed")
+    assert (await stored_devices(), await listing(app, bob)) == (before, [])
+
+
+async def test_a_token_signed_out_of_moves_to_the_next_user_at_once(
+    app: dict[str, Fn], idp: DevIdentityProvider
+) -> None:
+    alice, bob = bearer(idp, "alice"), bearer(idp, "bob")
+    await put(app, alice, registration())
+    assert (await delete(app, alice, device_id_for(TOKEN))).status_code == 204
     assert (await put(app, bob, registration())).status_code == 200
-    assert [d["deviceId"] for d in await listing(app, alice)] == [device_id_for("77" * 32)]
     assert [d["deviceId"] for d in await listing(app, bob)] == [device_id_for(TOKEN)]
 
 
@@ -272,10 +285,11 @@ async def test_storage_round_trips_per_put(app: dict[str, Fn], idp: DevIdentityP
         assert (await put(app, alice, body)).status_code == 200
         return round_trips() - before
 
-    # new token: merge 404, owner create, write, schedule, the day's purge-index entry
-    assert await trips(registration()) == 5
+    # new token: merge 404, owner create, write, schedule, the day's purge-index entry, and the
+    # user's devices read against MAX_DEVICES_PER_USER
+    assert await trips(registration()) == 6
     assert await trips(registration()) == 2  # renewal: merge, schedule (indexed today already)
-    assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 4
+    assert await trips(registration(kind="voip", key=None, token="98" * 32)) == 5
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ def app_settings(sim: ApnsSimulator, azurite: Azurite, prefix: str, **extra: str
         "APNS_REQUEST_TIMEOUT_SECONDS": "0.5",
         "KEY_ENCRYPTION_KEYS": "k1=" + base64.b64encode(bytes(range(32))).decode(),
         "RENEWAL_SHARD_SIZE": "3",
+        "MAX_DEVICES_PER_USER": "50",  # one user's many phones stand for many users' here
         **extra,
     }
 

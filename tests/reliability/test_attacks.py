@@ -13,13 +13,17 @@ the ACS identities are unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,24 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devtools.acs_identity_service import AcsIdentityService
+from devtools.apns_simulator import ApnsSimulator, Fault
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
-from tests.reliability.conftest import APP, Served, app_env, principal, served_app, snapshot
+from shared.tables import encode_key
+from tests.reliability.conftest import (
+    APP,
+    EG_HEADERS,
+    WEBHOOK,
+    Served,
+    app_env,
+    device_token,
+    principal,
+    raw_id,
+    sample_event,
+    served_app,
+    snapshot,
+    store_devices,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
@@ -134,6 +153,11 @@ class JwtCorpus:
             ),
             "valid token of another app": self.other.token(ALICE),
             "exp as text": self.signed(exp="tomorrow"),
+            # Correctly signed, hostile inside: each was a 500 before shared/auth.py checked it.
+            "sub with a lone surrogate": self.signed(sub="\ud800"),
+            "sub with a NUL": self.signed(sub="alice\x00"),
+            "exp past a float": self.signed(exp=10**400),
+            "iat past a float": self.signed(iat=10**400),
         }
 
 
@@ -157,7 +181,8 @@ def request(base: str, method: str, path: str, headers: dict[str, str]) -> httpx
         "alg none", "HS256 keyed with the RSA public key", "expired", "future nbf",
         "issued in the future", "wrong iss", "wrong aud", "no sub", "unknown kid",
         "foreign key with the real kid", "ES256 claiming the RSA kid",
-        "valid token of another app", "exp as text",
+        "valid token of another app", "exp as text", "sub with a lone surrogate",
+        "sub with a NUL", "exp past a float", "iat past a float",
     ],
 )  # fmt: skip
 def test_forged_or_misused_jwt_is_refused_everywhere(
@@ -286,3 +311,325 @@ def test_injection_in_the_token_subject_gets_a_new_identity_of_its_own(
         served.base + "/api/token", headers=bearer(idp, "alice' or PartitionKey ne '")
     ).json()
     assert sneaky["acsUserId"] != alice["acsUserId"]
+
+
+# --- events that did not come from our ACS resource -----------------------------------------------
+
+OUR_ACS = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/chat/providers/"
+    "Microsoft.Communication/communicationServices/ours"
+)
+THEIR_ACS = OUR_ACS.removesuffix("ours") + "theirs"
+EVENTS_PREFIX = "v" + uuid.uuid4().hex[:12]
+VICTIM, VICTIM_ALERT, VICTIM_VOIP = raw_id(7), device_token(7, 1), device_token(7, 2)
+
+
+@pytest.fixture(scope="module")
+def events_app(sim: ApnsSimulator, azurite: Azurite) -> Iterator[Served]:
+    """The app with ACS_RESOURCE_ID set, and a user with a phone (alert and VoIP tokens)."""
+    env = app_env(azurite.connection_string, EVENTS_PREFIX, sim=sim, ACS_RESOURCE_ID=OUR_ACS)
+    with served_app(env) as served:
+        asyncio.run(store_devices(env, [(VICTIM, VICTIM_ALERT, True)]))
+        asyncio.run(store_devices(env, [(VICTIM, VICTIM_VOIP, False)], kind="voip"))
+        yield served
+
+
+def addressed(name: str, origin: str | None, event_id: str) -> dict[str, Any]:
+    """A sample event for the victim, stamped now, claiming to come from ``origin``."""
+    event = sample_event(name)
+    ident = {"rawId": VICTIM, "communicationUser": {"id": VICTIM}}
+    now = datetime.now(UTC).isoformat()
+    if "IncomingCall" in str(event.get("eventType") or event.get("type")):
+        event["data"]["to"] = {"kind": "communicationUser", **ident}
+        event["data"]["serverCallId"] = event["data"]["correlationId"] = event_id  # a new call
+    else:
+        event["data"]["recipientCommunicationIdentifier"] = ident
+        event["data"]["messageId"] = event["data"]["version"] = str(time.time_ns())[:13]
+    key = "source" if "specversion" in event else "topic"
+    event["eventTime" if key == "topic" else "time"] = now
+    event["id"] = event_id
+    if origin is None:
+        event.pop(key, None)
+    else:
+        event[key] = origin
+    return event
+
+
+FORGED = [
+    ("on_chat_event", "chat_message_received.eventgrid.json", THEIR_ACS),
+    ("on_chat_event", "chat_message_received.cloudevents.json", THEIR_ACS),
+    ("on_chat_event", "chat_message_received.eventgrid.json", None),
+    ("on_chat_event", "chat_message_received.eventgrid.json", OUR_ACS + "/../theirs"),
+    ("on_call_event", "incoming_call.eventgrid.json", THEIR_ACS),
+    ("on_call_event", "incoming_call.cloudevents.json", THEIR_ACS),
+]
+
+
+@pytest.mark.parametrize(("function", "sample", "origin"), FORGED)
+def test_an_event_from_another_resource_pushes_nobody_and_writes_nothing(
+    function: str,
+    sample: str,
+    origin: str | None,
+    events_app: Served,
+    sim: ApnsSimulator,
+    azurite: Azurite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event_id = "forged-" + uuid.uuid4().hex
+    event = addressed(sample, origin, event_id)
+    body = json.dumps(event if "specversion" in event else [event])
+    before, pushes = snapshot(azurite.connection_string, EVENTS_PREFIX), len(sim.requests())
+    with caplog.at_level(logging.WARNING):
+        r = httpx.post(events_app.base + WEBHOOK + function, content=body, headers=EG_HEADERS)
+    after = snapshot(azurite.connection_string, EVENTS_PREFIX)
+    assert (r.status_code // 100, len(sim.requests()) - pushes, after) == (2, 0, before)
+    assert any(event_id in m and "another source" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("function", "sample"),
+    [(f, s) for f, s, _ in FORGED[::4]] + [("on_chat_event", FORGED[1][1])],
+)
+def test_the_same_event_from_our_resource_pushes(
+    function: str, sample: str, events_app: Served, sim: ApnsSimulator
+) -> None:
+    """The control case: with our resource id (in other letter case) the phone is pushed."""
+    event = addressed(sample, OUR_ACS.upper(), "ours-" + uuid.uuid4().hex)
+    body = json.dumps(event if "specversion" in event else [event])
+    pushes = len(sim.requests())
+    r = httpx.post(events_app.base + WEBHOOK + function, content=body, headers=EG_HEADERS)
+    assert (r.status_code // 100, len(sim.wait_for_requests(pushes + 1)) - pushes) == (2, 1)
+
+
+# --- one user's many devices ----------------------------------------------------------------------
+
+LIMIT = 5
+FLOOD_PREFIX = "l" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def limited_app(
+    sim: ApnsSimulator, idp: DevIdentityProvider, acs: AcsIdentityService, azurite: Azurite
+) -> Iterator[Served]:
+    env = app_env(azurite.connection_string, FLOOD_PREFIX, sim=sim, idp=idp, acs=acs,
+                  MAX_DEVICES_PER_USER=str(LIMIT), BAD_TOKEN_REMOVE_AFTER="1")  # fmt: skip
+    with served_app(env) as served:
+        yield served
+
+
+def acs_user(served: Served, idp: DevIdentityProvider, subject: str) -> str:
+    r = httpx.post(served.base + "/api/token", headers=bearer(idp, subject), timeout=30)
+    return str(r.json()["acsUserId"])
+
+
+async def register_many(
+    served: Served, idp: DevIdentityProvider, subject: str, n: int
+) -> list[str]:
+    """``n`` registrations of made-up tokens, at once; the tokens."""
+    tokens = [f"{subject.encode().hex()[:8]}{i:04x}".ljust(64, "e") for i in range(n)]
+    async with httpx.AsyncClient(base_url=served.base, timeout=60) as client:
+        answers = await asyncio.gather(*(
+            client.put("/api/devices", headers=bearer(idp, subject), json={
+                "token": t, "kind": "alert", "topic": APP, "environment": "sandbox"})
+            for t in tokens
+        ))  # fmt: skip
+    assert {r.status_code for r in answers} == {200}
+    return tokens
+
+
+def chat_to(user: str) -> bytes:
+    event = sample_event("chat_message_received.eventgrid.json")
+    event["data"]["recipientCommunicationIdentifier"] = {"rawId": user}
+    event["data"]["messageId"] = event["data"]["version"] = str(time.time_ns())[:13]
+    event["id"] = uuid.uuid4().hex
+    return json.dumps([event]).encode()
+
+
+def test_a_registration_flood_leaves_one_user_within_the_limit_and_others_untouched(
+    limited_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator, azurite: Azurite,
+    figures: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    bystander = acs_user(limited_app, idp, "bystander")
+    asyncio.run(register_many(limited_app, idp, "bystander", 2))
+    flooder = acs_user(limited_app, idp, "flooder")
+
+    def bystanders_rows() -> list[dict[str, Any]]:
+        devices = snapshot(azurite.connection_string, FLOOD_PREFIX)[FLOOD_PREFIX + "devices"]
+        return [r for r in devices if r["PartitionKey"] == encode_key(bystander)]
+
+    before = bystanders_rows()
+    asyncio.run(register_many(limited_app, idp, "flooder", 60))
+    listed = httpx.get(limited_app.base + "/api/devices", headers=bearer(idp, "flooder")).json()
+    pushes = len(sim.requests())
+    r = httpx.post(limited_app.base + WEBHOOK + "on_chat_event", content=chat_to(flooder),
+                   headers=EG_HEADERS, timeout=60)  # fmt: skip
+    sent = len(sim.requests()) - pushes
+    figures["device flood"] = {"registered": 60, "kept": len(listed["devices"]), "pushes": sent}
+    assert (len(listed["devices"]), r.status_code // 100, sent) == (LIMIT, 2, LIMIT)
+    assert bystanders_rows() == before
+
+
+def test_one_users_bad_tokens_do_not_shield_another_users_dead_token(
+    limited_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator
+) -> None:
+    """The attack run's case: twenty fake tokens of one user tripped the app-wide configuration
+    alarm, after which another user's dead token was kept. The alarm now counts users."""
+    victim = acs_user(limited_app, idp, "victim-with-a-dead-phone")
+    (dead,) = asyncio.run(register_many(limited_app, idp, "victim-with-a-dead-phone", 1))
+    attacker = acs_user(limited_app, idp, "fake-token-owner")
+    fakes = asyncio.run(register_many(limited_app, idp, "fake-token-owner", LIMIT))
+    for token in [*fakes, dead]:
+        sim.add_fault(Fault(token=token, reason="BadDeviceToken"))
+    try:
+        for user in (attacker, victim):
+            r = httpx.post(limited_app.base + WEBHOOK + "on_chat_event", content=chat_to(user),
+                           headers=EG_HEADERS, timeout=60)  # fmt: skip
+            assert r.status_code // 100 == 2
+    finally:
+        sim.clear_faults()
+    left = httpx.get(limited_app.base + "/api/devices",
+                     headers=bearer(idp, "victim-with-a-dead-phone")).json()  # fmt: skip
+    assert left == {"devices": []}  # BAD_TOKEN_REMOVE_AFTER=1: the dead token is gone
+
+
+# --- taking over a phone by its token -------------------------------------------------------------
+
+MOVE_PREFIX = "m" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def phone_app(
+    sim: ApnsSimulator, idp: DevIdentityProvider, acs: AcsIdentityService, azurite: Azurite
+) -> Iterator[Served]:
+    env = app_env(azurite.connection_string, MOVE_PREFIX, sim=sim, idp=idp, acs=acs)
+    with served_app(env) as served:
+        yield served
+
+
+@dataclass(frozen=True)
+class PhoneOf:
+    """A phone registered by its owner: its alert token (with a preview key) and PushKit token."""
+
+    alert: str
+    voip: str
+
+
+@pytest.fixture
+def phone(phone_app: Served, idp: DevIdentityProvider) -> PhoneOf:
+    n = uuid.uuid4().hex[:8]
+    owned = PhoneOf(alert=n + "a" * 56, voip=n + "b" * 56)
+    for token, kind in ((owned.alert, "alert"), (owned.voip, "voip")):
+        body = {"token": token, "kind": kind, "topic": APP, "environment": "sandbox"}
+        body |= {"key": KEY} if kind == "alert" else {}
+        r = httpx.put(phone_app.base + "/api/devices", headers=bearer(idp, "owner-" + n), json=body)
+        assert r.status_code == 200
+    return owned
+
+
+def put_token(
+    served: Served, idp: DevIdentityProvider, subject: str, token: str, **fields: Any
+) -> int:
+    body = {"token": token, "kind": "alert", "topic": APP, "environment": "sandbox"}
+    r = httpx.put(served.base + "/api/devices", headers=bearer(idp, subject), json=body | fields)
+    return r.status_code
+
+
+def registrations(az: Azurite) -> dict[str, Any]:
+    """The devices and tokenowners tables: what a takeover would have to change."""
+    tables = snapshot(az.connection_string, MOVE_PREFIX)
+    return {name: rows for name, rows in tables.items() if name.endswith(("devices", "owners"))}
+
+
+def proof_codes(sim: ApnsSimulator, token: str) -> list[str]:
+    """The codes the phone's app received (only whoever holds the phone ever sees them)."""
+    return [
+        r.payload["pushrelay"]["tokenProof"]
+        for r in sim.requests()
+        if r.token == token and isinstance(r.payload, dict) and "pushrelay" in r.payload
+    ]
+
+
+def thief() -> str:
+    return "token-thief-" + uuid.uuid4().hex[:8]
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        {},
+        {"tokenProof": "A" * 22},
+        {"tokenProof": "AQEBAQEBAQEBAQEBAQEBAQ"},
+        {"kind": "voip"},
+        {"voip": True, "kind": "voip"},
+        {"voip": True, "kind": "alert"},
+        {"environment": "production"},
+        {"upper": True},
+    ],
+    ids=["plain", "guessed-code", "guessed-code-2", "alert-token-as-voip", "voip-token",
+         "voip-token-as-alert", "other-environment", "upper-case-token"],
+)  # fmt: skip
+def test_knowing_a_phones_token_does_not_move_it(
+    attempt: dict[str, Any],
+    phone: PhoneOf,
+    phone_app: Served,
+    idp: DevIdentityProvider,
+    azurite: Azurite,
+    figures: dict[str, dict[str, Any]],
+) -> None:
+    fields = dict(attempt)
+    token = phone.voip if fields.pop("voip", False) else phone.alert
+    token = token.upper() if fields.pop("upper", False) else token
+    before = registrations(azurite)
+    status = put_token(phone_app, idp, thief(), token, **fields)
+    tally = figures.setdefault("token takeover", {"attempts": 0, "moved": 0})
+    tally["attempts"] += 1
+    tally["moved"] += int(status == 200)
+    assert status in (202, 403, 409) and registrations(azurite) == before
+
+
+def test_guessing_codes_voids_the_challenge(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, azurite: Azurite,
+    sim: ApnsSimulator,
+) -> None:  # fmt: skip
+    before, mallory = registrations(azurite), thief()
+    first = put_token(phone_app, idp, mallory, phone.alert)
+    guesses = [
+        put_token(phone_app, idp, mallory, phone.alert, tokenProof=f"g{n}") for n in range(5)
+    ]
+    (code,) = proof_codes(sim, phone.alert)  # suppose it leaked to her after all
+    late = put_token(phone_app, idp, mallory, phone.alert, tokenProof=code)
+    assert (first, set(guesses), late, registrations(azurite)) == (202, {403}, 403, before)
+
+
+def test_a_code_sent_for_one_user_moves_nothing_for_another(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, azurite: Azurite,
+    sim: ApnsSimulator,
+) -> None:  # fmt: skip
+    """Even a leaked code is bound to the user it was sent for."""
+    assert put_token(phone_app, idp, "new-owner-" + uuid.uuid4().hex[:6], phone.alert) == 202
+    (code,) = proof_codes(sim, phone.alert)
+    before = registrations(azurite)
+    assert put_token(phone_app, idp, thief(), phone.alert, tokenProof=code) in (403, 429)
+    assert registrations(azurite) == before
+
+
+def test_a_storm_of_claims_pushes_the_phone_at_most_three_times_an_hour(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator,
+    figures: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    statuses = [put_token(phone_app, idp, f"stormer-{n}", phone.alert) for n in range(20)]
+    pushed = len(proof_codes(sim, phone.alert))
+    figures["proof push storm"] = {"claims": 20, "proof pushes": pushed}
+    assert pushed <= 3 and set(statuses) <= {202, 429}
+
+
+def test_the_phones_owner_is_still_pushed_after_the_attempts(
+    phone: PhoneOf, phone_app: Served, idp: DevIdentityProvider, sim: ApnsSimulator
+) -> None:
+    put_token(phone_app, idp, thief(), phone.alert)
+    owner = acs_user(phone_app, idp, "owner-" + phone.alert[:8])
+    pushes = len(sim.requests())
+    r = httpx.post(phone_app.base + WEBHOOK + "on_chat_event", content=chat_to(owner),
+                   headers=EG_HEADERS, timeout=60)  # fmt: skip
+    (push,) = sim.wait_for_requests(pushes + 1)[pushes:]
+    assert (r.status_code // 100, push.token) == (2, phone.alert)

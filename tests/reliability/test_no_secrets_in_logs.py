@@ -147,8 +147,9 @@ class Phone:
         return r.status_code
 
 
-async def full_run(base: str, control: str, idp: DevIdentityProvider) -> list[str]:
-    """Drive every path once; returns the ACS user tokens handed out during the run."""
+async def full_run(base: str, control: str, idp: DevIdentityProvider) -> tuple[list[str], str]:
+    """Drive every path once; returns the ACS user tokens handed out during the run and the
+    token-proof code Bob's move of one of Alice's phones was proven with."""
     async with (
         httpx.AsyncClient(base_url=base, timeout=30) as client,
         httpx.AsyncClient(base_url=control) as sim,
@@ -185,10 +186,28 @@ async def full_run(base: str, control: str, idp: DevIdentityProvider) -> list[st
         await app.event("on_call_event", call_event(user))
         log_query = {"threadId": THREAD, "messageId": "m1", "userId": user}
         await client.get("/api/deliveries", headers=app.auth("ops-admin"), params=log_query)
+        code = await move_a_phone(app, sim)
         listed = (await client.get("/api/devices", headers=app.auth("alice"))).json()
         device_id = listed["devices"][0]["deviceId"]
         await client.delete(f"/api/devices/{device_id}", headers=app.auth("alice"))
-    return [alice["userToken"], bob["userToken"]]
+    return [alice["userToken"], bob["userToken"]], code
+
+
+async def move_a_phone(app: Phone, sim: httpx.AsyncClient) -> str:
+    """Bob takes over Alice's keyless phone with proof of possession (a wrong code first)."""
+    body = {"token": PHONE_NO_KEY, "kind": "alert", "topic": APP, "environment": "sandbox"}
+    assert (await app.c.put("/api/devices", headers=app.auth("bob"), json=body)).status_code == 202
+    pushed = (await sim.get("/requests")).json()
+    (code,) = [r["payload"]["pushrelay"]["tokenProof"] for r in pushed
+               if isinstance(r.get("payload"), dict) and "pushrelay" in r["payload"]]  # fmt: skip
+    wrong = await app.c.put(
+        "/api/devices", headers=app.auth("bob"), json=body | {"tokenProof": "x"}
+    )
+    right = await app.c.put(
+        "/api/devices", headers=app.auth("bob"), json=body | {"tokenProof": code}
+    )
+    assert (wrong.status_code, right.status_code) == (403, 200)
+    return str(code)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +226,7 @@ def logs(
     root.setLevel(logging.DEBUG)
     try:
         with served_app(env) as served:
-            handed_out = asyncio.run(full_run(served.base, simulator["control_url"], idp))
+            handed_out, code = asyncio.run(full_run(served.base, simulator["control_url"], idp))
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
@@ -226,6 +245,7 @@ def logs(
         "message body": SECRET_TEXT,
         **{f"device token {t[:4]}": t for t in (PHONE, PHONE_NO_KEY, PHONE_GONE, VOIP)},
         **{f"ACS user token {i}": t for i, t in enumerate(handed_out)},
+        "token proof code": code,
     }
     yield handler.texts, secrets
 
@@ -240,7 +260,7 @@ def test_the_run_logged_something_to_scan(logs: tuple[list[str], dict[str, str]]
     ["key-encryption key", "ACS access key", "storage account key", "APNs signing key",
      "preview key (base64)", "preview key (hex)", "message body", "device token d1d1",
      "device token d2d2", "device token d3d3", "device token d4d4", "ACS user token 0",
-     "ACS user token 1"],
+     "ACS user token 1", "token proof code"],
 )  # fmt: skip
 def test_no_log_record_holds_the_secret(
     what: str, logs: tuple[list[str], dict[str, str]], figures: dict[str, dict[str, Any]]

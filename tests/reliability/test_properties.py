@@ -19,17 +19,22 @@ Profiles (``tests/conftest.py``): no deadline; derandomized when ``CI`` is set.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
+import jwt
 import pytest
 from azure.data.tables import TableServiceClient
+from cryptography.hazmat.primitives.asymmetric import ec
 from hpack import Decoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jwt import PyJWK
 
 from devtools.azurite import Azurite
 from shared.apns.header_block import RequestHeaderEncoder
@@ -122,7 +127,9 @@ REGISTRATION_VALUES = st.none() | st.booleans() | st.integers() | ANY_TEXT | st.
 @settings(max_examples=300)
 @given(
     st.dictionaries(
-        st.sampled_from(["token", "kind", "topic", "environment", "key", "appVersion", "locale"]),
+        st.sampled_from(
+            ["token", "kind", "topic", "environment", "key", "appVersion", "locale", "tokenProof"]
+        ),
         REGISTRATION_VALUES,
     )
 )
@@ -160,6 +167,87 @@ def test_any_authorization_header_is_a_401(scheme: str, text: str, easy_auth: bo
         headers["X-MS-CLIENT-PRINCIPAL"] = text
     with pytest.raises((AuthError, AuthUnavailableError)):
         asyncio.run(auth.authenticate(headers))
+
+
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+class OneKey:
+    """The JWKS of SIGNING_KEY: every token below is correctly signed."""
+
+    def __init__(self) -> None:
+        data = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(SIGNING_KEY.public_key()))
+        self.key = PyJWK({**data, "kid": "k1", "alg": "ES256"})
+
+    async def key_for(self, kid: str) -> PyJWK | None:
+        return self.key if kid == "k1" else None
+
+
+# Short texts rich in what breaks identity text: lone surrogates, NUL, controls, astral characters.
+CLAIM_TEXT = st.text(st.sampled_from(["a", "\ud800", "\udfff", "\x00", "\n", "é", "😀"]) | CHARS,
+                     max_size=12)  # fmt: skip
+HOSTILE = st.sampled_from(["\ud800", "a\udfff", "\ud83d", "a\x00b", "\x7f", 10**400, -(10**400)])
+CLAIM_VALUES = (
+    HOSTILE | st.none() | st.booleans() | st.integers() | st.floats() | CLAIM_TEXT
+    | st.lists(st.integers() | CLAIM_TEXT, max_size=3)
+    | st.integers(min_value=10**300, max_value=10**400) | st.integers(max_value=-(10**300))
+)  # fmt: skip
+
+
+def signed(claims: dict[str, Any]) -> str:
+    """``claims`` as a signed JWT, written as a hostile IdP could (lone surrogates as \\u escapes,
+    NaN, numbers past a float): PyJWT's own encoder refuses some of these."""
+    payload = json.dumps(claims).encode()
+    jws = jwt.api_jws.PyJWS()
+    return jws.encode(payload, SIGNING_KEY, algorithm="ES256", headers={"kid": "k1"})
+
+
+@pytest.mark.unit
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={name: CLAIM_VALUES for name in ("iss", "aud", "sub", "exp", "nbf", "iat")},
+    ),
+    st.booleans(),
+)
+def test_any_claims_in_a_signed_token_are_a_caller_or_a_401(
+    claims: dict[str, Any], valid_envelope: bool
+) -> None:
+    if valid_envelope:  # the claims the app checks hold, so the hostile ones get through to it
+        now = int(time.time())
+        claims = {"iss": "https://idp", "aud": "api://x", "exp": now + 60, "nbf": now} | {
+            k: v for k, v in claims.items() if k in ("sub", "iat")
+        }
+    token = signed(claims)
+    auth = Authenticator(AUTH_SETTINGS, OneKey())
+    try:
+        caller = asyncio.run(auth.authenticate({"Authorization": "Bearer " + token}))
+    except AuthError as exc:
+        assert exc.status == 401
+        return
+    assert len(caller.key) == 64  # the caller's key (a hash of its identity) can be computed
+
+
+@pytest.mark.unit
+@settings(max_examples=300)
+@given(
+    st.lists(st.fixed_dictionaries({"typ": st.sampled_from(["iss", "sub", "name"]) | CLAIM_TEXT,
+                                     "val": CLAIM_VALUES}), max_size=4),
+    st.none() | CLAIM_TEXT,
+)  # fmt: skip
+def test_any_trusted_principal_is_a_caller_or_a_401(
+    claims: list[dict[str, Any]], auth_typ: str | None
+) -> None:
+    body = json.dumps({"auth_typ": auth_typ, "claims": claims}).encode()
+    headers = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(body).decode()}
+    auth = Authenticator(load_settings({"EASY_AUTH_ENABLED": "true"}, require=False), None)
+    try:
+        caller = asyncio.run(auth.authenticate(headers))
+    except AuthError as exc:
+        assert exc.status == 401
+        return
+    assert len(caller.key) == 64
 
 
 # --- HPACK request blocks -------------------------------------------------------------------------

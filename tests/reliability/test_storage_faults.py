@@ -111,10 +111,10 @@ class Run:
             r = await self.call(client, "register", "PUT", "/api/devices", subject, body)
             assert r.status_code == 200, r.text
 
-    async def stop_storage_for_a_while(self, after: float) -> None:
-        await asyncio.sleep(after)
+    async def stop_storage_for_a_while(self, stopped: asyncio.Event) -> None:
         started = time.monotonic()
         await asyncio.to_thread(self.az.stop)
+        stopped.set()
         await asyncio.sleep(0.8)
         await asyncio.to_thread(self.az.restart)
         self.outage = (started, time.monotonic())
@@ -142,7 +142,12 @@ class Run:
             await asyncio.gather(*(self.sign_in(client, u) for u in range(USERS)))
             for user in range(USERS // 2):
                 await self.register(client, user)
-            outage = asyncio.create_task(self.stop_storage_for_a_while(0.3))
+            # The second half starts once storage is down, so their first tries always meet
+            # the outage (starting them first and stopping storage 0.3 s later raced them: on a
+            # fast turn every event finished before the stop and no 500 was seen).
+            stopped = asyncio.Event()
+            outage = asyncio.create_task(self.stop_storage_for_a_while(stopped))
+            await stopped.wait()
             second = [self.register(client, u) for u in range(USERS // 2, USERS)]
             first_events = redeliver(client, "on_chat_event", self.events("a"), delay=0.5,
                                      rounds=40)  # fmt: skip

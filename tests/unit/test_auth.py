@@ -382,6 +382,62 @@ async def test_malformed_easy_auth_principal_is_rejected_while_on(
     assert error.status == 401
 
 
+# --- hostile claims in a correctly signed token or a trusted principal -----------------------
+# Every one must be a 401 with a reason, never an exception the trigger turns into a 500.
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"sub": "\ud800"}, "token subject is not valid text"),
+        ({"sub": "alice\udfff"}, "token subject is not valid text"),
+        ({"sub": "ali\x00ce"}, "token subject is not valid text"),
+        ({"sub": "line\nbreak"}, "token subject is not valid text"),
+        ({"exp": 10**400}, "token exp must be a number"),
+        ({"nbf": -(10**400)}, "token nbf must be a number"),
+        ({"iat": 10**400}, "token iat must be a number"),
+    ],
+    ids=["lone-high-surrogate", "lone-low-surrogate", "nul", "newline", "exp-10^400",
+         "nbf--10^400", "iat-10^400"],
+)  # fmt: skip
+async def test_signed_token_with_a_hostile_claim_is_a_401(
+    auth: Authenticator, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], reason: str
+) -> None:
+    error = await _reject(auth, _bearer(_token(rsa_key, **claims)))
+    assert (error.status, error.reason) == (401, reason)
+
+
+def _raw_principal(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+SUBJECT_TEXT = "client principal subject is not valid text"
+ISSUER_TEXT = "client principal issuer is not valid text"
+MALFORMED = "malformed client principal"
+
+
+@pytest.mark.parametrize(
+    ("principal", "reason"),
+    [
+        (_principal([{"typ": "sub", "val": "\ud800"}]), SUBJECT_TEXT),
+        (_principal([{"typ": "iss", "val": "https://i\udc80"}, {"typ": "sub", "val": "a"}]),
+         ISSUER_TEXT),
+        (_principal([{"typ": "sub", "val": "a"}], auth_typ="\udc00"), ISSUER_TEXT),
+        (_principal([{"typ": "sub", "val": "a\x00b"}]), SUBJECT_TEXT),
+        (_raw_principal(b'{"claims": [], "x": ' + b"[" * 10000 + b"]" * 10000 + b"}"), MALFORMED),
+        (_raw_principal(b'{"claims": [], "x": ' + b"[" * 24000 + b"}"), MALFORMED),
+    ],
+    ids=["sub-surrogate", "iss-surrogate", "auth-typ-surrogate", "sub-nul", "nested-10000",
+         "open-24000"],
+)  # fmt: skip
+async def test_trusted_principal_with_a_hostile_claim_is_a_401(
+    jwks: FixedJwks, principal: str, reason: str
+) -> None:
+    auth = Authenticator(_settings(EASY_AUTH_ENABLED="true"), jwks, clock=lambda: NOW)
+    error = await _reject(auth, {"X-MS-CLIENT-PRINCIPAL": principal})
+    assert (error.status, error.reason) == (401, reason)
+
+
 # --- the HTTP JWKS cache ---------------------------------------------------------------------
 
 

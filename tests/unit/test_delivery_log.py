@@ -8,8 +8,15 @@ import pytest
 
 from shared.auth import AuthSource, Caller
 from shared.deliveries import DeliveryKey, DeliveryKind, DeliveryState, DeviceTarget, Outcome
-from shared.delivery_log import LogQuery, answer_log_request, parse_query, purge_deliveries
+from shared.delivery_log import (
+    LogQuery,
+    answer_log_request,
+    is_admin,
+    parse_query,
+    purge_deliveries,
+)
 from shared.http_api import RequestError
+from shared.settings import Settings
 from tests.unit.chat_fakes import T0, Clock, FakeDeliveries, settings
 
 pytestmark = pytest.mark.unit
@@ -42,16 +49,55 @@ def test_query_without_an_id_names_the_field(missing: str) -> None:
 async def test_non_admin_is_refused() -> None:
     caller = Caller("https://idp", "someone", AuthSource.JWT)
     with pytest.raises(RequestError) as caught:
-        await answer_log_request(
-            PARAMS, caller, settings(delivery_log_admins=("admin-1",)), FakeDeliveries()
-        )
+        await answer_log_request(PARAMS, caller, ADMINS_BARE, FakeDeliveries())
     assert caught.value.status == 403
 
 
+ADMINS_BARE = settings(delivery_log_admins=("admin-1",), auth_jwt_issuer="https://idp")
+ENTRA = "https://login.microsoftonline.com/tenant-1/v2.0"
+OID = "6f1d2c3b-0000-4000-8000-00000000a11c"
+ADMINS_NAMED = settings(delivery_log_admins=(f"{ENTRA} admin-1", f"{ENTRA} {OID}"))
+
+
+@pytest.mark.parametrize(
+    ("caller", "admins"),
+    [
+        (ADMIN, ADMINS_BARE),  # a bare subject is one at AUTH_JWT_ISSUER
+        (Caller(ENTRA, "admin-1", AuthSource.EASY_AUTH), ADMINS_NAMED),
+        (Caller(ENTRA, "pairwise-sub", AuthSource.EASY_AUTH, object_id=OID), ADMINS_NAMED),
+        (Caller(ENTRA, "pairwise-sub", AuthSource.JWT, object_id=OID), ADMINS_NAMED),
+    ],
+    ids=["bare-subject", "issuer-and-subject", "easy-auth-object-id", "jwt-object-id"],
+)
+def test_an_admin_is_named_by_issuer_and_subject_or_object_id(
+    caller: Caller, admins: Settings
+) -> None:
+    assert is_admin(caller, admins)
+
+
+@pytest.mark.parametrize(
+    ("caller", "admins"),
+    [
+        # Easy Auth may front several providers: subject "admin-1" elsewhere is someone else.
+        (Caller("https://evil.example", "admin-1", AuthSource.EASY_AUTH), ADMINS_BARE),
+        (Caller("easyauth:aad", "admin-1", AuthSource.EASY_AUTH), ADMINS_BARE),
+        (Caller("https://evil.example", "admin-1", AuthSource.EASY_AUTH), ADMINS_NAMED),
+        (Caller("https://evil.example", "x", AuthSource.EASY_AUTH, object_id=OID), ADMINS_NAMED),
+        (Caller("https://idp", "admin-1", AuthSource.JWT), ADMINS_NAMED),
+        (Caller("https://idp", "admin-1", AuthSource.JWT),
+         settings(delivery_log_admins=("admin-1",))),  # no AUTH_JWT_ISSUER: bare names nobody
+    ],
+    ids=["other-issuer-bare", "no-issuer-bare", "other-issuer-named", "other-issuer-oid",
+         "named-elsewhere", "bare-without-issuer"],
+)  # fmt: skip
+def test_the_same_subject_from_another_issuer_is_not_an_admin(
+    caller: Caller, admins: Settings
+) -> None:
+    assert not is_admin(caller, admins)
+
+
 async def test_admin_reads_each_device_outcome() -> None:
-    answer = await answer_log_request(
-        PARAMS, ADMIN, settings(delivery_log_admins=("admin-1",)), await logged()
-    )
+    answer = await answer_log_request(PARAMS, ADMIN, ADMINS_BARE, await logged())
     (row,) = answer["deliveries"]
     assert (row["state"], row["status"], row["apnsId"], row["token"], row["completedAt"]) == (
         "delivered",

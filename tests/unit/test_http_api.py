@@ -7,8 +7,15 @@ import json
 import azure.functions as func
 import pytest
 
+from shared import http_api
 from shared.errors import InputError, PushRelayError, SettingsError, TransientError
-from shared.http_api import RequestError, error_response, json_error, read_json_body
+from shared.http_api import (
+    RequestError,
+    error_response,
+    json_error,
+    nested_deeper_than,
+    read_json_body,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +93,28 @@ def test_errors_map_to_answers_without_internal_detail(
 
 def test_answers_are_not_cached() -> None:
     assert error_response(RequestError(400, "x")).headers["Cache-Control"] == "no-store"
+
+
+def test_a_body_nested_past_the_limit_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Parsing 5,000 levels runs the json module to the recursion limit, where a garbage
+    # collection's finalizers fail ("Exception ignored ... RecursionError"); it is never parsed.
+    parsed: list[str] = []
+    monkeypatch.setattr(http_api.json, "loads", lambda text, **kw: parsed.append(text))
+    body = ("[" * 5000 + "]" * 5000).encode()
+    req = func.HttpRequest("PUT", "http://x/api/devices", headers={}, body=body)
+
+    with pytest.raises(RequestError, match="nested too deeply"):
+        read_json_body(req, 16384)
+    assert parsed == []
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [('{"a": "[[[[[[[[[[[[[[[[[[[["}', False), ("[" * 17 + "]" * 17, True),
+     ("[" * 16 + "]" * 16, False), ('["\\"[[[[[[[[[[[[[[[[[["]', False),
+     ("[]" * 40, False)],
+)  # fmt: skip
+def test_nesting_is_counted_outside_strings_only(text: str, deep: bool) -> None:
+    assert nested_deeper_than(text, 16) is deep

@@ -376,13 +376,32 @@ async def test_success_after_a_bad_token_resets_the_count(world: World) -> None:
     assert world.devices()[0].bad_token_count == 0
 
 
-async def test_many_devices_of_one_app_failing_together_deletes_nothing(world: World) -> None:
-    world.settings = settings(config_error_threshold=3, bad_token_remove_after=1)
-    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 4)))
-    for n in range(1, 4):
+async def test_many_devices_of_one_user_failing_together_are_dead_devices(world: World) -> None:
+    """One user's many bad tokens are that user's (perhaps fake) devices, not a configuration
+    error: the attack run's twenty fake tokens of one user tripped the app-wide alarm."""
+    world.settings = settings(
+        config_error_threshold=3, bad_token_remove_after=1, max_devices_per_user=30
+    )
+    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)))
+    for n in range(1, 21):
         world.apns.answer(world.token(n), 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
-    assert [d.bad_token_count for d in world.devices()] == [0, 0, 0]
+    assert world.devices() == []
+
+
+async def test_one_users_fake_tokens_do_not_shield_another_users_dead_token(world: World) -> None:
+    world.settings = settings(
+        config_error_threshold=3, bad_token_remove_after=1, max_devices_per_user=30
+    )
+    world.alarm = ConfigAlarm(threshold=3, clock=world.clock)
+    other = "8:acs:res_other"
+    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)), device(other, 21))
+    for n in range(1, 22):
+        world.apns.answer(device(USER, n).token, 400, Reason.BAD_DEVICE_TOKEN)
+    await world.handle(RECEIVED)
+    recipient = {"rawId": other, "communicationUser": {"id": other}}
+    await world.handle(event(RECEIVED_NAME, recipientCommunicationIdentifier=recipient))
+    assert world.registry.rows == {}
 
 
 async def test_app_wide_failure_across_recipients_deletes_nothing(world: World) -> None:
@@ -577,6 +596,20 @@ async def test_message_body_is_never_logged(world: World, caplog: pytest.LogCapt
     world.apns.answer(world.token(1), 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
     assert RECEIVED["data"]["messageBody"] not in caplog.text
+
+
+async def test_a_user_with_more_devices_than_the_limit_gets_only_the_freshest_pushed(
+    world: World,
+) -> None:
+    """Rows from before MAX_DEVICES_PER_USER, or a registration race, never widen a fan-out."""
+    world.settings = settings(max_devices_per_user=3)
+    world.registry = FakeRegistry(
+        *(device(USER, n, registered_at=T0 - timedelta(hours=40 - n)) for n in range(1, 31))
+    )
+    await world.handle(RECEIVED)
+    assert sorted(s.notification.device_token for s in world.apns.sent) == [
+        world.token(n) for n in (28, 29, 30)
+    ]
 
 
 # --- policy skips say why; every registered device gets something ----------------------------

@@ -101,3 +101,12 @@ def test_sample_settings_load_once_the_generated_ones_are_filled_in() -> None:
 
     assert settings.storage_connection == "UseDevelopmentStorage=true"
     assert settings.queue_connection == "UseDevelopmentStorage=true"
+
+
+def test_the_dead_letter_replay_keeps_the_function_key_out_of_urls_and_arguments() -> None:
+    """A key in a URL or a command-line argument ends up in process lists and shell history."""
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    replay = guide[guide.index("**Replay**") :]
+    sketch = replay[replay.index("```bash") : replay.index("```", replay.index("```bash") + 3)]
+    assert "code=" not in sketch and "$key" not in sketch
+    assert "-H @" in sketch and "x-functions-key: " in sketch

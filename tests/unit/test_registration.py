@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -282,3 +284,65 @@ def test_allowed_topics_are_the_bundle_ids_of_the_configured_apps() -> None:
     apps = json.dumps([{"bundleId": "com.a", "keyId": "K"}, {"bundleId": "com.b", "p12": "x"}])
     assert allowed_topics(apps) == {"com.a", "com.b"}
     assert allowed_topics("") == frozenset()
+
+
+# --- the per-user device limit (MAX_DEVICES_PER_USER) -----------------------------------------
+
+LIMITED = replace(RULES, max_devices=3)
+
+
+async def register_limited(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule, n: int, at: datetime
+) -> Any:
+    return await register_device(
+        ALICE, body(token=f"{n:02x}" * 32), at, registry=store, schedule=schedule, rules=LIMITED
+    )
+
+
+async def test_a_user_at_the_limit_loses_the_stalest_registration_to_a_new_one(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule
+) -> None:
+    for n in (1, 2, 3):
+        await register_limited(store, schedule, n, NOW + timedelta(minutes=n))
+    await register_limited(store, schedule, 1, NOW + timedelta(minutes=5))  # 1 renewed: 2 stalest
+    await register_limited(store, schedule, 4, NOW + timedelta(minutes=6))
+    kept = sorted(d.token[:2] for d in await store.list_for_user(ALICE))
+    assert kept == ["01", "03", "04"]
+
+
+async def test_the_removed_registration_leaves_the_renewal_schedule(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule
+) -> None:
+    for n in (1, 2, 3, 4):
+        await register_limited(store, schedule, n, NOW + timedelta(minutes=n))
+    scheduled = {device for bucket in schedule.buckets.values() for _, device in bucket}
+    assert scheduled == {d.device_id for d in await store.list_for_user(ALICE)}
+
+
+async def test_renewals_at_the_limit_remove_nothing(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule
+) -> None:
+    for n in (1, 2, 3):
+        await register_limited(store, schedule, n, NOW + timedelta(minutes=n))
+    for n in (3, 2, 1):
+        await register_limited(store, schedule, n, NOW + timedelta(minutes=10 + n))
+    assert len(await store.list_for_user(ALICE)) == 3
+
+
+async def test_a_flood_of_registrations_keeps_the_newest_within_the_limit(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule
+) -> None:
+    await asyncio.gather(
+        *(register_limited(store, schedule, n, NOW + timedelta(seconds=n)) for n in range(1, 41))
+    )
+    kept = sorted(d.token[:2] for d in await store.list_for_user(ALICE))
+    assert kept == ["26", "27", "28"]  # 38, 39 and 40 in hex
+
+
+async def test_another_users_devices_are_never_removed_to_make_room(
+    store: FakeDeviceStore, schedule: FakeRenewalSchedule
+) -> None:
+    await register(store, schedule, BOB, token="b0" * 32)
+    for n in range(1, 6):
+        await register_limited(store, schedule, n, NOW + timedelta(minutes=n))
+    assert [d.token for d in await store.list_for_user(BOB)] == ["b0" * 32]
