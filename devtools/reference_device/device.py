@@ -89,6 +89,7 @@ class Happened(StrEnum):
     VOIP_HELD = "voipHeld"  # 409: another user holds the PushKit token until the alert's proof
     DEREGISTERED = "deregistered"
     BANNER = "banner"
+    BADGE = "badge"  # a badge-only push set the app icon's number, nothing shown
     WITHDRAWN = "withdrawn"
     THREAD_OPENED = "threadOpened"
     RENEWAL_WAKE = "renewalWake"
@@ -166,6 +167,7 @@ class ReferenceDevice:
         self.acs_user_id: str | None = None
         self.running = True  # False: force-quit, iOS delivers no background pushes to the app
         self.previews_enabled = True  # the user's setting (docs/ios.md section 5)
+        self.badge: int | None = None  # the app icon's number, as the last push with one set it
         self.registrations: dict[str, Registration] = {}  # "alert" / "voip"
         self.pending_proofs: dict[str, dict[str, Any]] = {}  # token -> the PUT body to repeat
         self.cursors: dict[str, int] = {}  # token -> last push sequence number seen
@@ -330,8 +332,16 @@ class ReferenceDevice:
             self._note(Happened.NOT_DELIVERED, pushType=push.push_type, seq=push.seq)
 
     def _on_alert(self, push: Push) -> None:
-        content = extension_content(push.payload, self.keys.retrieve_keys)
         payload = push.payload
+        aps = payload.get("aps") if isinstance(payload.get("aps"), dict) else {}
+        badge = aps.get("badge")
+        if isinstance(badge, int) and not isinstance(badge, bool):
+            self.badge = badge  # iOS sets the icon from every push that carries a badge
+        if "alert" not in aps:
+            # A badge-only push (docs/ios.md section 13): no banner, the extension does not run.
+            self._note(Happened.BADGE, badge=badge, seq=push.seq)
+            return
+        content = extension_content(payload, self.keys.retrieve_keys)
         banner = Banner(
             identifier=push.collapse_id or push.apns_id or f"seq-{push.seq}",
             title=content.title,
@@ -474,6 +484,7 @@ class ReferenceDevice:
             "running": self.running,
             "takesCalls": self.calls_enabled,
             "previewsEnabled": self.previews_enabled,
+            "badge": self.badge,
             "registrations": {
                 kind: {"token": r.token, "deviceId": r.device_id}
                 for kind, r in self.registrations.items()
@@ -495,6 +506,8 @@ class ReferenceDevice:
         self.running = bool(state.get("running", True))
         self.calls_enabled = bool(state.get("takesCalls", True))
         self.previews_enabled = bool(state.get("previewsEnabled", True))
+        badge = state.get("badge")
+        self.badge = badge if isinstance(badge, int) else None
         self.registrations = {
             kind: Registration(r["token"], r["deviceId"])
             for kind, r in (state.get("registrations") or {}).items()

@@ -244,7 +244,21 @@ def test_a_delete_the_budget_sent_no_withdraw_for_is_cleared_at_the_next_wake(
     left = [b.message_id for b in alice.banners]
     world.time.advance(minutes=35)
     world.sweep(alice)  # the renewal wake: the app renews and clears what was deleted since
-    assert (left, alice.banners, world.pushes_to(alice.alert_token)) == ([second], [], 4)
+    # 2 alerts, 1 withdraw, 2 badge-only updates (each delete lowered the unread count), 1 wake.
+    assert (left, alice.banners, world.pushes_to(alice.alert_token)) == ([second], [], 6)
+
+
+def test_the_icon_counts_unread_messages_and_falls_without_a_banner(world: World) -> None:
+    alice = world.phone("alice")
+    kept = world.partner.send("first")
+    world.time.advance(seconds=1)
+    gone = world.partner.send("second")
+    alice.sync()
+    counted = alice.badge
+    world.partner.delete(gone)  # unread: the count falls, a badge-only push follows
+    done = alice.sync()
+    assert (counted, alice.badge, [b.message_id for b in alice.banners]) == (2, 1, [kept])
+    assert [e.detail["badge"] for e in done if e.what is Happened.BADGE] == [1]
 
 
 # --- calls ----------------------------------------------------------------------------------------
