@@ -32,6 +32,7 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         event,
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
+        inbox=await c.inbox(),
         pushers=await c.pushers(),
         settings=c.settings,
         clock=utc_now,
@@ -54,6 +55,7 @@ async def on_call_event(event: func.EventGridEvent) -> None:
         event,
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
+        inbox=await c.inbox(),
         pushers=await c.pushers(),
         settings=c.settings,
         clock=utc_now,
@@ -155,6 +157,110 @@ async def delete_device(req: func.HttpRequest) -> func.HttpResponse:
     except PushRelayError as exc:
         return error_response(exc)
     return func.HttpResponse(status_code=204)
+
+
+@app.function_name(name="get_unread")
+@app.route(route="unread", methods=["GET"])
+async def get_unread(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller's badge and each thread's unread number."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response
+    from shared.read_reports import unread_counts
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        body = await unread_counts(user_id, utc_now(), inbox=await c.inbox())
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, body)
+
+
+@app.function_name(name="put_read")
+@app.route(route="threads/{threadId}/read", methods=["PUT"])
+async def put_read(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller read a thread up to a message; their other devices' badges follow."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response, read_json_body
+    from shared.read_reports import parse_thread_id, report_read
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        thread_id = parse_thread_id(req.route_params.get("threadId"))
+        body = read_json_body(req, c.settings.max_request_body_bytes)
+        answer = await report_read(
+            user_id, thread_id, body, utc_now(), inbox=await c.inbox(),
+            updates=await c.badge_updates(),
+        )  # fmt: skip
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, answer)
+
+
+@app.function_name(name="get_preferences")
+@app.route(route="preferences", methods=["GET"])
+async def get_preferences(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller's badge and quiet-hours choices and their muted threads."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response
+    from shared.preferences import get_preferences as view
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        body = await view(user_id, utc_now(), inbox=await c.inbox())
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, body)
+
+
+@app.function_name(name="put_preferences")
+@app.route(route="preferences", methods=["PUT"])
+async def put_preferences(req: func.HttpRequest) -> func.HttpResponse:
+    """Change the caller's badge and quiet-hours choices."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response, read_json_body
+    from shared.preferences import put_preferences as change
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        body = read_json_body(req, c.settings.max_request_body_bytes)
+        answer = await change(
+            user_id, body, utc_now(), inbox=await c.inbox(), updates=await c.badge_updates()
+        )
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, answer)
+
+
+@app.function_name(name="put_thread_preferences")
+@app.route(route="threads/{threadId}/preferences", methods=["PUT"])
+async def put_thread_preferences(req: func.HttpRequest) -> func.HttpResponse:
+    """Mute a thread for the caller (until a time or for good), or set its alerts."""
+    from shared.errors import PushRelayError
+    from shared.http_api import error_response, json_response, read_json_body
+    from shared.preferences import put_thread_preferences as change
+    from shared.read_reports import parse_thread_id
+    from shared.wiring import container, utc_now
+
+    c = container()
+    try:
+        user_id = await c.caller_acs_user(dict(req.headers))
+        thread_id = parse_thread_id(req.route_params.get("threadId"))
+        body = read_json_body(req, c.settings.max_request_body_bytes)
+        answer = await change(
+            user_id, thread_id, body, utc_now(), inbox=await c.inbox(),
+            updates=await c.badge_updates(),
+        )  # fmt: skip
+    except PushRelayError as exc:
+        return error_response(exc)
+    return json_response(200, answer)
 
 
 @app.function_name(name="delivery_log")

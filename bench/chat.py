@@ -11,8 +11,12 @@ count, ``--concurrency`` at a time, like Event Grid delivering one event per req
 Prints, per phase and overall: events/s, pushes/s, p50/p99 latency from the webhook request to
 the APNs request (the simulator's receive time), CPU ms of the app's thread per event and
 storage round trips per event. Beside them, the same run's figures for each part alone, run on
-the app's thread: one device query, one batched write (a 2-entity transaction) and one bare
-push. Writes everything to ``bench/results/chat.json``.
+the app's thread: one device query, one batched write (a 2-entity transaction), one bare push,
+and the recipient's inbox row read and replaced (the unread count). Then one read report per
+recipient (``shared.read_reports.report_read`` on the app's thread: the HTTP layer and caller
+authentication left out) reading everything it was sent, with the badge-only pushes it sends to
+the recipient's other devices: CPU, round trips and pushes per report. Writes everything to
+``bench/results/chat.json``.
 
 Targets (issue "Chat push"): round trips per event do not grow with the number of devices; CPU
 per event within 1.5x the sum of its parts; p99 under 5x p50.
@@ -60,6 +64,7 @@ WEBHOOK = "/runtime/webhooks/eventgrid?functionName=on_chat_event"
 RESULTS = REPO / "bench" / "results" / "chat.json"
 THREAD = "19:benchbenchbenchbenchbenchbench00@thread.v2"
 PARTS_USER = 200_000  # a recipient with 2 devices (see main)
+INBOX_USER = 900_000  # nobody's recipient: the inbox part writes its row
 KEK = "bench=" + base64.b64encode(b"\x42" * 32).decode()
 
 
@@ -297,10 +302,11 @@ async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
     from shared.chat_payload import chat_notification
     from shared.deliveries import DELIVERIES_TABLE
     from shared.events import parse_event
+    from shared.inbox import Inbox
     from shared.wiring import container
 
     c = container()
-    registry, pushers = await c.device_registry(), await c.pushers()
+    registry, pushers, inbox = await c.device_registry(), await c.pushers(), await c.inbox()
     table = await (await c.tables()).table(DELIVERIES_TABLE)
     template = json.loads(SAMPLE.read_text())[0]
     parsed = parse_event(json.loads(event(template, PARTS_USER, 0))[0])
@@ -322,6 +328,20 @@ async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
         row = {"PartitionKey": "bench|parts", "RowKey": f"single|{i}", "state": "pending"}
         await table.upsert_entity(row)
 
+    async def inbox_read(_: int) -> None:
+        await inbox.read(user_id(PARTS_USER))
+
+    # A recipient with unread messages in a few threads, as after the phases.
+    box = Inbox()
+    for n in range(12):
+        box = box.received(f"19:bench{n % 3}@thread.v2", 1_700_000_000_000 + n, datetime.now(UTC))
+    written = [await inbox.write(user_id(INBOX_USER), await inbox.read(user_id(INBOX_USER)), box)]
+
+    async def inbox_write(i: int) -> None:
+        prior = written[-1]
+        assert prior is not None
+        written.append(await inbox.write(user_id(INBOX_USER), prior, box))
+
     async def push(_: int) -> None:
         n = Notification(built.device_token, built.topic, PushType.ALERT, built.payload,
                          priority=Priority.IMMEDIATE, collapse_id=built.collapse_id)  # fmt: skip
@@ -332,6 +352,8 @@ async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
         "batched_write_2": await timed(app, batch, count),
         "single_write": await timed(app, single, count),
         "bare_push": await timed(app, push, count),
+        "inbox_read": await timed(app, inbox_read, count),
+        "inbox_write": await timed(app, inbox_write, count),
     }
 
 
@@ -339,12 +361,15 @@ async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
 
 
 def parts_sum(alone: dict[str, dict[str, float]], devices: int) -> float:
-    """CPU of an event's parts: one device query, two writes (claims, outcomes), the pushes.
+    """CPU of an event's parts: one device query, the inbox read and write (the count), two
+    delivery writes (claims, outcomes), the pushes.
 
     One device's claim and outcome are plain writes; two or more devices' are transactions.
     """
     write = alone["single_write" if devices == 1 else "batched_write_2"]["cpu_ms"]
-    return alone["device_query"]["cpu_ms"] + 2 * write + devices * alone["bare_push"]["cpu_ms"]
+    inbox = alone["inbox_read"]["cpu_ms"] + alone["inbox_write"]["cpu_ms"]
+    query = alone["device_query"]["cpu_ms"]
+    return query + inbox + 2 * write + devices * alone["bare_push"]["cpu_ms"]
 
 
 def summarize(phases: list[dict[str, Any]], alone: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -405,7 +430,8 @@ def report(phases: list[dict[str, Any]], alone: dict[str, Any], total: dict[str,
     t = total["targets"]
     print(
         f"\nCPU per event {total['cpu_ms_per_event']} ms vs sum of parts "
-        f"{total['sum_of_parts_cpu_ms']} ms (query + 2 writes + the pushes): "
+        f"{total['sum_of_parts_cpu_ms']} ms (query + inbox read and write + 2 writes + the "
+        f"pushes): "
         f"{t['cpu_vs_sum_of_parts']}x (target <= 1.5)\n"
         f"p99/p50 {t['p99_over_p50']} (target < 5); round trips per event do not grow from 1 "
         f"to 3 devices: {t['round_trips_do_not_grow_with_devices']}\n"
@@ -413,6 +439,56 @@ def report(phases: list[dict[str, Any]], alone: dict[str, Any], total: dict[str,
         f"{total['webhook_and_parse_alone']['cpu_ms']} CPU ms; load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
+
+
+async def read_reports(
+    app: ServedApp, groups: dict[int, list[int]], control: str
+) -> dict[str, dict[str, float]]:
+    """Each recipient reads everything it was sent, reporting from its first device.
+
+    Per device count: CPU ms, storage round trips and badge-only pushes per read report.
+    """
+    from shared.read_reports import report_read
+    from shared.tables import round_trips
+    from shared.wiring import container, utc_now
+
+    c = container()
+    inbox, updates = await c.inbox(), await c.badge_updates()
+    out: dict[str, dict[str, float]] = {}
+    for devices, users in groups.items():
+        seen = len(await asyncio.to_thread(sim_requests, control))
+        cpu0, trips0 = app.cpu(), round_trips()
+        for user in users:
+            box = (await inbox.read(user_id(user))).inbox
+            body = {"messageId": str(max(box.thread(THREAD).unread)),
+                    "deviceId": device_id_of(user, 0)}  # fmt: skip
+            await report_read(user_id(user), THREAD, body, utc_now(), inbox=inbox, updates=updates)
+        cpu, trips = app.cpu() - cpu0, round_trips() - trips0
+        pushes = len(await asyncio.to_thread(sim_requests, control)) - seen
+        n = len(users)
+        out[f"{devices}_devices"] = {
+            "reports": n,
+            # The benchmark's own read of the inbox (to find the last message) is left out.
+            "cpu_ms_per_report": round(cpu * 1000 / n, 3),
+            "round_trips_per_report": round(trips / n - 1, 2),
+            "badge_pushes_per_report": round(pushes / n, 2),
+        }
+    return out
+
+
+def device_id_of(user: int, n: int) -> str:
+    from shared.devices import device_id_for
+
+    return device_id_for(token(user, n))
+
+
+def print_read_reports(reads: dict[str, dict[str, float]]) -> None:
+    print(f"\n{'read reports':<18}{'CPU ms':>9}{'trips':>7}{'pushes':>8}")
+    for name, f in reads.items():
+        print(
+            f"{name:<18}{f['cpu_ms_per_report']:>9}{f['round_trips_per_report']:>7}"
+            f"{f['badge_pushes_per_report']:>8}"
+        )
 
 
 def acknowledged_only(app: ServedApp, base: str, events: int, concurrency: int) -> dict[str, Any]:
@@ -480,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     for client, run in runs.items():
         print(f"\n== STORAGE_CLIENT={client} (median round of {args.rounds})")
         report(run["phases"], run["parts_alone"], run["overall"])
+        print_read_reports(run["read_reports"])
     comparison = compare(rounds)
     settings = {"events": args.events, "concurrency": args.concurrency, "parts": args.parts,
                 "clients": args.clients, "rounds": args.rounds}  # fmt: skip
@@ -491,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {
         "parts_alone": first["parts_alone"],
         "overall": first["overall"],
+        "read_reports": first["read_reports"],
         "clients": clients,
         "lean_vs_sdk": comparison,
     }
@@ -507,7 +585,8 @@ def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run_client(
     args: argparse.Namespace, env: dict[str, str], sim: dict[str, Any], template: dict[str, Any]
 ) -> dict[str, Any]:
-    """The whole chat benchmark with one app configuration: phases, parts, the webhook alone."""
+    """The whole chat benchmark with one app configuration: phases, parts, the webhook alone,
+    read reports."""
     app = ServedApp(env)
     base = app.start()
     try:
@@ -529,11 +608,12 @@ def run_client(
         ]  # fmt: skip
         alone = app.run(parts(app, args.parts))
         webhook = acknowledged_only(app, base, args.parts, args.concurrency)
+        reads = app.run(read_reports(app, groups, sim["control_url"]))
     finally:
         app.stop()
     total = summarize(phases, alone)
     total["webhook_and_parse_alone"] = webhook
-    return {"phases": phases, "parts_alone": alone, "overall": total}
+    return {"phases": phases, "parts_alone": alone, "overall": total, "read_reports": reads}
 
 
 def public(run: dict[str, Any]) -> dict[str, Any]:

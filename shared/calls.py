@@ -8,7 +8,10 @@ user:
    never retried.
 2. Build the payload once (:func:`shared.chat_payload.build_call_payload`: what the ACS Calling
    SDK's ``PushNotificationInfo.fromDictionary`` reads, within 5120 bytes).
-3. Load the callee's devices (one partition query) and keep the VoIP ones.
+3. Load the callee's devices (one partition query) and keep the VoIP ones; read the callee's
+   inbox at the same time (one point read, :mod:`shared.inbox`): in their quiet hours with
+   ``"calls": "silent"`` nobody is rung (PushKit requires every VoIP push to report a call, so a
+   silent one cannot be sent) and the claims are logged ``skipped``.
 4. Claim the delivery for each, exactly as chat push does (:mod:`shared.fanout`): the key is
    (callee, :data:`~shared.deliveries.CALLS_THREAD`, call id, ``call``, version 0) and the device,
    the call id being ``serverCallId``, else ``correlationId``, else the event id.
@@ -34,6 +37,7 @@ acknowledged: no retry can fix them. Storage outages propagate as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -55,6 +59,7 @@ from shared.devices import Device, DeviceKind
 from shared.errors import TransientError
 from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
 from shared.fanout import FanOut, Pushers, freshest
+from shared.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
 from shared.settings import Settings
 
@@ -65,6 +70,7 @@ EVENT_GRID_FIRST_RETRY: Final = timedelta(seconds=10)
 MIN_SEND_BUDGET_SECONDS: Final = 1.0  # enough for a connection and one answer
 VOIP_EXPIRATION: Final = 0  # Apple: 0 means one delivery attempt, the push is not stored
 GIVEN_UP: Final = "the call is too old to ring after a retry: given up"
+QUIET: Final = "quiet hours: the callee silenced calls"
 
 
 class CallPushIncompleteError(TransientError):
@@ -144,6 +150,7 @@ async def handle_call_event(
     *,
     devices: CallDevices,
     deliveries: DeliveryStore,
+    inbox: InboxStore,
     pushers: Pushers,
     settings: Settings,
     clock: Callable[[], datetime],
@@ -166,7 +173,7 @@ async def handle_call_event(
         log.warning("non-call event on the calls subscription acknowledged: %s", describe(parsed))
         return CallPushSummary(note="not an IncomingCall")
     fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
-    return await _Ring(parsed, fan).run()
+    return await _Ring(parsed, fan, inbox).run()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,7 @@ class _Ring:
 
     event: IncomingCallEvent
     fan: FanOut[CallDevices]
+    inbox: InboxStore
 
     @property
     def max_age(self) -> timedelta:
@@ -195,14 +203,34 @@ class _Ring:
         except PayloadError as exc:
             log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, fan.tag)
             return CallPushSummary(note="unreadable call")
-        listed = freshest(
-            await fan.devices.list_for_user(event.to_id), fan.settings.max_devices_per_user
+        found, snapshot = await asyncio.gather(
+            fan.devices.list_for_user(event.to_id), self._callee_inbox()
         )
+        listed = freshest(found, fan.settings.max_devices_per_user)
         voip = [d for d in listed if d.kind is DeviceKind.VOIP]
         if not voip:
             log.info("callee has no VoIP devices: %s", fan.tag)
             return CallPushSummary(note="no devices")
+        quiet = snapshot.inbox.preferences.quiet_hours
+        if quiet is not None and not quiet.rings(fan.clock()):
+            return await self._silenced(voip)
         return await self._fan_out(voip, built)
+
+    async def _callee_inbox(self) -> InboxSnapshot:
+        """The callee's inbox; an unreadable one rings anyway (a missed call is worse)."""
+        try:
+            return await self.inbox.read(self.event.to_id)
+        except UnreadableInboxError as exc:
+            log.error("callee's inbox unreadable, ringing anyway (%s): %s", exc, self.fan.tag)
+            return EMPTY
+
+    async def _silenced(self, voip: Sequence[Device]) -> CallPushSummary:
+        event, fan, now = self.event, self.fan, self.fan.clock()
+        claimed = await fan.claim(call_key(event), voip, now=now, event_id=event.event_id)
+        skipped = Outcome(DeliveryState.SKIPPED, detail=QUIET)
+        await fan.deliveries.complete([(r, skipped) for r, _ in claimed.mine], now)
+        log.info("call not rung, %d VoIP devices: %s: %s", len(voip), QUIET, fan.tag)
+        return CallPushSummary(devices=len(voip), skipped=len(voip), note="quiet hours")
 
     async def _fan_out(self, voip: Sequence[Device], built: ChatPayload) -> CallPushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()

@@ -96,6 +96,9 @@ class ChatPayloadOptions:
     generic_body: str = "You have a new message"
     sound: str = "default"  # "" for silent alerts
     category: str = ""  # "" for none
+    # Per recipient (shared.unread): the unread count, and "passive" during quiet hours.
+    badge: int | None = None
+    interruption_level: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatPayloadOptions:
@@ -191,9 +194,10 @@ def chat_notification(
     now: datetime,
     *,
     random_bytes: RandomBytes = os.urandom,
+    options: ChatPayloadOptions | None = None,
 ) -> Notification:
     """The notification for one device (:func:`chat_push` without the payload's details)."""
-    return chat_push(event, device, settings, now, random_bytes=random_bytes)[0]
+    return chat_push(event, device, settings, now, random_bytes=random_bytes, options=options)[0]
 
 
 def chat_push(
@@ -203,13 +207,15 @@ def chat_push(
     now: datetime,
     *,
     random_bytes: RandomBytes = os.urandom,
+    options: ChatPayloadOptions | None = None,
 ) -> tuple[Notification, ChatPayload]:
     """The notification for one device (its token and topic, the payload and its headers), and
     the payload it carries (what it shows, what was given up to fit).
 
     Uses the device's key only while it is live at ``now``; a stored key that is not 64 bytes is
-    treated as absent (logged). Raises :class:`~shared.apns.errors.NotificationError` (field
-    ``payload``) when no payload fits (only generic alert settings over the limit).
+    treated as absent (logged). ``options`` default to the settings' (the chat push passes the
+    recipient's badge and quiet hours). Raises :class:`~shared.apns.errors.NotificationError`
+    (field ``payload``) when no payload fits (only generic alert settings over the limit).
     """
     key = device.live_key(now)
     if key is not None and len(key) != KEY_BYTES:
@@ -220,7 +226,7 @@ def chat_push(
             event.event_id,
         )
         key = None
-    options = ChatPayloadOptions.from_settings(settings)
+    options = options or ChatPayloadOptions.from_settings(settings)
     try:
         built = build_chat_payload(event, options, preview_key=key, random_bytes=random_bytes)
     except PayloadError as exc:
@@ -279,6 +285,8 @@ def _alert(
         thread_id=event.thread_id,
         category=options.category or None,
         mutable_content=mutable,
+        badge=options.badge,
+        interruption_level=options.interruption_level,
         custom={**_custom(event), **(extra or {})},
     )
 

@@ -8,7 +8,7 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
     PartitionKey        RowKey                                  holds
     m|<user>|<thread>   <message>|<kind>|<version>|<deviceId>   one claim and its outcome
     m|<user>|calls      <call id>|call|0|<deviceId>             an IncomingCall's VoIP push
-    m|<user>|<thread>   !thread                                 muted or not, and since when
+    m|<user>|<thread>   !thread                                 legacy mute flag: purged
     m|<user>|<thread>   %t|<message>                            tombstone: the message was deleted
     i|<YYYYMMDD>        m|<user>|<thread>                       purge index: claimed that day
     c|purge             cursor                                  last day purged
@@ -28,6 +28,8 @@ with the claims (they carry ``claimedAt``).
   all of the recipient's devices go in one transaction each (a plain write for a single
   device, which costs a third of the CPU): round trips per event do not grow with the number
   of devices.
+- Whether a thread is muted (left, deleted, or by the user's choice) lives in the user's inbox
+  (:mod:`shared.inbox`); the ``!thread`` rows earlier versions wrote are deleted by the purge.
 - Table Storage has no TTL; the purge walks the per-day index partitions (never a full scan),
   deletes the claims older than the retention in each partition named there, then the index
   rows, then moves its cursor. The index names (user, thread) partitions, not messages, and a
@@ -35,7 +37,8 @@ with the claims (they carry ``claimedAt``).
 
 States: ``pending`` (with a lease: an expired pending claim may be claimed again, so a crash
 mid-send does not strand the device), ``delivered``, ``failed`` (permanent: never retried) and
-``released`` (retryable failure: a redelivery claims it again). Claims are created with
+``released`` (retryable failure: a redelivery claims it again), ``skipped`` and ``muted`` (the
+thread is muted: no alert, at most a badge-only update). Claims are created with
 ``create_entity`` semantics (409: someone else has it) and changed with ETag-guarded updates
 (412: someone else changed it).
 
@@ -69,7 +72,7 @@ from shared.tables import (
 log = logging.getLogger(__name__)
 
 DELIVERIES_TABLE: Final = "deliveries"
-MUTE_ROW = "!thread"
+LEGACY_MUTE_ROW = "!thread"
 TOMBSTONE_PREFIX: Final = "%t|"  # "%t" never starts an encoded part (encode_key writes "%25")
 MAX_PART_UNITS: Final = 200
 """Longest key part kept as text (UTF-16 units): a partition (two parts) and a claim's RowKey
@@ -108,9 +111,12 @@ class DeliveryState(enum.StrEnum):
     FAILED = "failed"  # permanent: no retry can fix it (410, BadDeviceToken, a rejected request)
     RELEASED = "released"  # retryable failure: the next delivery of the event claims it again
     SKIPPED = "skipped"  # decided not to push (over the background budget, no key, ...)
+    MUTED = "muted"  # the recipient silenced the thread: no alert (a badge update at most)
 
 
-FINAL_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.SKIPPED})
+FINAL_STATES = frozenset(
+    {DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.MUTED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +219,6 @@ class ClaimSet:
 class MessageState:
     """What the log knows of one message for one user before pushing it."""
 
-    muted: bool = False  # the user left the thread (or it was deleted for them)
     deleted_at: datetime | None = None  # a delete of the message arrived (tombstone)
 
 
@@ -227,7 +232,7 @@ class PurgeReport:
 
 
 class DeliveryStore(Protocol):
-    """Port: claims, outcomes, muted threads and the log (see the module docstring)."""
+    """Port: claims, outcomes, tombstones and the log (see the module docstring)."""
 
     async def claim(
         self,
@@ -247,16 +252,8 @@ class DeliveryStore(Protocol):
         """Write each claim's outcome (releasing it when the state is ``released``)."""
         ...
 
-    async def is_muted(self, user_id: str, thread_id: str) -> bool:
-        """True when pushes of this thread to this user are stopped."""
-        ...
-
-    async def set_muted(self, user_id: str, thread_id: str, *, muted: bool, at: datetime) -> bool:
-        """Mute or un-mute; an older event than the last change is ignored. True if applied."""
-        ...
-
     async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
-        """Whether the thread is muted for the user and whether the message was deleted."""
+        """Whether the message was deleted (its tombstone)."""
         ...
 
     async def mark_deleted(
@@ -641,63 +638,16 @@ class TableDeliveryStore:
                 record.state,
             )
 
-    async def is_muted(self, user_id: str, thread_id: str) -> bool:
-        """True when the thread's mute row says muted (one point read)."""
-        row = await self._mute_row(user_id, thread_id)
-        return bool(row is not None and row.get("muted"))
-
-    async def _mute_row(self, user_id: str, thread_id: str) -> Mapping[str, Any] | None:
+    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
+        """The message's tombstone: one point read."""
         try:
-            with storage_errors("read a thread's mute state"):
-                row: Mapping[str, Any] = await self._table.get_entity(
-                    partition_key(user_id, thread_id), MUTE_ROW
+            with storage_errors("read a message's tombstone"):
+                row = await self._table.get_entity(
+                    partition_key(user_id, thread_id), tombstone_row(message_id)
                 )
         except EntityNotFoundError:
-            return None
-        return row
-
-    async def set_muted(self, user_id: str, thread_id: str, *, muted: bool, at: datetime) -> bool:
-        """Mute or un-mute unless a later change is already recorded (events may come late).
-
-        Raises :class:`~shared.tables.StorageConflictError` when a concurrent change won (retry).
-        """
-        row = await self._mute_row(user_id, thread_id)
-        if row is not None and _utc(row["changedAt"]) > at:
-            return False
-        entity = {
-            "PartitionKey": partition_key(user_id, thread_id),
-            "RowKey": MUTE_ROW,
-            "userId": user_id,
-            "threadId": thread_id,
-            "muted": muted,
-            "changedAt": at,
-        }
-        with storage_errors("write a thread's mute state"):
-            if row is None:
-                await self._table.create_entity(entity)
-            else:
-                await self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=_meta_etag(row),
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        return True
-
-    async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
-        """The mute row and the message's tombstone: one query for the two rows."""
-        pk = partition_key(user_id, thread_id)
-        # Spaces around the parentheses: the SDK finds parameters by splitting on spaces.
-        flt = "PartitionKey eq @pk and ( RowKey eq @mute or RowKey eq @tomb )"
-        params = {"pk": pk, "mute": MUTE_ROW, "tomb": tombstone_row(message_id)}
-        muted, deleted_at = False, None
-        with storage_errors("read a message's state"):
-            async for row in self._table.query_entities(flt, parameters=params):
-                if row["RowKey"] == MUTE_ROW:
-                    muted = bool(row.get("muted"))
-                else:
-                    deleted_at = _utc(row["claimedAt"])
-        return MessageState(muted, deleted_at)
+            return MessageState()
+        return MessageState(deleted_at=_utc(row["claimedAt"]))
 
     async def mark_deleted(
         self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
@@ -742,7 +692,8 @@ class TableDeliveryStore:
             old = [
                 e
                 async for e in self._query(str(row["RowKey"]))
-                if "claimedAt" in e and _utc(e["claimedAt"]) < cutoff
+                if ("claimedAt" in e and _utc(e["claimedAt"]) < cutoff)
+                or e["RowKey"] == LEGACY_MUTE_ROW
             ]
             await self._delete_rows(old)
             deleted += len(old)

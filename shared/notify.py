@@ -1,23 +1,31 @@
 """Use case: one ACS chat event becomes at most one push per device of its recipient.
 
 ``ChatMessageReceived`` / ``ChatMessageEdited``: load the recipient's devices (one partition
-query) and the message's state (the thread's mute row and the message's tombstone, one query),
-claim the delivery of (thread, message, kind, version) for
-every alert device (one transaction), build each payload, send them concurrently through the
-APNs client of each device's app, settle the outcomes (``shared.outcomes``) and write them to the
-delivery log (one transaction). An edit is sent with ``apns-collapse-id`` = messageId, so the
-banner is replaced. ``ChatMessageDeleted`` leaves a tombstone, then sends a background push
-naming the message, within the device's background budget (the one the renewal sweep draws on
-too): a second delete to a device within ``RENEWAL_MIN_SPACING_MINUTES`` is skipped. Every
-alert device of a registered recipient gets a push, or a delivery-log record saying why policy
-skipped it: thread muted, message already deleted (an edit arriving after its delete), over
-the background budget.
+query) and their inbox (one point read, :mod:`shared.inbox`), then, concurrently, count the
+message (one write when the count changes, :mod:`shared.unread`) and claim the delivery of
+(thread, message, kind, version) for every alert device (one transaction); build each payload
+with the recipient's badge (and passive, without sound, in their quiet hours), send them
+concurrently through the APNs client of each device's app, settle the outcomes
+(``shared.outcomes``) and write them to the delivery log (one transaction). An edit is sent with
+``apns-collapse-id`` = messageId, so the banner is replaced. A thread the recipient muted (or set
+to no alerts) gets no alert: its claims are logged ``muted``, with a badge-only push when the
+user counts muted threads and the number rose.
+
+``ChatMessageDeleted`` takes an unread message off the count, leaves a tombstone, then sends a
+background push naming the message, within the device's background budget (the one the renewal
+sweep draws on too): a second delete to a device within ``RENEWAL_MIN_SPACING_MINUTES`` is
+skipped; a badge-only push follows when the number fell. An edit (or the message itself)
+arriving after its delete pushes nothing: the inbox remembers deletes of messages not read yet,
+and the deliveries table's tombstone (one point read: always for an edit, for a message only
+when the inbox cannot tell) answers for the rest. Every alert device of a registered recipient
+gets a push, or a delivery-log record saying why policy skipped it: the recipient left the
+thread, the thread is muted, the message was already deleted, over the background budget.
 
 ``ChatThreadWithUserDeleted`` and ``ChatParticipantRemovedFromThreadWithUser`` (for the removed
-user) mute the thread for that user; ``ChatParticipantAddedToThreadWithUser`` (for the added user)
-un-mutes it. Recipients that are not ACS users, other thread events, thread-level and unknown
-types are acknowledged and logged. A malformed event is logged with its id and acknowledged: a
-retry cannot fix it.
+user) take the thread's unread messages off and stop its pushes for that user;
+``ChatParticipantAddedToThreadWithUser`` (for the added user) starts them again. Recipients that
+are not ACS users, other thread events, thread-level and unknown types are acknowledged and
+logged. A malformed event is logged with its id and acknowledged: a retry cannot fix it.
 
 The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
@@ -31,12 +39,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
+from shared.badge import badge_notification, update_badges
 from shared.chat_payload import chat_push, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
@@ -44,7 +53,6 @@ from shared.deliveries import (
     DeliveryRecord,
     DeliveryState,
     DeliveryStore,
-    MessageState,
     Outcome,
 )
 from shared.devices import Device, DeviceKind
@@ -57,15 +65,22 @@ from shared.events import (
     MalformedEvent,
     MessageEventKind,
     ThreadEvent,
-    ThreadEventKind,
     describe,
     parse_event,
 )
-from shared.fanout import FanOut, freshest
+from shared.fanout import Claimed, FanOut, freshest
 from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
+from shared.inbox import (
+    InboxSnapshot,
+    InboxStore,
+    UnreadableInboxError,
+    change_inbox,
+    message_order,
+)
 from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
+from shared.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +119,7 @@ class ChatPushSummary:
     note: str = ""
 
 
-_MUTED: Final = "thread muted for this recipient"
+_LEFT: Final = "the recipient left the thread (or it was deleted)"
 _DELETED: Final = "the message was deleted before this event arrived"
 
 _KINDS: Final = {
@@ -119,6 +134,7 @@ async def handle_chat_event(
     *,
     devices: ChatDevices,
     deliveries: DeliveryStore,
+    inbox: InboxStore,
     pushers: Pushers,
     settings: Settings,
     clock: Callable[[], datetime],
@@ -137,16 +153,16 @@ async def handle_chat_event(
     except MalformedEvent as exc:
         log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
         return ChatPushSummary(note="malformed")
-    if isinstance(parsed, ChatMessageEvent):
+    if isinstance(parsed, ChatMessageEvent | ThreadEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
+        if isinstance(parsed, ThreadEvent):
+            return await _thread_event(parsed, fan, inbox)
         try:
-            return await _ChatPush(parsed, fan).run()
+            return await _ChatPush(parsed, fan, inbox).run()
         except StorageRejectedError as exc:
             # A 4xx from storage for this event's data: every redelivery would get it too.
             log.error("storage refused this chat event's data, acknowledged: %s: %s", exc, fan.tag)
             return ChatPushSummary(note="storage refused the event's data")
-    if isinstance(parsed, ThreadEvent):
-        return await _thread_event(parsed, deliveries, clock)
     if isinstance(parsed, IncomingCallEvent):
         log.warning("IncomingCall on the chat subscription acknowledged: %s", describe(parsed))
         return ChatPushSummary(note="call event on the chat function")
@@ -158,32 +174,33 @@ _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
 
 
 async def _thread_event(
-    event: ThreadEvent, deliveries: DeliveryStore, clock: Callable[[], datetime]
+    event: ThreadEvent, fan: FanOut[ChatDevices], inbox: InboxStore
 ) -> ChatPushSummary:
-    """Mute or un-mute a thread for the recipient; other thread events need nothing."""
+    """The recipient left or rejoined a thread; other thread events need nothing."""
     if not event.recipient_is_acs_user:
-        log.info("thread event for a non-ACS recipient acknowledged: %s", describe(event))
+        log.info("thread event for a non-ACS recipient acknowledged: %s", fan.tag)
         return ChatPushSummary(note="recipient is not an ACS user")
-    mute: bool | None = None
-    if event.kind is ThreadEventKind.THREAD_DELETED or event.recipient_was_removed:
-        mute = True
-    elif (
-        event.kind is ThreadEventKind.PARTICIPANT_ADDED
-        and event.participant_id == event.recipient_id
-    ):
-        mute = False
-    if mute is None:
-        log.info("thread event acknowledged: %s", describe(event))
+    now = fan.clock()
+    change = membership_change(event, event.time or event.event_time or now, now)
+    if change is None:
+        log.info("thread event acknowledged: %s", fan.tag)
         return ChatPushSummary(note="thread event")
-    at = event.time or event.event_time or clock()
-    applied = await deliveries.set_muted(event.recipient_id, event.thread_id, muted=mute, at=at)
+    done = await change_inbox(inbox, event.recipient_id, change, now)
+    left = done.after.thread(event.thread_id).left
     log.info(
-        "thread %s for recipient of %s (%s)",
-        "muted" if mute else "un-muted",
-        describe(event),
-        "applied" if applied else "a later change wins",
+        "thread %s by the recipient (%s): %s",
+        "left" if left else "joined",
+        "applied" if done.changed else "nothing new",
+        fan.tag,
     )
-    return ChatPushSummary(note="muted" if mute else "unmuted")
+    badge = done.after.badge(now)
+    if badge < done.before.badge(now):
+        devices = await fan.devices.list_for_user(event.recipient_id)
+        await update_badges(
+            devices, badge, pushers=fan.pushers, registry=fan.devices, settings=fan.settings,
+            now=now, tag=fan.tag,
+        )  # fmt: skip
+    return ChatPushSummary(note="left" if left else "joined")
 
 
 def background_budget_allows(
@@ -205,24 +222,34 @@ class _ChatPush:
 
     event: ChatMessageEvent
     fan: FanOut[ChatDevices]
+    inbox: InboxStore
 
     async def run(self) -> ChatPushSummary:
         event, fan = self.event, self.fan
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return ChatPushSummary(note="recipient is not an ACS user")
-        listed, state = await asyncio.gather(
+        edited = event.kind is MessageEventKind.EDITED
+        listed, snapshot, deleted = await asyncio.gather(
             fan.devices.list_for_user(event.recipient_id),
-            fan.deliveries.message_state(event.recipient_id, event.thread_id, event.message_id),
+            self._recipient_inbox(),
+            self._tombstoned() if edited else _unknown(),
         )
         listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
-            log.info("recipient has no alert devices (muted: %s): %s", state.muted, fan.tag)
-            return ChatPushSummary(note="muted" if state.muted else "no devices")
-        why = self._skip_reason(state)
-        if why:
-            return await self._skip_all(alert, why)
+            log.info("recipient has no alert devices: %s", fan.tag)
+            return ChatPushSummary(note="no devices")
+        if snapshot is not None and snapshot.inbox.thread(event.thread_id).left:
+            return await self._skip_all(alert, _LEFT, "left")
+        if event.kind is MessageEventKind.RECEIVED:
+            deleted = self._deleted_per_inbox(snapshot)
+            if deleted is None:
+                deleted = await self._tombstoned()
+        if deleted:
+            # Event Grid does not keep order: an edit (or the message) may arrive after its
+            # delete, and must not alert again.
+            return await self._skip_all(alert, _DELETED, "deleted")
         if event.kind is MessageEventKind.DELETED:
             await fan.deliveries.mark_deleted(
                 event.recipient_id,
@@ -231,56 +258,104 @@ class _ChatPush:
                 at=fan.clock(),
                 event_id=event.event_id,
             )
-        return await self._fan_out(alert)
+        return await self._fan_out(alert, snapshot)
 
-    def _skip_reason(self, state: MessageState) -> str:
-        """Why policy sends this event to none of the devices ("" when it goes to all)."""
-        if state.muted:
-            return _MUTED
-        if state.deleted_at is not None and self.event.kind is not MessageEventKind.DELETED:
-            # Event Grid does not keep order: an edit (or the message) may arrive after its
-            # delete, and must not alert again.
-            return _DELETED
-        return ""
+    async def _recipient_inbox(self) -> InboxSnapshot | None:
+        """The recipient's inbox; None when its row cannot be read (pushed without a badge)."""
+        try:
+            return await self.inbox.read(self.event.recipient_id)
+        except UnreadableInboxError as exc:
+            log.error(
+                "recipient's inbox unreadable, pushing without it (%s): %s", exc, self.fan.tag
+            )
+            return None
 
-    async def _skip_all(self, alert: Sequence[Device], why: str) -> ChatPushSummary:
+    async def _tombstoned(self) -> bool:
+        """Whether the deliveries table holds the message's tombstone (one point read)."""
+        e = self.event
+        state = await self.fan.deliveries.message_state(e.recipient_id, e.thread_id, e.message_id)
+        return state.deleted_at is not None
+
+    def _deleted_per_inbox(self, snapshot: InboxSnapshot | None) -> bool | None:
+        """Whether the inbox knows this message was deleted (None: it cannot tell)."""
+        order = message_order(self.event.message_id)
+        if snapshot is None or order is None:
+            return None
+        return snapshot.inbox.thread(self.event.thread_id).knows_deleted(order)
+
+    async def _skip_all(self, alert: Sequence[Device], why: str, note: str) -> ChatPushSummary:
         """Record every device as skipped and why, so the delivery log answers for the event."""
         fan, now = self.fan, self.fan.clock()
         claimed = await fan.claim(self._key(), alert, now=now, event_id=self.event.event_id)
         outcome = Outcome(DeliveryState.SKIPPED, detail=why)
         await fan.deliveries.complete([(r, outcome) for r, _ in claimed.mine], fan.clock())
         log.info("%d devices skipped, %s: %s", len(alert), why, fan.tag)
-        note = "muted" if why is _MUTED else "deleted"
         return ChatPushSummary(devices=len(alert), skipped=len(alert), note=note)
 
     def _key(self) -> DeliveryKey:
         e = self.event
         return DeliveryKey(e.recipient_id, e.thread_id, e.message_id, _KINDS[e.kind], e.version)
 
-    async def _fan_out(self, alert: Sequence[Device]) -> ChatPushSummary:
+    async def _fan_out(
+        self, alert: Sequence[Device], snapshot: InboxSnapshot | None
+    ) -> ChatPushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
-        key = self._key()
-        claimed = await fan.claim(key, alert, now=now, event_id=event.event_id)
+        shown, claimed = await self._count_and_claim(alert, snapshot, now)
         if claimed.in_flight:
             log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
-        settled, skipped = await self._push_all(claimed.mine, now)
-        await fan.deliveries.complete(settled.outcomes + skipped, fan.clock())
+        settled, skipped = await self._push_all(claimed.mine, now, shown)
+        outcomes = settled.outcomes
+        if shown.silenced and event.kind is not MessageEventKind.DELETED:
+            outcomes = tuple((r, _as_muted(o)) for r, o in outcomes)
+        await fan.deliveries.complete(outcomes + skipped, fan.clock())
+        if shown.fell and shown.badge is not None:
+            await update_badges(
+                alert, shown.badge, pushers=fan.pushers, registry=fan.devices,
+                settings=fan.settings, now=now, tag=fan.tag,
+            )  # fmt: skip
+        badge_only = sum(o.state is DeliveryState.MUTED for _, o in outcomes)
         return ChatPushSummary(
             devices=len(alert),
-            delivered=settled.delivered,
-            skipped=claimed.done + claimed.in_flight + len(skipped),
+            delivered=settled.delivered - badge_only,
+            skipped=claimed.done + claimed.in_flight + len(skipped) + badge_only,
             failed=settled.failed,
             retry_needed=settled.retry_needed or bool(claimed.in_flight),
+            note="muted" if shown.silenced else "",
         )
 
+    async def _count_and_claim(
+        self, alert: Sequence[Device], snapshot: InboxSnapshot | None, now: datetime
+    ) -> tuple[Presentation, Claimed]:
+        """Count the message and claim its pushes concurrently (one round trip of latency).
+
+        If counting fails, our claims are released before the error is raised, so the
+        redelivery claims them again at once.
+        """
+        event, fan = self.event, self.fan
+        counting = (
+            _uncounted() if snapshot is None else note_message(self.inbox, event, snapshot, now)
+        )
+        shown, claimed = await asyncio.gather(
+            counting, fan.claim(self._key(), alert, now=now, event_id=event.event_id),
+            return_exceptions=True,
+        )  # fmt: skip
+        if isinstance(shown, BaseException):
+            if isinstance(claimed, Claimed) and claimed.mine:
+                released = Outcome(DeliveryState.RELEASED, detail="counting failed: released")
+                await fan.deliveries.complete([(r, released) for r, _ in claimed.mine], now)
+            raise shown
+        if isinstance(claimed, BaseException):
+            raise claimed
+        return shown, claimed
+
     async def _push_all(
-        self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime
+        self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime, shown: Presentation
     ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
         ready: list[tuple[DeliveryRecord, Device, Notification, str]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []
         for record, device in mine:
-            built = await self._notification(record, device, now)
+            built = await self._notification(record, device, now, shown)
             if isinstance(built, tuple):
                 ready.append((record, device, *built))
             elif isinstance(built, Outcome):
@@ -295,14 +370,19 @@ class _ChatPush:
         return await self.fan.settle(attempts), tuple(skipped)
 
     async def _notification(
-        self, record: DeliveryRecord, device: Device, now: datetime
+        self, record: DeliveryRecord, device: Device, now: datetime, shown: Presentation
     ) -> tuple[Notification, str] | Outcome | ApnsError:
-        """The device's notification and what the log notes of its payload, a skip (over the
-        background budget), or why it can't be sent."""
-        event = self.event
+        """The device's notification and what the log notes of its payload, a skip (muted, over
+        the background budget), or why it can't be sent."""
+        event, settings = self.event, self.fan.settings
         try:
+            if event.kind is not MessageEventKind.DELETED and shown.silenced:
+                if shown.badge_update and shown.badge is not None:
+                    return badge_notification(device, shown.badge), ""
+                return Outcome(DeliveryState.MUTED, detail="thread muted by the recipient")
             if event.kind is not MessageEventKind.DELETED:
-                notification, payload = chat_push(event, device, self.fan.settings, now)
+                options = shown.payload_options(settings)
+                notification, payload = chat_push(event, device, settings, now, options=options)
                 return notification, payload.note
             if not await self._spend_background_budget(device, now, retry=record.claims > 1):
                 return Outcome(DeliveryState.SKIPPED, detail="over the background push budget")
@@ -335,3 +415,18 @@ class _ChatPush:
             device.user_id, device.device_id, now, renewal=False
         )
         return recorded is not None
+
+
+def _as_muted(outcome: Outcome) -> Outcome:
+    """A silenced thread's badge update is logged as ``muted`` once APNs took it."""
+    if outcome.state is not DeliveryState.DELIVERED:
+        return outcome
+    return replace(outcome, state=DeliveryState.MUTED, detail="badge update only: thread muted")
+
+
+async def _uncounted() -> Presentation:
+    return Presentation(badge=None)
+
+
+async def _unknown() -> bool | None:
+    return None

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from shared.devices import DeviceStore
     from shared.events import EventSource
     from shared.identities import TableIdentityStore
+    from shared.inbox import TableInboxStore
     from shared.key_wrap import KeyWrapper
     from shared.outcomes import ConfigAlarm
+    from shared.read_reports import BadgeUpdates
     from shared.registration import RegistrationRules
     from shared.registry_purge import TableDeviceDays
     from shared.renewal import RenewalRules
@@ -256,6 +258,22 @@ class Container:
             return TableDeliveryStore(await (await self.tables()).table(DELIVERIES_TABLE))
 
         return await self._once("deliveries", build)
+
+    async def inbox(self) -> TableInboxStore:
+        """Each user's unread counts and preferences (inbox table)."""
+
+        async def build() -> TableInboxStore:
+            from shared.inbox import INBOX_TABLE, TableInboxStore
+
+            return TableInboxStore(await (await self.tables()).table(INBOX_TABLE))
+
+        return await self._once("inbox", build)
+
+    async def badge_updates(self) -> BadgeUpdates:
+        """What badge-only pushes to a user's devices need: the registry and APNs clients."""
+        from shared.read_reports import BadgeUpdates
+
+        return BadgeUpdates(await self.device_registry(), await self.pushers(), self.settings)
 
     async def pushers(self) -> AppClients:
         """One APNs client per app of ``APNS_APPS`` (token key or certificate), by bundle ID."""

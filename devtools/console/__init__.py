@@ -4,7 +4,7 @@ Served by the local run (``bash scripts/run-local.sh``) beside the app; developm
 folder is left out of the deployed package). See the README's "Developer console" section:
 :mod:`~devtools.console.server` (HTTP and server-sent events), :mod:`~devtools.console.state`
 (phones, wire, refresh), :mod:`~devtools.console.lockscreen` (what iOS shows, push by push),
-:mod:`~devtools.console.phone` (a phone the console holds), :mod:`~devtools.console.actions`,
-:mod:`~devtools.console.acs_events`, :mod:`~devtools.console.decryption`,
+:mod:`~devtools.console.reference_phone` (the phones: reference devices, the app of docs/ios.md),
+:mod:`~devtools.console.actions`, :mod:`~devtools.console.acs_events`,
 :mod:`~devtools.console.sources`.
 """

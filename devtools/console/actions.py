@@ -4,7 +4,8 @@
   (``/runtime/webhooks/eventgrid?functionName=on_chat_event`` / ``on_call_event``, header
   ``aeg-event-type: Notification``), in the Event Grid or the CloudEvents schema; the webhook's
   answer is recorded (a 500 means Event Grid would redeliver: the page offers to).
-- Phones are added through the app's own API (:class:`~devtools.console.phone.ConsolePhone`).
+- Phones are reference devices (:class:`~devtools.console.reference_phone.ReferencePhone`): the
+  app of docs/ios.md signs in and registers through the app's own API.
 - "Uninstall the app" tells the APNs simulator that the phone's tokens are unregistered: the next
   push to them is answered 410, and the app removes the device.
 - Faults, the simulator's clock: the simulator's control endpoint.
@@ -16,7 +17,7 @@ Every method raises :class:`ActionError` (a 4xx for the page) for input that can
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ import httpx
 
 from devtools.console import acs_events
 from devtools.console.acs_events import ChatMessage, Delivery, Schema
-from devtools.console.phone import ConsolePhone, PhoneError
+from devtools.console.reference_phone import PhoneError, ReferencePhone
 from devtools.console.sources import SimulatorUnavailableError
 from devtools.console.state import ConsoleState, SentMessage, short_token
 
@@ -104,33 +105,45 @@ class Actions:
 
     # --- phones ---------------------------------------------------------------------------------
     async def add_phone(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Sign a user in on a new phone and register it (alert token with a key, VoIP token)."""
+        """A new reference device: its user signs in, it registers its tokens with a fresh key."""
         name = _text(body, "name", MAX_NAME)
         if not name.replace(" ", "").replace("-", "").replace("_", "").isalnum():
             raise ActionError("name must be letters, digits, spaces, - or _")
         if self.config.token_url is None:
             raise ActionError("no identity provider is configured (AUTH_JWKS_URL is real)", 409)
-        phone = ConsolePhone(
+        phone = ReferencePhone.connect(
             name,
-            http=self.http,
             app_url=self.config.app_url,
             token_url=self.config.token_url,
             topic=self.config.topic,
             calls=bool(body.get("calls", True)),
+            deleted_messages=self.deleted_messages,
         )
         try:
-            await phone.sign_in()
-            await phone.register()
+            await phone.start()
         except PhoneError as exc:
+            phone.close()
             raise ActionError(f"registering {name}'s phone failed: {exc}", 502) from exc
+        tokens = phone.tokens
         async with self.state.lock:
             added = self.state.add_agent(phone)
             self.state.note(
-                f"{name} signed in on a new iPhone: ACS user {phone.user_id[:12]}…, alert token "
-                f"{short_token(phone.alert_token)} with a preview key"
-                + (f", VoIP token {short_token(phone.voip_token)}" if phone.voip_token else "")
+                f"{name} signed in on a new iPhone (the reference device): ACS user "
+                f"{phone.user_id[:12]}…, alert token {short_token(tokens['alert'])} with a "
+                "preview key"
+                + (f", VoIP token {short_token(tokens['voip'])}" if "voip" in tokens else "")
             )
         return {"id": added.id, "userId": phone.user_id}
+
+    def deleted_messages(self, thread_id: str, message_ids: Collection[str]) -> list[str]:
+        """The chat layer's answer to a phone (the console plays ACS): which of these messages
+        of this thread it deleted. Called from a phone's thread: it only reads."""
+        found = [(m, self.state.messages.get(m)) for m in message_ids]
+        return [
+            m
+            for m, sent in found
+            if sent is not None and sent.state == "deleted" and sent.message.thread_id == thread_id
+        ]
 
     def _phone(self, phone_id: str) -> Any:
         phone = self.state.phones.get(phone_id)
@@ -152,14 +165,17 @@ class Actions:
         return {"tokens": len(phone.tokens)}
 
     async def end_call(self, phone_id: str, answer: str) -> dict[str, Any]:
-        """Answer or decline the ringing call (the call screen goes)."""
+        """Answer or decline the ringing call (the call screen goes; the phone's CallKit too)."""
         phone = self._phone(phone_id)
         async with self.state.lock:
             call = phone.screen.call
             phone.screen.end_call()
-        if call is not None:
-            verb = "answered" if answer == "accept" else "declined"
-            self.state.note(f"{self.state.phone_label(phone)} {verb} the call from {call.caller}")
+        if call is None:
+            return {}
+        if phone.agent is not None:
+            await phone.agent.end_call(call.call_id, accept=answer == "accept")
+        verb = "answered" if answer == "accept" else "declined"
+        self.state.note(f"{self.state.phone_label(phone)} {verb} the call from {call.caller}")
         return {}
 
     # --- ACS events -----------------------------------------------------------------------------

@@ -8,7 +8,10 @@ The rules iOS and the app of docs/ios.md apply, in the order pushes arrive:
   Notifications are grouped by ``aps.thread-id`` (no thread-id: the app's own group).
 - ``mutable-content: 1`` runs the notification service extension: it decrypts ``data.e`` with
   the keys the phone holds and shows the sender's name and the message; without a key that
-  opens it (none, expired, another), the alert's own text stays: the fallback.
+  opens it (none, expired, another), or when the message is empty, the alert's own text stays:
+  the fallback. The extension is the reference device's
+  (:func:`devtools.reference_device.extension_content`, the ACS SDK's ``decryptPayload`` written
+  from its source, never from ``shared/``): the console has no decryptor of its own.
 - ``aps.badge`` sets the number on the app icon (0 clears it); a push without it leaves it.
 - A background push (``content-available: 1``, no alert) shows nothing: it is a mark on the
   timeline. With ``deleted`` the app withdraws that message's notifications; with
@@ -19,46 +22,13 @@ The rules iOS and the app of docs/ios.md apply, in the order pushes arrive:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from devtools.console.decryption import DecryptError, decrypt_with_any, encrypted_blob
+from devtools.reference_device import Push, extension_content
 
 NO_THREAD = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Push:
-    """One push the phone received (APNs answered 200), from the simulator's request log."""
-
-    seq: int
-    token: str
-    push_type: str
-    collapse_id: str | None
-    apns_id: str | None
-    payload: Mapping[str, Any]
-    received_at: float
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Push:
-        """From a request record of the simulator's control endpoint (camelCase JSON)."""
-        headers: Mapping[str, str] = record.get("headers") or {}
-        payload = record.get("payload")
-        return cls(
-            seq=int(record["seq"]),
-            token=str(record.get("token") or "").lower(),
-            push_type=headers.get("apns-push-type", "alert"),
-            collapse_id=headers.get("apns-collapse-id"),
-            apns_id=record.get("apnsId"),
-            payload=payload if isinstance(payload, dict) else {},
-            received_at=float(record.get("receivedAt") or 0.0),
-        )
-
-    @property
-    def aps(self) -> Mapping[str, Any]:
-        aps = self.payload.get("aps")
-        return aps if isinstance(aps, dict) else {}
 
 
 class Preview(enum.StrEnum):
@@ -144,19 +114,17 @@ def alert_text(aps: Mapping[str, Any]) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def extension(push: Push, keys: Iterable[bytes]) -> tuple[str, str, Preview]:
-    """(title, body, how) after the notification service extension ran on ``push``."""
+def extension(push: Push, keys: Sequence[str]) -> tuple[str, str, Preview]:
+    """(title, body, how) after the notification service extension ran on ``push``.
+
+    ``keys``: what ``onRetrieveKeys()`` would return now (base64, newest first; [] for none).
+    """
     title, _, body = alert_text(push.aps)
-    blob = encrypted_blob(push.payload)
-    if push.aps.get("mutable-content") != 1 or blob is None:
+    data = push.payload.get("data")
+    if push.aps.get("mutable-content") != 1 or not isinstance(data, dict) or "e" not in data:
         return title, body, Preview.PLAIN
-    try:
-        fields = decrypt_with_any(keys, blob)
-    except DecryptError:
-        return title, body, Preview.FALLBACK
-    if not fields.get("messageBody", "").strip():
-        return title, body, Preview.FALLBACK  # an empty message keeps the fallback text
-    return fields.get("senderDisplayName") or title, fields["messageBody"], Preview.DECRYPTED
+    content = extension_content(push.payload, lambda: list(keys))
+    return content.title, content.body, Preview.DECRYPTED if content.decrypted else Preview.FALLBACK
 
 
 def silent_mark(push: Push) -> SilentMark:
@@ -181,7 +149,7 @@ class LockScreen:
     marks: list[SilentMark] = field(default_factory=list)
     last_seq: int = 0
 
-    def receive(self, push: Push, keys: Iterable[bytes] = ()) -> None:
+    def receive(self, push: Push, keys: Sequence[str] = ()) -> None:
         """Apply one delivered push; ``keys`` are the preview keys the phone holds now."""
         self.last_seq = max(self.last_seq, push.seq)
         if push.push_type == "voip":
@@ -208,7 +176,7 @@ class LockScreen:
         if mark.mark is Mark.WITHDRAW and isinstance(deleted, dict):
             self.withdraw(_text(deleted.get("threadId")), _text(deleted.get("messageId")))
 
-    def _show(self, push: Push, keys: Iterable[bytes]) -> None:
+    def _show(self, push: Push, keys: Sequence[str]) -> None:
         title, body, preview = extension(push, keys)
         _, subtitle, _ = alert_text(push.aps)
         identifier = push.collapse_id or push.apns_id or f"seq-{push.seq}"
@@ -240,6 +208,13 @@ class LockScreen:
             for n in self.notifications
             if not (n.message_id == message_id and n.thread_id == thread_id)
         ]
+        return before - len(self.notifications)
+
+    def keep_only(self, identifiers: Collection[str]) -> int:
+        """Drop the notifications the phone's app removed itself (a reconciled delete, an opened
+        thread): the phone's Notification Center holds ``identifiers``. How many went."""
+        before = len(self.notifications)
+        self.notifications = [n for n in self.notifications if n.identifier in identifiers]
         return before - len(self.notifications)
 
     def end_call(self) -> None:

@@ -12,7 +12,8 @@ POSTs).
     GET  /                         the page (static/console.html, .css, .js)
     GET  /api/state                the page's JSON
     GET  /api/events               text/event-stream: "state" events carrying that JSON
-    POST /api/phones               {name, calls?}             add a phone (signs in, registers)
+    POST /api/phones               {name, calls?}             add a reference device (signs in,
+                                                              registers)
     POST /api/phones/{id}/uninstall                           APNs: its tokens are unregistered
     POST /api/phones/{id}/call     {answer: accept|decline}   end the ringing call
     POST /api/messages             {from, to, text, senderName?, schema?}
@@ -262,5 +263,7 @@ class Console:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for agent in self.state.agents:
+            agent.close()
         await self.http.aclose()
         await self.tables.aclose()

@@ -3,13 +3,15 @@
 :meth:`ConsoleState.refresh` reads what changed (new simulator requests since the last one seen,
 the devices and renewal tables every few seconds or when a push names an unknown token, the
 delivery log of pushes not yet settled), applies each delivered push to its phone's lock screen
-and lets the console's own phones act on it (renew a key), and says whether anything visible
-changed. :meth:`ConsoleState.snapshot` is the JSON the page draws.
+and hands it to the phone's app when the console runs one (a reference device: it renews its
+key, proves a token, reports a call), and says whether anything visible changed.
+:meth:`ConsoleState.snapshot` is the JSON the page draws.
 
 Phones: every registered device is a phone (a device row of the devices table), except the
-tokens of a phone the console holds (:class:`~devtools.console.phone.ConsolePhone`), which are
-one phone with both of its tokens. A phone whose tokens have all left the registry (APNs answered
-410 and the app removed it, or its app deleted it) leaves the page.
+tokens of a phone whose app the console runs (a :class:`PhoneAgent`:
+:class:`~devtools.console.reference_phone.ReferencePhone`), which are one phone with both of its
+tokens. A phone whose tokens have all left the registry (APNs answered 410 and the app removed
+it, or its app deleted it) leaves the page.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from devtools.console.acs_events import ChatMessage
-from devtools.console.lockscreen import LockScreen, Push
+from devtools.console.lockscreen import LockScreen
 from devtools.console.sources import AppTables, DeviceRow, Simulator, SimulatorUnavailableError
+from devtools.reference_device import Push
 from shared.delivery_log import record_json
 from shared.renewal import next_background_at
 
@@ -42,11 +45,13 @@ CALLS_THREAD = "calls"  # the delivery log's thread of calls (shared/deliveries.
 
 
 class PhoneAgent(Protocol):
-    """A phone whose app the console runs (it holds keys, and acts on background pushes)."""
+    """A phone whose app the console runs: it holds keys and acts on the pushes it receives."""
 
     name: str
-    user_id: str
     source: str
+
+    @property
+    def user_id(self) -> str: ...
 
     @property
     def tokens(self) -> dict[str, str]: ...
@@ -54,9 +59,29 @@ class PhoneAgent(Protocol):
     @property
     def key_expires_at(self) -> datetime | None: ...
 
-    def keys(self, now: datetime | None = None) -> list[bytes]: ...
+    def banner_ids(self) -> set[str]:
+        """The identifiers of the notifications the phone still shows."""
+        ...
 
-    async def handle_push(self, push: Push) -> str | None: ...
+    def app_log(self) -> list[dict[str, Any]]:
+        """What the app did lately, newest first."""
+        ...
+
+    async def live_keys(self) -> list[str]:
+        """The keys its notification service extension would try now (base64)."""
+        ...
+
+    async def handle_push(self, push: Push) -> list[str]:
+        """Let the app act on a delivered push; lines for the activity list."""
+        ...
+
+    async def end_call(self, call_id: str, *, accept: bool) -> None:
+        """The user answers or declines the ringing call."""
+        ...
+
+    def close(self) -> None:
+        """Release what the phone holds (its app left the page)."""
+        ...
 
 
 def device_id_for(token: str) -> str:
@@ -270,6 +295,7 @@ class ConsoleState:
                 del self.phones[phone.id]
                 if phone.agent in self.agents:
                     self.agents.remove(phone.agent)
+                    phone.agent.close()
                 self.note(
                     f"{self.phone_label(phone)} left: its registration is gone "
                     f"(last APNs answer: {self._last_answer(phone)})",
@@ -342,17 +368,21 @@ class ConsoleState:
                 self.want_registry()
             return
         push = Push.from_record(record)
-        keys = phone.agent.keys(self.clock()) if phone.agent is not None else []
-        phone.screen.receive(push, keys)
-        if phone.agent is not None:
-            try:
-                line = await phone.agent.handle_push(push)
-            except Exception as exc:  # the phone's app failing is shown on the page
-                self.note(f"{phone.agent.name}'s phone could not act on a push: {exc}", "error")
-                return
-            if line:
-                self.note(line)
-                self.want_registry()
+        agent = phone.agent
+        if agent is None:
+            phone.screen.receive(push)  # the console holds no key of a phone it does not run
+            return
+        try:
+            phone.screen.receive(push, await agent.live_keys())
+            lines = await agent.handle_push(push)
+        except Exception as exc:  # the phone's app failing is shown on the page
+            self.note(f"{agent.name}'s phone could not act on a push: {exc}", "error")
+            return
+        phone.screen.keep_only(agent.banner_ids())
+        for line in lines:
+            self.note(line)
+        if lines:
+            self.want_registry()
 
     async def _read_logs(self) -> None:
         now = self.monotonic()
@@ -377,7 +407,8 @@ class ConsoleState:
         key_expires = agent.key_expires_at if agent is not None else None
         if key_expires is None and alert is not None and alert.has_key:
             key_expires = alert.key_expires_at
-        holds_key = bool(agent.keys(now)) if agent is not None else False
+        # The phone's storage drops a key once its expiry passed: the newest one decides.
+        holds_key = agent is not None and key_expires is not None and key_expires > now
         wake = None
         if alert is not None:
             wake = self._wakes.get((phone.user_id, alert.device_id))
@@ -417,6 +448,7 @@ class ConsoleState:
                 "nextAllowedAt": iso(allowed_at) if allowed_at > now else None,
             },
             "screen": phone.screen.as_json(),
+            "appLog": agent.app_log() if agent is not None else None,
         }
 
     def _wire_json(self, entry: WireEntry) -> dict[str, Any]:

@@ -9,7 +9,7 @@ calls to (a model of) CallKit.
 
     from devtools.reference_device import Endpoints, ReferenceDevice
 
-    phone = ReferenceDevice.connect(Endpoints(app=APP, idp=IDP, apns=SIM_CONTROL_URL))
+    phone = ReferenceDevice.connect(Endpoints(app=APP, idp=IDP_TOKEN_URL, apns=SIM_CONTROL_URL))
     phone.sign_in("alice")        # POST /api/token: phone.acs_user_id
     phone.launch()                # PUT /api/devices: alert token + fresh key, PushKit token
     ...                           # a message is sent to alice

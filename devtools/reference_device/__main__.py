@@ -8,7 +8,7 @@
     python -m devtools.reference_device new-token     # APNs hands out a new device token
     python -m devtools.reference_device sign-out
 
-``$IDP`` is the development identity provider's issuer and ``$SIM`` the APNs simulator's
+``$IDP`` is the development identity provider's ``token_url`` and ``$SIM`` the APNs simulator's
 ``control_url``, both printed by ``bash scripts/run-local.sh``; pushrelay is at
 ``http://127.0.0.1:7071`` unless ``--app`` says otherwise. The addresses are remembered in the
 state file (default ``.local/reference-device.json``, git-ignored), and so are the phone's keys:
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="the phone's file")
     parser.add_argument("--app", default=os.environ.get("PUSHRELAY_APP"), help="pushrelay URL")
-    parser.add_argument("--idp", default=os.environ.get("PUSHRELAY_IDP"), help="IdP issuer")
+    parser.add_argument("--idp", default=os.environ.get("PUSHRELAY_IDP"), help="IdP token URL")
     parser.add_argument("--apns", default=os.environ.get("PUSHRELAY_APNS"), help="simulator URL")
     parser.add_argument("--topic", default=None, help=f"bundle id (default {DEFAULT_TOPIC})")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
@@ -77,7 +77,7 @@ def _load(args: argparse.Namespace) -> tuple[ReferenceDevice, dict[str, Any]]:
     idp, apns = args.idp or where.get("idp"), args.apns or where.get("apns")
     if not idp or not apns:
         raise SystemExit(
-            "error: --idp and --apns are needed once (the identity provider's issuer and the "
+            "error: --idp and --apns are needed once (the identity provider's token_url and the "
             "APNs simulator's control_url from the run's summary)"
         )
     endpoints = {"app": app, "idp": idp, "apns": apns}

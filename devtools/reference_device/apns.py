@@ -26,6 +26,7 @@ class Push:
     collapse_id: str | None
     apns_id: str | None
     payload: Mapping[str, Any]
+    received_at: float = 0.0  # the simulator's clock when it answered (epoch seconds)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Push:
@@ -41,7 +42,14 @@ class Push:
             collapse_id=headers.get("apns-collapse-id"),
             apns_id=record.get("apnsId"),
             payload=payload if isinstance(payload, dict) else {},
+            received_at=float(record.get("receivedAt") or 0.0),
         )
+
+    @property
+    def aps(self) -> Mapping[str, Any]:
+        """The ``aps`` dictionary ({} when absent or not an object)."""
+        aps = self.payload.get("aps")
+        return aps if isinstance(aps, dict) else {}
 
 
 class PushSource(Protocol):

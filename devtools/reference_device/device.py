@@ -11,11 +11,15 @@ It does what the guide's Swift files do, step for step:
   a new APNs token it registers the new one with a fresh key and deletes the old registration;
 - ``AppDelegate``'s background-push handler: a token-move proof code completes the pending
   registration (and then registers the PushKit token again: it follows the alert token's proof,
-  409 until then), ``deleted`` withdraws banners, anything else is a renewal wake: a fresh key;
+  409 until then); any other wake (``deleted`` withdraws that message's banners first) uploads
+  a fresh key; and every wake clears the banners of messages deleted since, asking the app's
+  chat layer (``deleted_messages``), since a delete whose withdraw push the background budget
+  skipped never arrives; opening a thread clears its banners (:meth:`ReferenceDevice.open_thread`);
 - ``NotificationService``: decrypts with the SDK's rules (:mod:`.decryption`), keeps the
   fallback when it cannot or the message is empty;
 - ``VoipCalls``: every VoIP push is reported to CallKit, a push it cannot read as a placeholder
-  call that ends at once; the answer action is fulfilled for a ringing call;
+  call that ends at once; the answer action is fulfilled for a ringing call (an app built
+  without calls, ``calls=False``, registers no PushKit token);
 - sign-out deletes both registrations, the keys and the delivered banners.
 
 Pushes arrive by reading the APNs simulator's log (:mod:`.apns`): call :meth:`ReferenceDevice.sync`
@@ -28,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -62,6 +66,12 @@ PROVISIONAL_KEY_LIFETIME: Final = timedelta(minutes=10)
 RENEW_BEFORE: Final = timedelta(minutes=15)
 
 
+DeletedMessages = Callable[[str, Collection[str]], Collection[str]]
+"""The app's chat layer (``DeletedMessageLookup`` in docs/ios.md): which of these message ids of
+this thread are deleted. On a phone, ACS answers (``ChatMessage.deletedOn``); in tests and the
+console, whoever plays ACS."""
+
+
 def utc_now() -> datetime:
     """The real clock, UTC."""
     return datetime.now(UTC)
@@ -79,7 +89,9 @@ class Happened(StrEnum):
     VOIP_HELD = "voipHeld"  # 409: another user holds the PushKit token until the alert's proof
     DEREGISTERED = "deregistered"
     BANNER = "banner"
+    BADGE = "badge"  # a badge-only push set the app icon's number, nothing shown
     WITHDRAWN = "withdrawn"
+    THREAD_OPENED = "threadOpened"
     RENEWAL_WAKE = "renewalWake"
     CALL_REPORTED = "callReported"
     PLACEHOLDER_CALL = "placeholderCall"
@@ -115,7 +127,7 @@ class Endpoints:
     """Where the phone finds pushrelay, the identity provider and APNs (the simulator)."""
 
     app: str  # pushrelay's base URL, e.g. http://127.0.0.1:7071
-    idp: str  # the development identity provider's issuer
+    idp: str  # the development identity provider's token URL (its token_url)
     apns: str  # the APNs simulator's control URL
 
 
@@ -138,12 +150,16 @@ class ReferenceDevice:
         random_bytes: Callable[[int], bytes] = os.urandom,
         alert_token: str | None = None,
         voip_token: str | None = None,
+        calls: bool = True,
+        deleted_messages: DeletedMessages | None = None,
     ) -> None:
         self.relay, self.idp, self.source = relay, idp, pushes
         self.topic, self.environment = topic, environment
         self.clock, self._random = clock, random_bytes
         self.alert_token = (alert_token or random_bytes(32).hex()).lower()
         self.voip_token = (voip_token or random_bytes(32).hex()).lower()
+        self.calls_enabled = calls  # False: an app without VoipCalls (no PushKit token)
+        self.deleted_messages = deleted_messages
         self.keys = AppGroupKeyStorage(clock)
         self.center = NotificationCenter()
         self.callkit = CallKit()
@@ -151,6 +167,7 @@ class ReferenceDevice:
         self.acs_user_id: str | None = None
         self.running = True  # False: force-quit, iOS delivers no background pushes to the app
         self.previews_enabled = True  # the user's setting (docs/ios.md section 5)
+        self.badge: int | None = None  # the app icon's number, as the last push with one set it
         self.registrations: dict[str, Registration] = {}  # "alert" / "voip"
         self.pending_proofs: dict[str, dict[str, Any]] = {}  # token -> the PUT body to repeat
         self.cursors: dict[str, int] = {}  # token -> last push sequence number seen
@@ -199,7 +216,8 @@ class ReferenceDevice:
         """The app starts (or comes to the foreground): iOS hands it both tokens again."""
         self.running = True
         self.apns_token_received(self.alert_token)
-        self.voip_token_received(self.voip_token)
+        if self.calls_enabled:
+            self.voip_token_received(self.voip_token)
 
     def apns_token_received(self, token: str) -> None:
         """``didRegisterForRemoteNotificationsWithDeviceToken``: register, keep or renew the key."""
@@ -314,8 +332,16 @@ class ReferenceDevice:
             self._note(Happened.NOT_DELIVERED, pushType=push.push_type, seq=push.seq)
 
     def _on_alert(self, push: Push) -> None:
-        content = extension_content(push.payload, self.keys.retrieve_keys)
         payload = push.payload
+        aps = payload.get("aps") if isinstance(payload.get("aps"), dict) else {}
+        badge = aps.get("badge")
+        if isinstance(badge, int) and not isinstance(badge, bool):
+            self.badge = badge  # iOS sets the icon from every push that carries a badge
+        if "alert" not in aps:
+            # A badge-only push (docs/ios.md section 13): no banner, the extension does not run.
+            self._note(Happened.BADGE, badge=badge, seq=push.seq)
+            return
+        content = extension_content(payload, self.keys.retrieve_keys)
         banner = Banner(
             identifier=push.collapse_id or push.apns_id or f"seq-{push.seq}",
             title=content.title,
@@ -334,18 +360,55 @@ class ReferenceDevice:
             self._note(Happened.NOT_DELIVERED, reason="app force-quit", seq=push.seq)
             return
         payload = push.payload
-        proof = payload.get("pushrelay")
+        relay = payload.get("pushrelay")
+        code = relay.get("tokenProof") if isinstance(relay, dict) else None
         deleted = payload.get("deleted")
-        if isinstance(proof, dict) and isinstance(proof.get("tokenProof"), str):
-            self._complete_proof(push.token, proof["tokenProof"])
-        elif isinstance(deleted, dict):
-            thread, message = _string(deleted.get("threadId")), _string(deleted.get("messageId"))
-            removed = self.center.withdraw(thread or "", message or "")
-            self._note(Happened.WITHDRAWN, threadId=thread, messageId=message, removed=removed)
+        if isinstance(code, str):
+            # The registration it completes carries its key already.
+            self._complete_proof(push.token, code)
         else:
-            self._note(Happened.RENEWAL_WAKE, seq=push.seq)
+            if isinstance(deleted, dict):
+                self._withdraw(_string(deleted.get("threadId")), _string(deleted.get("messageId")))
+            else:
+                self._note(Happened.RENEWAL_WAKE, seq=push.seq)
             if self.subject is not None:
+                # Any wake renews (a withdraw wake too): it moves pushrelay's next renewal wake
+                # later, and the two share one background budget.
                 self.renew_key()
+        self.clear_deleted_banners()
+
+    def _withdraw(self, thread: str | None, message: str | None) -> None:
+        # Without both ids nothing is matched: a banner without ids is never a deleted message.
+        removed = self.center.withdraw(thread, message) if thread and message else 0
+        self._note(Happened.WITHDRAWN, threadId=thread, messageId=message, removed=removed)
+
+    def clear_deleted_banners(self) -> int:
+        """Withdraw the banners of messages the chat layer says are deleted; how many went.
+
+        A second delete within ``RENEWAL_MIN_SPACING_MINUTES`` of the last background push gets
+        no withdraw push (docs/ios.md section 7): the next wake, whatever it is for, clears it.
+        """
+        if self.deleted_messages is None:
+            return 0
+        by_thread: dict[str, list[str]] = {}
+        for banner in self.banners:
+            if banner.thread_id and banner.message_id:
+                by_thread.setdefault(banner.thread_id, []).append(banner.message_id)
+        removed = 0
+        for thread, messages in by_thread.items():
+            for message in self.deleted_messages(thread, messages):
+                gone = self.center.withdraw(thread, message)
+                if gone:
+                    removed += gone
+                    self._note(Happened.WITHDRAWN, threadId=thread, messageId=message,
+                               removed=gone, reconciled=True)  # fmt: skip
+        return removed
+
+    def open_thread(self, thread_id: str) -> int:
+        """The user opens a conversation: its banners go (the thread itself comes from ACS)."""
+        removed = self.center.remove_thread(thread_id)
+        self._note(Happened.THREAD_OPENED, threadId=thread_id, removed=removed)
+        return removed
 
     def _on_voip(self, push: Push) -> None:
         info = parse_voip_push(push.payload)
@@ -419,7 +482,9 @@ class ReferenceDevice:
             "subject": self.subject,
             "acsUserId": self.acs_user_id,
             "running": self.running,
+            "takesCalls": self.calls_enabled,
             "previewsEnabled": self.previews_enabled,
+            "badge": self.badge,
             "registrations": {
                 kind: {"token": r.token, "deviceId": r.device_id}
                 for kind, r in self.registrations.items()
@@ -439,7 +504,10 @@ class ReferenceDevice:
         self.alert_token, self.voip_token = state["alertToken"], state["voipToken"]
         self.subject, self.acs_user_id = state.get("subject"), state.get("acsUserId")
         self.running = bool(state.get("running", True))
+        self.calls_enabled = bool(state.get("takesCalls", True))
         self.previews_enabled = bool(state.get("previewsEnabled", True))
+        badge = state.get("badge")
+        self.badge = badge if isinstance(badge, int) else None
         self.registrations = {
             kind: Registration(r["token"], r["deviceId"])
             for kind, r in (state.get("registrations") or {}).items()
@@ -512,7 +580,7 @@ class ReferenceDevice:
         if isinstance(result, Registered):
             self._note(Happened.PROOF_COMPLETED, kind=body["kind"], deviceId=result.device_id)
             self._registered(body, result)
-            if body["kind"] == "alert" and "voip" not in self.registrations:
+            if body["kind"] == "alert" and self.calls_enabled and "voip" not in self.registrations:
                 self.voip_token_received(self.voip_token)  # the PushKit token follows now
 
     def _delete(self, registration: Registration) -> None:

@@ -118,6 +118,13 @@ class NotificationCenter:
             del self._banners[identifier]
         return len(gone)
 
+    def remove_thread(self, thread_id: str) -> int:
+        """Remove a conversation's banners (the user opened it)."""
+        gone = [b.identifier for b in self._banners.values() if b.thread_id == thread_id]
+        for identifier in gone:
+            del self._banners[identifier]
+        return len(gone)
+
     def remove_all(self) -> None:
         """``removeAllDeliveredNotifications()`` (sign-out)."""
         self._banners.clear()

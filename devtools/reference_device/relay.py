@@ -67,12 +67,16 @@ def parse_time(text: Any) -> datetime | None:
 
 
 class DevIdentityProvider:
-    """Sign-in through the development identity provider: ``GET {issuer}/token?sub=S``."""
+    """Sign-in through the development identity provider: ``GET {token_url}?sub=S``.
+
+    ``token_url`` is the provider's ``token_url`` (the local run's summary prints it). Not its
+    issuer: the issuer stays the same across runs of one folder while the port may move.
+    """
 
     def __init__(
-        self, issuer: str, http: httpx.Client, monotonic: Callable[[], float] = time.monotonic
+        self, token_url: str, http: httpx.Client, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self._url = issuer.rstrip("/") + "/token"
+        self._url = token_url
         self._http = http
         self._monotonic = monotonic
         self._cached: dict[str, tuple[str, float]] = {}

@@ -330,13 +330,33 @@ def test_a_device_registered_through_the_api_shows_the_fallback_text(
 
 
 @pytest.mark.parametrize("console", [{"PREVIEW_KEY_LIFETIME_MINUTES": "1"}], indirect=True)
-def test_the_renewal_sweep_wakes_the_phone_and_it_renews_its_key(console: ConsolePage) -> None:
+def test_a_reference_phone_renews_its_key_at_the_wake_and_its_next_banner_is_decrypted(
+    console: ConsolePage,
+) -> None:
     c = console
     c.add_phone("alice")  # a 1-minute key: due for renewal at once (10 minutes of lead)
+    c.add_phone("bob", calls=False)
+    alice = c.phone("alice")
+    expect(alice).to_have_attribute("data-source", "reference")
+    app_log = alice.locator(".app-log li")
+    expect(app_log.first).to_have_attribute("data-app-event", "registered", timeout=WAIT_MS)
 
     c.page.click("#run-sweep")
 
-    expect(c.phone("alice").locator('.timeline .mark[data-mark="renewal"]')).to_have_count(
-        1, timeout=WAIT_MS
+    expect(alice.locator('.timeline .mark[data-mark="renewal"]')).to_have_count(1, timeout=WAIT_MS)
+    expect(c.page.locator("#activity")).to_contain_text(
+        "alice's phone renewed its preview key", timeout=WAIT_MS
     )
-    expect(c.page.locator("#activity")).to_contain_text("renewed its preview key", timeout=WAIT_MS)
+    # Newest first: the wake, then the fresh key it uploaded.
+    expect(app_log.nth(1)).to_have_attribute("data-app-event", "renewalWake", timeout=WAIT_MS)
+    expect(app_log.nth(0)).to_have_attribute("data-app-event", "keyUploaded")
+
+    c.send("bob", "alice", "sent after the renewal")
+
+    banner = c.banners("alice").first
+    expect(banner.locator(".notif-body")).to_have_text("sent after the renewal", timeout=WAIT_MS)
+    expect(banner).to_have_attribute("data-preview", "decrypted")
+    # The page draws what the phone's own extension produced.
+    expect(app_log.first).to_have_attribute("data-app-event", "banner", timeout=WAIT_MS)
+    expect(app_log.first).to_contain_text("“bob: sent after the renewal” (decrypted)")
+    c.shot("console-reference-phone.png", alice)

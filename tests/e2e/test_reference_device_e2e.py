@@ -120,7 +120,7 @@ class World:
     ) -> None:
         self.base, self.sim, self.idp, self.time = base, sim, idp, time
         self.partner = Partner(base, time)
-        self.endpoints = Endpoints(app=base, idp=idp.issuer, apns=sim.control_url)
+        self.endpoints = Endpoints(app=base, idp=idp.token_url, apns=sim.control_url)
         self.phones: list[ReferenceDevice] = []
 
     def phone(self, subject: str, **options: Any) -> ReferenceDevice:
@@ -226,6 +226,39 @@ def test_a_deleted_message_is_withdrawn(world: World) -> None:
     done = alice.sync()
     assert [b.message_id for b in alice.banners] == [kept]
     assert [e.detail["removed"] for e in done if e.what is Happened.WITHDRAWN] == [1]
+
+
+def test_a_delete_the_budget_sent_no_withdraw_for_is_cleared_at_the_next_wake(
+    world: World,
+) -> None:
+    deleted: set[str] = set()  # what ACS would answer the app's chat layer
+    alice = world.phone("alice", deleted_messages=lambda _, ids: [m for m in ids if m in deleted])
+    first = world.partner.send("one")
+    world.time.advance(seconds=1)
+    second = world.partner.send("two")
+    for message in (first, second):
+        world.partner.delete(message)
+        deleted.add(message)
+        alice.sync()  # a withdraw push for the first; none for the second: it came within
+        world.time.advance(minutes=1)  # RENEWAL_MIN_SPACING_MINUTES of the first
+    left = [b.message_id for b in alice.banners]
+    world.time.advance(minutes=35)
+    world.sweep(alice)  # the renewal wake: the app renews and clears what was deleted since
+    # 2 alerts, 1 withdraw, 2 badge-only updates (each delete lowered the unread count), 1 wake.
+    assert (left, alice.banners, world.pushes_to(alice.alert_token)) == ([second], [], 6)
+
+
+def test_the_icon_counts_unread_messages_and_falls_without_a_banner(world: World) -> None:
+    alice = world.phone("alice")
+    kept = world.partner.send("first")
+    world.time.advance(seconds=1)
+    gone = world.partner.send("second")
+    alice.sync()
+    counted = alice.badge
+    world.partner.delete(gone)  # unread: the count falls, a badge-only push follows
+    done = alice.sync()
+    assert (counted, alice.badge, [b.message_id for b in alice.banners]) == (2, 1, [kept])
+    assert [e.detail["badge"] for e in done if e.what is Happened.BADGE] == [1]
 
 
 # --- calls ----------------------------------------------------------------------------------------
@@ -395,7 +428,7 @@ def test_a_token_cannot_be_taken_without_the_phone(world: World) -> None:
 
 def test_the_command_line_keeps_a_phone_between_commands(world: World, tmp_path: Path) -> None:
     where = ["--state", str(tmp_path / "phone.json"), "--app", world.base]
-    where += ["--idp", world.idp.issuer, "--apns", world.sim.control_url, "--topic", APP]
+    where += ["--idp", world.idp.token_url, "--apns", world.sim.control_url, "--topic", APP]
 
     def run(*args: str) -> str:
         out = io.StringIO()

@@ -66,6 +66,7 @@ class Stack:
             event,
             devices=await c.device_registry(),
             deliveries=await c.deliveries(),
+            inbox=await c.inbox(),
             pushers=await c.pushers(),
             settings=c.settings,
             clock=self.clock,

@@ -1,4 +1,4 @@
-"""The deliveries table on Azurite: claims, leases, outcomes, mutes, the log and the purge."""
+"""The deliveries table on Azurite: claims, leases, outcomes, the log and the purge."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 
 from devtools.azurite import Azurite
 from shared.deliveries import (
+    LEGACY_MUTE_ROW,
     DeliveryKey,
     DeliveryKind,
     DeliveryState,
     DeviceTarget,
     Outcome,
     TableDeliveryStore,
+    partition_key,
 )
 from shared.tables import Tables
 
@@ -123,23 +125,6 @@ async def test_history_of_another_user_is_empty(store: TableDeliveryStore) -> No
     assert await store.history("8:acs:res_other", THREAD, KEY.message_id) == []
 
 
-async def test_muted_thread_reads_muted(store: TableDeliveryStore) -> None:
-    await store.set_muted(USER, THREAD, muted=True, at=NOW)
-    assert await store.is_muted(USER, THREAD)
-
-
-async def test_unmuted_after_a_later_add(store: TableDeliveryStore) -> None:
-    await store.set_muted(USER, THREAD, muted=True, at=NOW)
-    await store.set_muted(USER, THREAD, muted=False, at=NOW + timedelta(minutes=1))
-    assert not await store.is_muted(USER, THREAD)
-
-
-async def test_a_late_older_mute_does_not_undo_a_newer_unmute(store: TableDeliveryStore) -> None:
-    await store.set_muted(USER, THREAD, muted=False, at=NOW + timedelta(minutes=1))
-    applied = await store.set_muted(USER, THREAD, muted=True, at=NOW)
-    assert (applied, await store.is_muted(USER, THREAD)) == (False, False)
-
-
 async def test_purge_removes_old_records_and_keeps_recent_ones(
     store: TableDeliveryStore,
 ) -> None:
@@ -168,11 +153,15 @@ async def test_second_purge_walks_no_day_twice(store: TableDeliveryStore) -> Non
     assert report.days == 0
 
 
-async def test_purge_keeps_the_threads_mute_state(store: TableDeliveryStore) -> None:
-    await store.set_muted(USER, THREAD, muted=True, at=NOW - timedelta(days=10))
+async def test_purge_removes_the_mute_rows_of_earlier_versions(store: TableDeliveryStore) -> None:
+    legacy = {"PartitionKey": partition_key(USER, THREAD), "RowKey": LEGACY_MUTE_ROW, "muted": True}
+    await store._table.create_entity(legacy)
     await claim(store, NOW - timedelta(days=10))
     await store.purge(now=NOW, retention=timedelta(days=7))
-    assert await store.is_muted(USER, THREAD)
+    rows = [e async for e in store._table.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": partition_key(USER, THREAD)}
+    )]  # fmt: skip
+    assert rows == []
 
 
 async def test_purge_reaches_partitions_indexed_by_another_process(
@@ -222,16 +211,13 @@ async def test_a_tombstone_is_seen_by_that_message_only(store: TableDeliveryStor
     await store.mark_deleted(USER, THREAD, KEY.message_id, at=NOW, event_id="d1")
     state = await store.message_state(USER, THREAD, KEY.message_id)
     other = await store.message_state(USER, THREAD, "999")
-    assert (state.deleted_at, state.muted, other.deleted_at) == (NOW, False, None)
+    assert (state.deleted_at, other.deleted_at) == (NOW, None)
 
 
-async def test_message_state_reads_the_mute_and_the_tombstone_together(
-    store: TableDeliveryStore,
-) -> None:
-    await store.set_muted(USER, THREAD, muted=True, at=NOW)
+async def test_the_tombstone_of_a_long_message_id_is_found(store: TableDeliveryStore) -> None:
     await store.mark_deleted(USER, THREAD, "m" * 900, at=NOW, event_id="d1")
     state = await store.message_state(USER, THREAD, "m" * 900)
-    assert (state.muted, state.deleted_at) == (True, NOW)
+    assert state.deleted_at == NOW
 
 
 async def test_a_tombstone_is_not_a_record_of_the_log(store: TableDeliveryStore) -> None:

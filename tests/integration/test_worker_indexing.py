@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 FUNCTIONS = {
     "on_chat_event", "on_call_event", "issue_token", "put_device", "list_devices",
     "delete_device", "delivery_log", "purge", "renewal_sweep", "renewal_worker",
+    "get_unread", "put_read", "get_preferences", "put_preferences", "put_thread_preferences",
 }  # fmt: skip
 
 

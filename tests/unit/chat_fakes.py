@@ -1,12 +1,14 @@
 """In-memory fakes of the chat push's collaborators: registry, delivery log and APNs clients.
 
 They keep the state the real adapters keep (so tests assert resulting state, not calls) and
-follow the same rules: claims are created once and changed only under their ETag, mute changes
-are ordered by event time, a 410 removes a device only if it registered before the timestamp.
+follow the same rules: claims are created once and changed only under their ETag, the inbox row
+is replaced only under its ETag, a 410 removes a device only if it registered before the
+timestamp.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from shared.deliveries import (
     verdict,
 )
 from shared.devices import Device, DeviceKind, device_id_for
+from shared.inbox import EMPTY, Inbox, InboxSnapshot, decode_inbox, encode_inbox
 from shared.settings import Settings, load_settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -134,8 +137,8 @@ class FakeDeliveries:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[DeliveryKey, str], DeliveryRecord] = {}
-        self.mutes: dict[tuple[str, str], tuple[bool, datetime]] = {}
         self.tombstones: dict[tuple[str, str, str], datetime] = {}
+        self.state_reads = 0
         self._etags = itertools.count(1)
 
     def _stamp(self, record: DeliveryRecord) -> DeliveryRecord:
@@ -173,19 +176,9 @@ class FakeDeliveries:
             if current is not None and current.etag == record.etag:
                 self._stamp(record.with_outcome(outcome, now))
 
-    async def is_muted(self, user_id: str, thread_id: str) -> bool:
-        return self.mutes.get((user_id, thread_id), (False, T0))[0]
-
-    async def set_muted(self, user_id: str, thread_id: str, *, muted: bool, at: datetime) -> bool:
-        prior = self.mutes.get((user_id, thread_id))
-        if prior is not None and prior[1] > at:
-            return False
-        self.mutes[(user_id, thread_id)] = (muted, at)
-        return True
-
     async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
-        muted = self.mutes.get((user_id, thread_id), (False, T0))[0]
-        return MessageState(muted, self.tombstones.get((user_id, thread_id, message_id)))
+        self.state_reads += 1
+        return MessageState(self.tombstones.get((user_id, thread_id, message_id)))
 
     async def mark_deleted(
         self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
@@ -204,6 +197,42 @@ class FakeDeliveries:
         for k in old:
             del self.rows[k]
         return PurgeReport(records=len(old))
+
+
+class FakeInbox:
+    """The inbox table in a dict: rows stored as the table stores them (the JSON), ETag-guarded.
+
+    Every read and write yields to the event loop first, so concurrent changes interleave as
+    they do against storage.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.reads = 0
+        self.writes = 0
+        self._etags = itertools.count(1)
+
+    async def read(self, user_id: str) -> InboxSnapshot:
+        await asyncio.sleep(0)
+        self.reads += 1
+        row = self.rows.get(user_id)
+        return EMPTY if row is None else InboxSnapshot(decode_inbox(row[0]), row[1])
+
+    async def write(self, user_id: str, prior: InboxSnapshot, inbox: Inbox) -> InboxSnapshot | None:
+        await asyncio.sleep(0)
+        current = self.rows.get(user_id)
+        if (current is None) != (prior.etag is None):
+            return None
+        if current is not None and current[1] != prior.etag:
+            return None
+        self.writes += 1
+        etag = str(next(self._etags))
+        self.rows[user_id] = (encode_inbox(inbox), etag)
+        return InboxSnapshot(inbox, etag)
+
+    def of(self, user_id: str) -> Inbox:
+        row = self.rows.get(user_id)
+        return Inbox() if row is None else decode_inbox(row[0])
 
 
 @dataclass

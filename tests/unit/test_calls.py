@@ -6,7 +6,7 @@ import asyncio
 import copy
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from shared.apns.notification import PushType
 from shared.apns.response import Reason
 from shared.calls import (
     GIVEN_UP,
+    QUIET,
     CallPushSummary,
     call_age,
     handle_call_event,
@@ -25,11 +26,14 @@ from shared.calls import (
 from shared.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, DeliveryState
 from shared.devices import DeviceKind
 from shared.events import IncomingCallEvent, parse_event
+from shared.inbox import Preferences, change_inbox
+from shared.quiet_hours import parse_quiet_hours
 from shared.settings import Settings
 from tests.unit.chat_fakes import (
     Clock,
     FakeApns,
     FakeDeliveries,
+    FakeInbox,
     FakeRegistry,
     device,
     sample,
@@ -61,6 +65,7 @@ class World:
         )
     )
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
+    inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
     clock: Clock = field(default_factory=lambda: Clock(RANG_AT + timedelta(seconds=2)))
     settings: Settings = field(default_factory=settings)
@@ -70,6 +75,7 @@ class World:
             event,
             devices=self.registry,
             deliveries=self.deliveries,
+            inbox=self.inbox,
             pushers={APP: self.apns},
             settings=self.settings,
             clock=self.clock,
@@ -423,3 +429,51 @@ async def test_caller_name_and_call_context_are_never_logged(
     await world.handle(call(callerDisplayName="Mallory Secretname"))
     text = caplog.text
     assert ("Secretname" in text, CP in text, world.token(1) in text) == (False, False, False)
+
+
+# --- quiet hours ----------------------------------------------------------------------------------
+
+
+def quiet_hours(calls: str) -> Any:
+    """Quiet hours in UTC around the sample call's time, with the callee's choice for calls."""
+    start = (RANG_AT - timedelta(hours=1)).astimezone(UTC)
+    end = (RANG_AT + timedelta(hours=1)).astimezone(UTC)
+    hours = parse_quiet_hours(
+        {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "timeZone": "UTC", "calls": calls}
+    )
+    return lambda box: box.with_preferences(Preferences(quiet_hours=hours))
+
+
+async def test_a_call_in_quiet_hours_still_rings(world: World) -> None:
+    await change_inbox(world.inbox, CALLEE, quiet_hours("ring"), world.clock())
+    await world.handle(CALL)
+    assert len(world.apns.sent) == 2
+
+
+async def test_a_call_in_quiet_hours_rings_nobody_when_the_callee_silenced_calls(
+    world: World,
+) -> None:
+    await change_inbox(world.inbox, CALLEE, quiet_hours("silent"), world.clock())
+    summary = await world.handle(CALL)
+    assert (world.apns.sent, summary.note) == ([], "quiet hours")
+
+
+async def test_a_call_silenced_by_quiet_hours_is_logged_skipped(world: World) -> None:
+    await change_inbox(world.inbox, CALLEE, quiet_hours("silent"), world.clock())
+    await world.handle(CALL)
+    assert [(r.state, r.detail) for r in world.records()] == [(DeliveryState.SKIPPED, QUIET)] * 2
+
+
+async def test_a_call_outside_quiet_hours_rings_whatever_the_choice(world: World) -> None:
+    await change_inbox(world.inbox, CALLEE, quiet_hours("silent"), world.clock())
+    later = RANG_AT + timedelta(hours=2)
+    event = {**call(), "eventTime": later.isoformat()}
+    world.clock.now = later + timedelta(seconds=2)
+    await world.handle(event)
+    assert len(world.apns.sent) == 2
+
+
+async def test_a_callee_whose_inbox_cannot_be_read_is_rung(world: World) -> None:
+    world.inbox.rows[CALLEE] = ("{not json", "1")
+    await world.handle(CALL)
+    assert len(world.apns.sent) == 2

@@ -79,7 +79,7 @@ def test_indexing_the_functions_loads_none_of_them_either(probe: dict[str, list[
 STORAGE_PROBE = """
 import json, sys
 from shared import deliveries, devices, identities, registry_purge, renewal_schedule, renewal_sweeps
-from shared import token_proofs
+from shared import inbox, token_proofs
 from shared.tables import Tables
 
 tables = Tables.connect("UseDevelopmentStorage=true", "probe")

@@ -23,6 +23,7 @@ from tests.unit.chat_fakes import (
     Clock,
     FakeApns,
     FakeDeliveries,
+    FakeInbox,
     FakeRegistry,
     device,
     sample,
@@ -91,8 +92,8 @@ async def test_a_chat_event_of_another_resource_pushes_nobody(
     apns, registry = FakeApns(), FakeRegistry(device(user, 1))
     forged = as_trigger_input(copy.deepcopy(RECEIVED) | {"topic": THEIRS})
     summary = await handle_chat_event(
-        forged, devices=registry, deliveries=FakeDeliveries(), pushers={apns.topic: apns},
-        settings=settings(), clock=Clock(), source=EventSource(OURS),
+        forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
+        pushers={apns.topic: apns}, settings=settings(), clock=Clock(), source=EventSource(OURS),
     )  # fmt: skip
     assert (apns.sent, summary.note) == ([], "another source")
     assert "someone-elses" in caplog.text and RECEIVED["id"] in caplog.text
@@ -103,7 +104,8 @@ async def test_a_chat_event_of_ours_still_pushes() -> None:
     apns, registry = FakeApns(), FakeRegistry(device(user, 1))
     summary = await handle_chat_event(
         as_trigger_input(RECEIVED), devices=registry, deliveries=FakeDeliveries(),
-        pushers={apns.topic: apns}, settings=settings(), clock=Clock(), source=EventSource(OURS),
+        inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=Clock(),
+        source=EventSource(OURS),
     )  # fmt: skip
     assert (len(apns.sent), summary.delivered) == (1, 1)
 
@@ -115,8 +117,8 @@ async def test_a_call_of_another_resource_rings_nobody() -> None:
     forged = as_trigger_input(copy.deepcopy(CALL) | {"topic": THEIRS})
     ringing = Clock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
     summary = await handle_call_event(
-        forged, devices=registry, deliveries=FakeDeliveries(), pushers={apns.topic: apns},
-        settings=settings(), clock=ringing, source=EventSource(OURS),
+        forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
+        pushers={apns.topic: apns}, settings=settings(), clock=ringing, source=EventSource(OURS),
     )  # fmt: skip
     assert (apns.sent, summary.note) == ([], "another source")
 

@@ -3,7 +3,7 @@
 There is no iOS toolchain here, so the Swift is not compiled. What is checked instead:
 
 - every Swift block is a whole file (``// File: Name.swift``) with balanced brackets, or a
-  usage snippet of a few lines; the seven files the guide lists are all there;
+  usage snippet of a few lines; the files the guide lists are all there;
 - every type the files use is declared in one of them, or is an Apple or ACS SDK symbol listed
   below with where it was checked, and each ACS SDK symbol and member is also named in the
   guide's prose (where its version and file are cited);
@@ -32,6 +32,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 FILES = {
     "PushConfig.swift", "PushRelayAPI.swift", "PreviewKeyManager.swift", "AppDelegate.swift",
     "BackgroundRenewal.swift", "NotificationService.swift", "VoipCalls.swift",
+    "PushRelayInbox.swift", "PushRelaySettings.swift",  # section 13: badge, reads, settings
 }  # fmt: skip
 
 # ACS SDK types the files may use, and where each was checked (the guide's prose names them).
@@ -53,6 +54,7 @@ ACS_TYPES = {
     "OutgoingAudioOptions": "AzureCommunicationCalling 2.15.0 header",
     "LocalOutgoingAudioStream": "AzureCommunicationCalling 2.15.0 header",
     "RemoteIncomingAudioStream": "AzureCommunicationCalling 2.15.0 header",
+    "ChatThreadClient": "Chat 1.3.x ChatThreadClient.swift",
 }  # fmt: skip
 # ACS SDK members the files call.
 ACS_MEMBERS = [
@@ -60,7 +62,7 @@ ACS_MEMBERS = [
     "fromDictionary", "handlePush", "createCallAgent", "didRecieveIncomingCall", "didEnd",
     "accept", "reject", "hangUp", "startAudio", "muteOutgoingAudio", "unmuteOutgoingAudio",
     "muteIncomingAudio", "unmuteIncomingAudio", "incomingAudioOptions", "outgoingAudioOptions",
-    "didChangeState", "disconnected",
+    "didChangeState", "disconnected", "sendReadReceipt",
 ]  # fmt: skip
 # Swift, Foundation, UIKit, UserNotifications, BackgroundTasks, CallKit, PushKit, AVFoundation.
 APPLE = frozenset(
@@ -78,7 +80,7 @@ APPLE = frozenset(
         "BGAppRefreshTaskRequest", "CXProvider", "CXProviderConfiguration", "CXProviderDelegate",
         "CXCallUpdate", "CXHandle", "CXAnswerCallAction", "CXEndCallAction", "PKPushRegistry",
         "PKPushRegistryDelegate", "PKPushCredentials", "PKPushPayload", "PKPushType",
-        "AVAudioSession",
+        "AVAudioSession", "CharacterSet", "Codable", "MainActor", "TimeZone",
         "DEBUG", "LaunchOptionsKey", "Name", "UTF8", "Void",
     )
 )  # fmt: skip
@@ -109,7 +111,7 @@ def prose() -> str:
     return re.sub(r"```.*?```", "", GUIDE, flags=re.S)
 
 
-def test_the_guide_has_the_seven_files_and_only_short_snippets_besides() -> None:
+def test_the_guide_has_its_files_and_only_short_snippets_besides() -> None:
     assert set(files()) == FILES
     snippets = [b for b in swift_blocks() if not b.startswith("// File: ")]
     assert all(b.startswith("// In your ") and b.count("\n") <= 6 for b in snippets), snippets
@@ -247,3 +249,49 @@ def test_every_link_within_the_guide_and_from_other_docs_finds_its_heading() -> 
     for doc in (REPO / "docs").glob("*.md"):
         links += re.findall(r"\]\(ios\.md#([^)]+)\)", doc.read_text(encoding="utf-8"))
     assert sorted({link for link in links if link not in anchors}) == []
+
+
+def test_a_held_pushkit_token_is_registered_again_once_the_alert_tokens_proof_completes() -> None:
+    manager = code_only(files()["PreviewKeyManager.swift"])
+    voip = manager[manager.index("func voipTokenReceived") : manager.index("func renewIfNeeded")]
+    assert "status == 409" in voip and "heldVoipToken = token" in voip
+    proof = manager[manager.index("func proofArrived") : manager.index("func signOut")]
+    settled, again = proof.index("settle(answer"), proof.index("await voipTokenReceived(voip)")
+    assert settled < again and "kind == .alert" in proof
+
+
+def test_every_background_wake_renews_and_clears_the_banners_of_deleted_messages() -> None:
+    delegate = code_only(files()["AppDelegate.swift"])
+    handler = delegate[
+        delegate.index("didReceiveRemoteNotification") : delegate.index("static func withdraw")
+    ]
+    # renewKey is not an alternative to the withdraw branch, and the clearing follows any wake
+    # (after the "}" that closes the branch of every push but a token proof).
+    deleted, renew = handler.index('userInfo[""] as? [String: Any]'), handler.index("renewKey()")
+    clear = handler.index("clearDeletedBanners()")
+    assert deleted < renew < clear and "} else if let deleted" not in handler
+    assert "}" in handler[renew:clear]
+    assert "protocol DeletedMessageLookup" in delegate and "func threadOpened(" in delegate
+
+
+def test_a_withdraw_without_both_ids_removes_nothing() -> None:
+    delegate = code_only(files()["AppDelegate.swift"])
+    withdraw = delegate[delegate.index("static func withdraw") :]
+    assert withdraw.index("guard let threadId, let messageId else { return }") < withdraw.index(
+        "deliveredNotifications()"
+    )
+
+
+def test_the_guide_states_what_the_server_does_with_keys_and_large_messages() -> None:
+    text = " ".join(prose().split())
+    for fact in (
+        "absent `key`** keeps the stored key and its expiry",
+        "`keyExpiresAt`** is in the answer only when the `PUT` carried a key",
+        "`📎 a.pdf, b.png`",
+        "`senderDisplayName` ends with \"…\"",
+        "**do not rely on push metadata**",
+        "**generic alert alone**: no `data`",
+        "**not pushed**",
+        "**A delete may get no withdraw push.**",
+    ):
+        assert fact in text, fact

@@ -25,6 +25,7 @@ from tests.unit.chat_fakes import (
     Clock,
     FakeApns,
     FakeDeliveries,
+    FakeInbox,
     FakeRegistry,
     device,
     sample,
@@ -50,6 +51,7 @@ class World:
         )
     )
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
+    inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
     other_app: FakeApns = field(default_factory=lambda: FakeApns(topic=OTHER_APP))
     clock: Clock = field(default_factory=Clock)
@@ -61,6 +63,7 @@ class World:
             event,
             devices=self.registry,
             deliveries=self.deliveries,
+            inbox=self.inbox,
             pushers={self.apns.topic: self.apns, OTHER_APP: self.other_app},
             settings=self.settings,
             clock=self.clock,
@@ -622,10 +625,9 @@ async def test_an_edit_arriving_after_its_delete_alerts_nobody(world: World) -> 
     assert [s.notification.push_type for s in world.apns.sent] == [PushType.BACKGROUND] * 2
     assert (summary.skipped, summary.retry_needed) == (2, False)
     assert world.states(DeliveryKind.EDITED) == [DeliveryState.SKIPPED] * 2
-    assert (
-        details(world, DeliveryKind.EDITED)
-        == ["the message was deleted before this event arrived"] * 2
-    )
+    assert details(world, DeliveryKind.EDITED) == [
+        "the message was deleted before this event arrived"
+    ] * 2
 
 
 async def test_the_message_arriving_after_its_delete_alerts_nobody(world: World) -> None:
@@ -651,10 +653,12 @@ async def test_an_edit_of_another_message_is_not_stopped_by_a_tombstone(world: W
     assert world.states(DeliveryKind.EDITED) == [DeliveryState.DELIVERED] * 2
 
 
-async def test_a_muted_thread_says_so_in_the_delivery_log(world: World) -> None:
+async def test_a_left_thread_says_so_in_the_delivery_log(world: World) -> None:
     await world.handle(sample("chat_participant_removed_from_thread_with_user.eventgrid.json"))
     await world.handle(RECEIVED)
-    assert details(world, DeliveryKind.RECEIVED) == ["thread muted for this recipient"] * 2
+    assert details(world, DeliveryKind.RECEIVED) == [
+        "the recipient left the thread (or it was deleted)"
+    ] * 2
 
 
 async def test_a_message_with_huge_metadata_reaches_every_device(world: World) -> None:

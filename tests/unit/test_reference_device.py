@@ -6,7 +6,7 @@
 - Its key storage follows ``AppGroupPushNotificationKeyStorage``'s rules; its extension keeps
   the fallback text; its VoIP guard reports a placeholder call for a push it cannot read.
 - Its registration logic (keep the key on relaunch, new token, token-move proof) runs against
-  :class:`ContractServer`, pushrelay's device API as the cross-helper contract fixes it.
+  :class:`ContractServer`, pushrelay's device API as the registration contract fixes it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import hmac
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,34 +34,24 @@ from devtools.reference_device import (
     AppGroupKeyStorage,
     CallPhase,
     DecryptError,
-    DevIdentityProvider,
     EndReason,
     Happened,
     KeyStorageError,
     Push,
     ReferenceDevice,
-    RelayClient,
     decrypt_payload,
     extension_content,
     generate_key,
     parse_voip_push,
 )
 from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
+from tests.unit.relay_contract import T0, Clock, ContractServer, contract_phone
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 KEY = bytes(range(64))
 KEY_B64 = base64.b64encode(KEY).decode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def fields(**changes: str) -> PreviewFields:
@@ -315,75 +304,6 @@ def test_the_guard_refuses_a_push_it_cannot_read(change: dict[str, Any]) -> None
 # --- the phone against pushrelay's device API, as the contract fixes it ---------------------------
 
 
-class ContractServer:
-    """pushrelay's ``/api/token`` and ``/api/devices`` per the cross-helper contract, in memory,
-    plus the development identity provider's ``/token`` and the pushes it sends."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.owners: dict[str, str] = {}  # token -> subject
-        self.keys: dict[str, str | None] = {}  # token -> stored key
-        self.codes: dict[str, tuple[str, str, datetime]] = {}  # token -> (code, subject, expiry)
-        self.puts: list[dict[str, Any]] = []
-        self.delivered: list[Push] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if path == "/idp/token":
-            sub = request.url.params["sub"]
-            return httpx.Response(200, json={"access_token": "tok-" + sub, "expires_in": 3600})
-        subject = request.headers["Authorization"].removeprefix("Bearer tok-")
-        if path == "/api/token":
-            return httpx.Response(200, json={"acsUserId": "8:acs:" + subject,
-                                             "acsEndpoint": "https://acs", "userToken": "t",
-                                             "expiresOn": "2026-03-02T00:00:00Z"})  # fmt: skip
-        if request.method == "PUT":
-            return self.put(subject, json.loads(request.content))
-        device_id = path.rsplit("/", 1)[-1]
-        for token, owner in list(self.owners.items()):
-            if owner == subject and hashlib.sha256(token.encode()).hexdigest() == device_id:
-                del self.owners[token]
-                return httpx.Response(204)
-        return httpx.Response(404, json={"error": "device_not_found"})
-
-    def put(self, subject: str, body: dict[str, Any]) -> httpx.Response:
-        self.puts.append(body)
-        token, now = body["token"], self.clock()
-        device_id = hashlib.sha256(token.encode()).hexdigest()
-        holder = self.owners.get(token)
-        if holder is not None and holder != subject:
-            proof = body.get("tokenProof")
-            if proof is None:
-                code = uuid.uuid4().hex
-                self.codes[token] = (code, subject, now + timedelta(minutes=5))
-                self.send(token, {"aps": {"content-available": 1},
-                                  "pushrelay": {"tokenProof": code}})  # fmt: skip
-                expires = (now + timedelta(minutes=5)).isoformat()
-                return httpx.Response(
-                    202,
-                    json={"status": "proofRequired", "deviceId": device_id, "expiresAt": expires},
-                )
-            expected = self.codes.get(token)
-            if expected is None or expected[:2] != (proof, subject) or expected[2] <= now:
-                return httpx.Response(403, json={"error": "token_proof_invalid"})
-            del self.codes[token]
-        self.owners[token] = subject
-        answer: dict[str, Any] = {"deviceId": device_id}
-        if "key" in body:  # absent keeps the stored key; null removes it
-            self.keys[token] = body["key"]
-        if self.keys.get(token) is not None and body["kind"] == "alert":
-            answer["keyExpiresAt"] = (now + timedelta(minutes=45)).isoformat()
-        return httpx.Response(200, json=answer)
-
-    def send(self, token: str, payload: dict[str, Any]) -> None:
-        push_type = "background" if "content-available" in payload["aps"] else "alert"
-        self.delivered.append(Push(len(self.delivered) + 1, token, push_type, "app", "5", None,
-                                   None, payload))  # fmt: skip
-
-    def pushes(self, token: str, since: int) -> list[Push]:
-        return [p for p in self.delivered if p.token == token and p.seq > since]
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -395,15 +315,7 @@ def server(clock: Clock) -> ContractServer:
 
 
 def phone(server: ContractServer, clock: Clock, **options: Any) -> ReferenceDevice:
-    http = httpx.Client(transport=httpx.MockTransport(server.handle), base_url="http://relay")
-    return ReferenceDevice(
-        relay=RelayClient("http://relay", http),
-        idp=DevIdentityProvider("http://relay/idp", http),
-        pushes=server,
-        topic="app",
-        clock=clock,
-        **options,
-    )
+    return contract_phone(server, clock, **options)[0]
 
 
 def test_launch_uploads_a_key_and_stores_it_with_the_servers_expiry(
@@ -523,6 +435,89 @@ def test_a_renewal_wake_uploads_a_fresh_key(server: ContractServer, clock: Clock
     assert len(device.keys.retrieve_keys()) == 2  # the old one lives until its own expiry
 
 
+def chat_alert(message_id: str, thread: str = "19:thread@thread.v2") -> dict[str, Any]:
+    return {
+        "aps": {"alert": {"title": "New message", "body": "You have a new message"},
+                "thread-id": thread},
+        "threadId": thread, "messageId": message_id, "kind": "received",
+    }  # fmt: skip
+
+
+def withdraw(message_id: str, thread: str = "19:thread@thread.v2") -> dict[str, Any]:
+    return {
+        "aps": {"content-available": 1},
+        "deleted": {"threadId": thread, "messageId": message_id},
+    }
+
+
+def test_a_withdraw_wake_renews_the_key_too(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    first = server.keys[device.alert_token]
+    server.send(device.alert_token, chat_alert("m1"))
+    server.send(device.alert_token, withdraw("m1"))
+    device.sync()
+    assert (device.banners, server.keys[device.alert_token] not in (None, first)) == ([], True)
+
+
+def test_the_next_wake_clears_a_deleted_message_whose_withdraw_push_never_came(
+    server: ContractServer, clock: Clock
+) -> None:
+    deleted = {("19:thread@thread.v2", "m2")}  # ACS knows; pushrelay's budget sent no withdraw
+    device = phone(
+        server,
+        clock,
+        deleted_messages=lambda thread, ids: [m for m in ids if (thread, m) in deleted],
+    )
+    device.sign_in("alice")
+    device.launch()
+    for message in ("m1", "m2"):
+        server.send(device.alert_token, chat_alert(message))
+    device.sync()
+    server.send(device.alert_token, {"aps": {"content-available": 1}})  # a renewal wake
+    device.sync()
+    assert [b.message_id for b in device.banners] == ["m1"]
+    assert device.events[-1].detail == {
+        "threadId": "19:thread@thread.v2", "messageId": "m2", "removed": 1, "reconciled": True,
+    }  # fmt: skip
+
+
+def test_a_withdraw_push_without_ids_removes_nothing(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    bare = chat_alert("m1")
+    del bare["threadId"], bare["messageId"], bare["aps"]["thread-id"]  # the extreme generic alert
+    server.send(device.alert_token, bare)
+    server.send(device.alert_token, {"aps": {"content-available": 1}, "deleted": {}})
+    device.sync()
+    assert [(b.thread_id, b.message_id) for b in device.banners] == [(None, None)]
+
+
+def test_opening_a_thread_clears_its_banners_only(server: ContractServer, clock: Clock) -> None:
+    device = phone(server, clock)
+    device.sign_in("alice")
+    device.launch()
+    server.send(device.alert_token, chat_alert("m1"))
+    server.send(device.alert_token, chat_alert("m2", thread="19:other@thread.v2"))
+    device.sync()
+    assert device.open_thread("19:thread@thread.v2") == 1
+    assert [b.message_id for b in device.banners] == ["m2"]
+
+
+def test_an_app_without_calls_registers_no_pushkit_token(
+    server: ContractServer, clock: Clock
+) -> None:
+    device = phone(server, clock, calls=False)
+    device.sign_in("alice")
+    device.launch()
+    assert ([p["kind"] for p in server.puts], sorted(device.registrations)) == (
+        ["alert"],
+        ["alert"],
+    )
+
+
 def test_a_force_quit_app_gets_no_background_push(server: ContractServer, clock: Clock) -> None:
     device = phone(server, clock)
     device.sign_in("alice")
@@ -595,3 +590,19 @@ def test_a_saved_phone_is_restored_whole(server: ContractServer, clock: Clock) -
     again = phone(server, clock)
     again.restore(json.loads(json.dumps(device.to_state())))
     assert again.to_state() == device.to_state()
+
+
+def test_the_phone_signs_in_at_the_token_url_the_run_prints(
+    server: ContractServer, clock: Clock
+) -> None:
+    # The summary's token_url, not the issuer: the issuer stays put when the port moves.
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "idp":
+            asked.append(str(request.url))
+            return httpx.Response(200, json={"access_token": "tok-alice", "expires_in": 3600})
+        return server.handle(request)
+
+    device, _ = contract_phone(server, clock, token_url="http://idp:4000/token", handler=handle)
+    assert (device.sign_in("alice"), asked) == ("8:acs:alice", ["http://idp:4000/token?sub=alice"])

@@ -164,6 +164,7 @@ function factsHtml(phone, rules) {
   else if (key.appHolds) keyText = `live until ${esc(isoClock(key.expiresAt))} (${esc(untilText(key.expiresAt))})`;
   else keyText = `<span class="bad">expired ${esc(untilText(key.expiresAt))}</span>`;
   if (key.expiresAt && !key.canDecrypt) keyText += ` · the console does not hold this phone's key`;
+  if (key.expiresAt && key.canDecrypt && !key.phoneHolds) keyText += ` · gone from the phone's key storage too`;
   const wake = phone.nextWake
     ? `${esc(isoClock(phone.nextWake))} sweep bucket (${esc(untilText(phone.nextWake))})`
     : `not scheduled${phone.stale ? " (stale: no longer woken)" : ""}`;
@@ -183,6 +184,37 @@ function factsHtml(phone, rules) {
   </dl>`;
 }
 
+// What the reference device's app did (its event log), as a line a developer reads.
+function appEventText(e) {
+  const short = (id) => (id ? String(id).slice(0, 8) + "…" : "");
+  switch (e.what) {
+    case "signedIn": return `signed in as ${e.subject}`;
+    case "keyUploaded": return `uploaded a fresh preview key (pushrelay: until ${isoClock(e.keyExpiresAt)})`;
+    case "registered": return `registered its ${e.kind} token` + (e.key ? ` (key ${e.key})` : "");
+    case "banner": return `showed “${e.title}: ${e.body}” (${e.decrypted ? "decrypted" : "fallback text"})`;
+    case "withdrawn": return `withdrew message ${e.messageId || "?"}` + (e.reconciled ? " (deleted since; no withdraw push came)" : "");
+    case "renewalWake": return "woke up for a renewal";
+    case "proofRequired": return `was asked to prove its ${e.kind} token`;
+    case "proofCompleted": return `proved its ${e.kind} token`;
+    case "proofRefused": return `proof refused for its ${e.kind} token`;
+    case "voipHeld": return "PushKit token held by another user until the proof";
+    case "callReported": return `reported a call from ${e.callerName || "?"} to CallKit`;
+    case "placeholderCall": return "reported an unreadable VoIP push as a call and ended it";
+    case "callAnswered": return `answered call ${short(e.uuid)}`;
+    case "callEnded": return `ended call ${short(e.uuid)}`;
+    case "notDelivered": return `iOS did not hand it a push (${e.reason || e.pushType || "?"})`;
+    case "deregistered": return `deleted registration ${short(e.deviceId)}`;
+    default: return e.what;
+  }
+}
+
+function appLogHtml(phone) {
+  if (!phone.appLog) return "";
+  const rows = phone.appLog.slice(0, 5).map((e) =>
+    `<li data-app-event="${esc(e.what)}"><span class="mono">${esc(isoClock(e.at))}</span> ${esc(appEventText(e))}</li>`).join("");
+  return `<div class="app-log" title="the reference device's event log, newest first"><b>the app</b> <span class="hint">(docs/ios.md, run by the reference device)</span><ul>${rows}</ul></div>`;
+}
+
 function renderPhones(s) {
   const root = $("#phones");
   if (!s.phones.length) {
@@ -194,7 +226,7 @@ function renderPhones(s) {
   const date = now.toLocaleDateString("en-GB", { weekday: "long", day: "numeric", month: "long" });
   root.innerHTML = s.phones.map((p) => `
     <div class="phone" data-phone-id="${esc(p.id)}" data-user="${esc(p.userLabel)}" data-source="${esc(p.source)}">
-      <div class="phone-title">${esc(p.label)} <span class="src">${p.source === "console" ? "held by the console" : "registered through the API"}</span></div>
+      <div class="phone-title">${esc(p.label)} <span class="src">${p.source === "reference" ? "reference device" : "registered through the API"}</span></div>
       <div class="device"><div class="screen">
         <div class="island"></div>
         <div class="statusbar"><span>${esc(time)}</span><span>▮▮▮ ◔</span></div>
@@ -210,6 +242,7 @@ function renderPhones(s) {
       </div></div>
       ${timelineHtml(p)}
       ${factsHtml(p, s.rules)}
+      ${appLogHtml(p)}
       <div class="phone-actions">
         <button class="danger" data-uninstall="${esc(p.id)}" title="APNs answers 410 Unregistered to the next push to its tokens">Delete the app (APNs: Unregistered)</button>
       </div>

@@ -1,22 +1,27 @@
 """What a phone's lock screen shows, push by push (devtools/console/lockscreen.py).
 
-Encrypted pushes are made with the app's own encryption (``shared.preview_crypto``), so these
-tests also prove the console's independent decryptor reads what the app sends.
+Encrypted pushes are made with the app's own encryption (``shared.preview_crypto``) and opened
+by the reference device's extension (the console has no decryptor of its own), so these tests
+also prove the lock screen reads what the app sends.
 """
 
 from __future__ import annotations
 
-import json
+import ast
+import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.console.lockscreen import LockScreen, Mark, Preview, Push
-from shared.preview_crypto import data_part, encrypt_preview
+from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
 
 pytestmark = pytest.mark.unit
 
 KEY, OTHER_KEY = bytes(range(64)), bytes(range(64, 128))
+# As the phone's key storage holds them (what onRetrieveKeys returns).
+KEY_B64, OTHER_KEY_B64 = (base64.b64encode(k).decode() for k in (KEY, OTHER_KEY))
 THREAD, OTHER_THREAD = "19:aaa@thread.v2", "19:bbb@thread.v2"
 TOKEN = "ab" * 32
 
@@ -53,13 +58,13 @@ def chat(seq: int, message: str, body: str, thread: str = THREAD, kind: str = "r
 
 
 def encrypted(seq: int, message: str, text: str, key: bytes = KEY) -> Push:
-    fields = {
-        "senderDisplayName": "Bob",
-        "messageBody": text,
-        "groupId": THREAD,
-        "messageId": message,
-    }
-    blob = encrypt_preview(key, json.dumps(fields).encode())
+    fields = PreviewFields(
+        senderId="8:acs:bob", recipientId="8:acs:alice", transactionId="t1", groupId=THREAD,
+        messageId=message, messageType="text", messageBody=text, senderDisplayName="Bob",
+        clientMessageId="", originalArrivalTime="2026-01-01T12:00:00.000Z", priority="Normal",
+        version=message, acsChatMessageMetadata="null",
+    )  # fmt: skip
+    blob = encrypt_fields(key, fields)
     payload = {
         "aps": {
             "alert": {"title": "New message", "body": "You have a new message"},
@@ -80,7 +85,7 @@ def texts(screen: LockScreen) -> list[tuple[str, str]]:
 
 def test_a_phone_holding_the_key_shows_the_decrypted_message() -> None:
     screen = LockScreen()
-    screen.receive(encrypted(1, "m1", "Lunch at noon?"), [KEY])
+    screen.receive(encrypted(1, "m1", "Lunch at noon?"), [KEY_B64])
     assert (texts(screen), screen.notifications[0].preview) == (
         [("Bob", "Lunch at noon?")],
         Preview.DECRYPTED,
@@ -98,13 +103,13 @@ def test_a_phone_without_a_key_shows_the_fallback_text() -> None:
 
 def test_another_key_does_not_open_the_preview() -> None:
     screen = LockScreen()
-    screen.receive(encrypted(1, "m1", "secret"), [OTHER_KEY])
+    screen.receive(encrypted(1, "m1", "secret"), [OTHER_KEY_B64])
     assert screen.notifications[0].preview is Preview.FALLBACK
 
 
 def test_the_previous_key_still_opens_a_push_encrypted_before_a_renewal() -> None:
     screen = LockScreen()
-    screen.receive(encrypted(1, "m1", "just before"), [OTHER_KEY, KEY])
+    screen.receive(encrypted(1, "m1", "just before"), [OTHER_KEY_B64, KEY_B64])
     assert texts(screen) == [("Bob", "just before")]
 
 
@@ -113,7 +118,7 @@ def test_a_tampered_blob_shows_the_fallback() -> None:
     blob = p.payload["data"]["e"]
     damaged = {**p.payload, "data": {"eventId": 200, "e": blob[:-8] + "AAAAAAA="}}
     screen = LockScreen()
-    screen.receive(push(1, damaged, collapse_id="m1"), [KEY])
+    screen.receive(push(1, damaged, collapse_id="m1"), [KEY_B64])
     assert screen.notifications[0].preview is Preview.FALLBACK
 
 
@@ -180,3 +185,35 @@ def test_title_subtitle_and_a_string_alert_are_shown_as_ios_does() -> None:
     screen.receive(push(2, {"aps": {"alert": "just a body"}}))
     shown = [(n.title, n.subtitle, n.body) for n in screen.notifications]
     assert shown == [("T", "S", "B"), ("", "", "just a body")]
+
+
+def test_an_empty_decrypted_message_keeps_the_fallback_body() -> None:
+    screen = LockScreen()
+    screen.receive(encrypted(1, "m1", "  "), [KEY_B64])
+    # The guide's extension: the sender's name as title, the push's own body.
+    assert (texts(screen), screen.notifications[0].preview) == (
+        [("Bob", "You have a new message")],
+        Preview.FALLBACK,
+    )
+
+
+def test_notifications_the_phones_app_removed_leave_the_screen() -> None:
+    screen = LockScreen()
+    for seq, message in enumerate(("m1", "m2"), start=1):
+        screen.receive(chat(seq, message, message))
+    gone = screen.keep_only({"m2"})  # the app cleared m1's banner (a delete it reconciled)
+    assert (gone, [n.message_id for n in screen.notifications]) == (1, ["m2"])
+
+
+def test_the_console_has_no_decryptor_of_its_own() -> None:
+    # One implementation of the phone: the reference device's extension opens every preview.
+    console = Path(__file__).resolve().parents[3] / "devtools" / "console"
+    imported: set[str] = set()
+    for path in console.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    crypto = {m for m in imported if m.split(".")[0] in {"cryptography", "hmac", "hashlib"}}
+    assert (crypto - {"hashlib"}, "shared.preview_crypto" in imported) == (set(), False)
