@@ -19,7 +19,7 @@ un-mutes it. Recipients that are not ACS users, other thread events, thread-leve
 types are acknowledged and logged. A malformed event is logged with its id and acknowledged: a
 retry cannot fix it.
 
-The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
+The result is a :class:`PushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
 :class:`~shared.errors.TransientError` (the trigger lets them fail the invocation); a request
 storage refuses (``StorageRejectedError``) is logged and acknowledged, since every redelivery
@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
@@ -48,7 +48,6 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
-from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
     EventSource,
@@ -61,21 +60,13 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.fanout import FanOut, freshest
-from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
-from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
+from shared.push.budget import BackgroundBudget
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, Settlement, freshest
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
 
 log = logging.getLogger(__name__)
-
-
-class ChatPushIncompleteError(TransientError):
-    """Some devices were not pushed yet (released, or in flight elsewhere): redeliver the event."""
-
-    def __init__(self, summary: ChatPushSummary) -> None:
-        super().__init__(f"chat push incomplete, Event Grid should redeliver: {summary}")
-        self.summary = summary
 
 
 class ChatDevices(DeviceOutcomes, Protocol):
@@ -90,18 +81,6 @@ class ChatDevices(DeviceOutcomes, Protocol):
     ) -> Device | None:
         """Record a background push for the device's budget; None when the device is gone."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChatPushSummary:
-    """What one chat event did: devices targeted and how each ended."""
-
-    devices: int = 0
-    delivered: int = 0
-    skipped: int = 0
-    failed: int = 0
-    retry_needed: bool = False
-    note: str = ""
 
 
 _MUTED: Final = "thread muted for this recipient"
@@ -124,19 +103,19 @@ async def handle_chat_event(
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
     source: EventSource | None = None,
-) -> ChatPushSummary:
+) -> PushSummary:
     """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
 
     ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
     if source is not None and not source.admits(event):
-        return ChatPushSummary(note="another source")
+        return PushSummary(note="another source")
     try:
         parsed = event if isinstance(event, _PARSED) else parse_event(event)
     except MalformedEvent as exc:
         log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
-        return ChatPushSummary(note="malformed")
+        return PushSummary(note="malformed")
     if isinstance(parsed, ChatMessageEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
         try:
@@ -144,14 +123,14 @@ async def handle_chat_event(
         except StorageRejectedError as exc:
             # A 4xx from storage for this event's data: every redelivery would get it too.
             log.error("storage refused this chat event's data, acknowledged: %s: %s", exc, fan.tag)
-            return ChatPushSummary(note="storage refused the event's data")
+            return PushSummary(note="storage refused the event's data")
     if isinstance(parsed, ThreadEvent):
         return await _thread_event(parsed, deliveries, clock)
     if isinstance(parsed, IncomingCallEvent):
         log.warning("IncomingCall on the chat subscription acknowledged: %s", describe(parsed))
-        return ChatPushSummary(note="call event on the chat function")
+        return PushSummary(note="call event on the chat function")
     log.info("chat event acknowledged, nothing to do: %s", describe(parsed))
-    return ChatPushSummary(note=parsed.reason)
+    return PushSummary(note=parsed.reason)
 
 
 _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
@@ -159,11 +138,11 @@ _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
 
 async def _thread_event(
     event: ThreadEvent, deliveries: DeliveryStore, clock: Callable[[], datetime]
-) -> ChatPushSummary:
+) -> PushSummary:
     """Mute or un-mute a thread for the recipient; other thread events need nothing."""
     if not event.recipient_is_acs_user:
         log.info("thread event for a non-ACS recipient acknowledged: %s", describe(event))
-        return ChatPushSummary(note="recipient is not an ACS user")
+        return PushSummary(note="recipient is not an ACS user")
     mute: bool | None = None
     if event.kind is ThreadEventKind.THREAD_DELETED or event.recipient_was_removed:
         mute = True
@@ -174,7 +153,7 @@ async def _thread_event(
         mute = False
     if mute is None:
         log.info("thread event acknowledged: %s", describe(event))
-        return ChatPushSummary(note="thread event")
+        return PushSummary(note="thread event")
     at = event.time or event.event_time or clock()
     applied = await deliveries.set_muted(event.recipient_id, event.thread_id, muted=mute, at=at)
     log.info(
@@ -183,20 +162,7 @@ async def _thread_event(
         describe(event),
         "applied" if applied else "a later change wins",
     )
-    return ChatPushSummary(note="muted" if mute else "unmuted")
-
-
-def background_budget_allows(
-    sent: Sequence[datetime], now: datetime, *, max_per_hour: int, min_spacing: timedelta
-) -> bool:
-    """Whether one more background push fits the device's budget at ``now``.
-
-    Apple: "don't send more than two or three per hour"; renewal and withdraw pushes share it.
-    """
-    recent = [t for t in sent if now - timedelta(hours=1) < t <= now]
-    if len(recent) >= max_per_hour:
-        return False
-    return not recent or now - max(recent) >= min_spacing
+    return PushSummary(note="muted" if mute else "unmuted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +172,11 @@ class _ChatPush:
     event: ChatMessageEvent
     fan: FanOut[ChatDevices]
 
-    async def run(self) -> ChatPushSummary:
+    async def run(self) -> PushSummary:
         event, fan = self.event, self.fan
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
-            return ChatPushSummary(note="recipient is not an ACS user")
+            return PushSummary(note="recipient is not an ACS user")
         listed, state = await asyncio.gather(
             fan.devices.list_for_user(event.recipient_id),
             fan.deliveries.message_state(event.recipient_id, event.thread_id, event.message_id),
@@ -219,7 +185,7 @@ class _ChatPush:
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
             log.info("recipient has no alert devices (muted: %s): %s", state.muted, fan.tag)
-            return ChatPushSummary(note="muted" if state.muted else "no devices")
+            return PushSummary(note="muted" if state.muted else "no devices")
         why = self._skip_reason(state)
         if why:
             return await self._skip_all(alert, why)
@@ -243,7 +209,7 @@ class _ChatPush:
             return _DELETED
         return ""
 
-    async def _skip_all(self, alert: Sequence[Device], why: str) -> ChatPushSummary:
+    async def _skip_all(self, alert: Sequence[Device], why: str) -> PushSummary:
         """Record every device as skipped and why, so the delivery log answers for the event."""
         fan, now = self.fan, self.fan.clock()
         claimed = await fan.claim(self._key(), alert, now=now, event_id=self.event.event_id)
@@ -251,13 +217,13 @@ class _ChatPush:
         await fan.deliveries.complete([(r, outcome) for r, _ in claimed.mine], fan.clock())
         log.info("%d devices skipped, %s: %s", len(alert), why, fan.tag)
         note = "muted" if why is _MUTED else "deleted"
-        return ChatPushSummary(devices=len(alert), skipped=len(alert), note=note)
+        return PushSummary(devices=len(alert), skipped=len(alert), note=note)
 
     def _key(self) -> DeliveryKey:
         e = self.event
         return DeliveryKey(e.recipient_id, e.thread_id, e.message_id, _KINDS[e.kind], e.version)
 
-    async def _fan_out(self, alert: Sequence[Device]) -> ChatPushSummary:
+    async def _fan_out(self, alert: Sequence[Device]) -> PushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
         key = self._key()
         claimed = await fan.claim(key, alert, now=now, event_id=event.event_id)
@@ -265,7 +231,7 @@ class _ChatPush:
             log.info("%d devices in flight elsewhere: %s", claimed.in_flight, fan.tag)
         settled, skipped = await self._push_all(claimed.mine, now)
         await fan.deliveries.complete(settled.outcomes + skipped, fan.clock())
-        return ChatPushSummary(
+        return PushSummary(
             devices=len(alert),
             delivered=settled.delivered,
             skipped=claimed.done + claimed.in_flight + len(skipped),
@@ -310,22 +276,15 @@ class _ChatPush:
         except NotificationError as exc:
             return exc
 
-    async def _spend_background_budget(
-        self, device: Device, now: datetime, *, retry: bool
-    ) -> bool:
+    async def _spend_background_budget(self, device: Device, now: datetime, *, retry: bool) -> bool:
         """Record one background push on the device's budget; False when over it.
 
         A retry of this same withdraw (its claim was released: APNs was busy or did not answer)
         already passed the check when it was first claimed, and its own first try is what now
         fills the budget's spacing: it goes again rather than being skipped by itself.
         """
-        s = self.fan.settings
-        allowed = retry or background_budget_allows(
-            device.background_sent,
-            now,
-            max_per_hour=s.renewal_max_per_hour,
-            min_spacing=timedelta(minutes=s.renewal_min_spacing_minutes),
-        )
+        budget = BackgroundBudget.from_settings(self.fan.settings)
+        allowed = retry or budget.allows(device.background_sent, now)
         if not allowed:
             log.info(
                 "withdraw push skipped, device %s over its background budget: %s",

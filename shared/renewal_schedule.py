@@ -110,7 +110,7 @@ class EntryState:
     wakes: int = 0
     wake_at: datetime | None = None
     wake_sweep: str | None = None
-    # What settling an APNs answer needs (shared.outcomes): a 200 clears a bad-token count, and
+    # What settling an APNs answer needs (shared.push.outcomes): a 200 clears a bad-token count, and
     # repeated BadDeviceToken answers count once per spacing. Without them a wake answered 200
     # left the count standing and the next stray BadDeviceToken deleted a device just proven good.
     bad_tokens: int = 0

@@ -65,9 +65,9 @@ from shared.apns.payload import background_payload, encode_payload
 from shared.apns.response import PushResult
 from shared.devices import Device, DeviceKind, DeviceRegistry, Registered, RegistrationOutcome
 from shared.errors import TransientError
-from shared.fanout import Pushers, send_all
 from shared.http_api import RequestError
-from shared.outcomes import Disposition, classify
+from shared.push.outcomes import Disposition, classify
+from shared.push.pipeline import Pushers, Route, send_all
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,10 @@ class TokenMoves:
             return exc
         tag = f"token proof {holder.device_id}"
         (answer,) = await send_all(
-            [(holder, n)], pushers, budget=PROOF_PUSH_BUDGET_SECONDS, tag=tag
+            [(Route(holder.topic, holder.environment), n)],
+            pushers,
+            budget=PROOF_PUSH_BUDGET_SECONDS,
+            tag=tag,
         )
         return answer
 
