@@ -1,1 +1,1 @@
-"""Use cases: each takes its collaborators (ports) as parameters; ``shared.wiring`` supplies them."""
+"""Use cases: each takes its collaborators (ports) as parameters; ``shared.wiring`` wires them."""
