@@ -214,11 +214,6 @@ class ScheduleEntry:
         return {"PartitionKey": self.partition, "RowKey": self.row, **props}
 
 
-def is_current(entry: ScheduleEntry, key_expires_at: datetime | None, lead: timedelta) -> bool:
-    """Whether ``entry`` is still the device's schedule (False: superseded by a renewal)."""
-    return key_expires_at is not None and bucket_for(due_at(key_expires_at, lead)) == entry.bucket
-
-
 class RenewalSchedule(Protocol):
     """The schedule port (``TableRenewalSchedule`` and the test fake)."""
 
