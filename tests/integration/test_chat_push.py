@@ -20,7 +20,8 @@ from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from shared.apns.notification import Environment
 from shared.deliveries import DeliveryState
-from shared.notify import ChatPushSummary, handle_chat_event
+from shared.notify import handle_chat_event
+from shared.push.pipeline import PushSummary
 from shared.tables import round_trips
 from shared.wiring import Container
 from tests.local_apns import (
@@ -87,7 +88,7 @@ class Stack:
     def clock(self) -> datetime:
         return self.now
 
-    async def handle(self, event: Any) -> ChatPushSummary:
+    async def handle(self, event: Any) -> PushSummary:
         c = self.c
         return await handle_chat_event(
             event,
@@ -291,7 +292,7 @@ async def test_redelivery_after_a_retryable_fault_completes_only_the_unfinished(
     summary = await stack.handle(RECEIVED)
     ok = [r.token for r in stack.pushes(200)]
     assert (summary, sorted(ok)) == (
-        ChatPushSummary(devices=2, delivered=1, skipped=1),
+        PushSummary(devices=2, delivered=1, skipped=1),
         sorted([first, second]),
     )
 
