@@ -24,7 +24,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 @app.event_grid_trigger(arg_name="event")
 async def on_chat_event(event: func.EventGridEvent) -> None:
     """An ACS chat event: one push per device of its recipient; raises so Event Grid redelivers."""
-    from shared.notify import ChatPushIncompleteError, handle_chat_event
+    from shared.notify import handle_chat_event
+    from shared.push.pipeline import PushIncompleteError
     from shared.wiring import container, utc_now
 
     c = container()
@@ -40,14 +41,15 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
         source=c.event_source(),
     )
     if summary.retry_needed:
-        raise ChatPushIncompleteError(summary)
+        raise PushIncompleteError(summary)
 
 
 @app.function_name(name="on_call_event")
 @app.event_grid_trigger(arg_name="event")
 async def on_call_event(event: func.EventGridEvent) -> None:
     """An ACS IncomingCall: a VoIP push to each of the callee's PushKit devices while it rings."""
-    from shared.calls import CallPushIncompleteError, handle_call_event
+    from shared.calls import handle_call_event
+    from shared.push.pipeline import PushIncompleteError
     from shared.wiring import container, utc_now
 
     c = container()
@@ -63,7 +65,7 @@ async def on_call_event(event: func.EventGridEvent) -> None:
         source=c.event_source(),
     )
     if summary.retry_needed:
-        raise CallPushIncompleteError(summary)
+        raise PushIncompleteError(summary)
 
 
 @app.function_name(name="issue_token")
@@ -305,7 +307,7 @@ async def renewal_sweep(
     shards: func.Out[typing.List[str]],  # noqa: UP006
 ) -> None:
     """Read the renewal buckets due since the last sweep; one queue message per shard."""
-    from shared.renewal import run_sweep
+    from shared.usecases.renewal import run_sweep
     from shared.wiring import container, utc_now
 
     c = container()
@@ -320,7 +322,7 @@ async def renewal_sweep(
 @app.queue_trigger(arg_name="msg", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
 async def renewal_worker(msg: func.QueueMessage) -> None:
     """Wake one shard's devices with background pushes; raises (redelivery) on storage outages."""
-    from shared.renewal import renew_shard, shard_from_message
+    from shared.usecases.renewal import renew_shard, shard_from_message
     from shared.wiring import container, utc_now
 
     c = container()

@@ -41,8 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from shared.auth import Caller
-from shared.errors import PushRelayError, TransientError
-from shared.http_api import RequestError
+from shared.errors import PushRelayError, RateLimitedError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +186,11 @@ class IdentityPendingError(TransientError):
     public_reason = "identity_pending"
 
 
-class RateLimitedError(RequestError):
-    """The caller asked for tokens too often: 429 with Retry-After."""
+class TokenRateLimitedError(RateLimitedError):
+    """The caller asked for tokens too often."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(429, "rate_limited", headers={"Retry-After": str(retry_after)})
-        self.retry_after = retry_after
+        super().__init__("rate_limited", retry_after=retry_after)
 
 
 def _utcnow() -> datetime:
@@ -241,7 +239,7 @@ async def issue_token(
     """Issue an ACS token for the caller's own identity (created on first use).
 
     ``known``: rows this process remembers (see the module docstring: one round trip instead of
-    two). Raises RateLimitedError (429), IdentityPendingError (503), and the store's or ACS's
+    two). Raises TokenRateLimitedError (429), IdentityPendingError (503), and the store's or ACS's
     errors.
     """
     record = known.get(caller.key) if known is not None else None
@@ -342,7 +340,7 @@ async def _consume_rate(
     """Take one token from the caller's bucket: the row as written, or None if it vanished.
 
     ``record`` may be stale (remembered): a failed ETag check re-reads the row. Raises
-    RateLimitedError when the bucket is empty or the row kept changing.
+    TokenRateLimitedError when the bucket is empty or the row kept changing.
     """
     rate = per_minute / 60.0
     current: IdentityRecord | None = record
@@ -352,12 +350,12 @@ async def _consume_rate(
         now = clock()
         level = _level(current, per_minute, rate, now)
         if level < 1.0:
-            raise RateLimitedError(max(1, math.ceil((1.0 - level) / rate)))
+            raise TokenRateLimitedError(max(1, math.ceil((1.0 - level) / rate)))
         saved = await identities.save_rate(current, level - 1.0, now)
         if saved is not None:
             return saved
         current = await identities.get(record.caller_key)
-    raise RateLimitedError(1)
+    raise TokenRateLimitedError(1)
 
 
 def _level(record: IdentityRecord, capacity: int, rate: float, now: datetime) -> float:

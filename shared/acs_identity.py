@@ -1,5 +1,10 @@
 """ACS Identity REST client (api-version 2023-10-01) on ``httpx.AsyncClient``.
 
+Not the official ``azure-communication-identity`` async client (``.aio``): its retries are
+azure-core's, which retry identity creation on any failure although ACS creates an identity even
+when the answer is lost (see below), and it cannot tell our TransientError from a refusal without
+mapping azure-core's exceptions anyway. Its two calls are small, so we keep ours.
+
 Authenticates with HMAC-SHA256 over the exact bytes sent (connection string) or with an Entra ID
 token (managed identity, scope ``https://communication.azure.com/.default``).
 

@@ -39,8 +39,8 @@ from typing import Any, Final, Protocol
 import jwt
 from jwt import PyJWK
 
-from shared.errors import SettingsError, TransientError
-from shared.http_api import MAX_JSON_DEPTH, RequestError, nested_deeper_than
+from shared.errors import SettingsError, TransientError, UnauthenticatedError
+from shared.http_api import MAX_JSON_DEPTH, nested_deeper_than
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,15 +95,15 @@ def caller_key(issuer: str, subject: str) -> str:
     return hashlib.sha256(f"{issuer}\0{subject}".encode()).hexdigest()
 
 
-class AuthError(RequestError):
-    """The request carries no acceptable credentials: 401 with a Bearer challenge."""
+class AuthError(UnauthenticatedError):
+    """The request carries no acceptable credentials; the challenge is a Bearer one."""
 
     def __init__(self, reason: str, *, error: str | None = "invalid_token") -> None:
         # RFC 6750 §3: no error code when the request had no credentials at all.
         challenge = 'Bearer realm="pushrelay"'
         if error is not None:
             challenge += f', error="{error}", error_description="{reason}"'
-        super().__init__(401, reason, headers={"WWW-Authenticate": challenge})
+        super().__init__(reason, challenge=challenge)
         self.error = error
 
 

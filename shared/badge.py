@@ -19,7 +19,7 @@ is an **alert** push whose ``aps`` holds nothing but ``badge``:
 
 Only alert devices get them (VoIP tokens carry no badge). Sends are best effort: an APNs outage
 is logged, not retried (the next alert corrects the number); a 410 still removes the device
-(:mod:`shared.outcomes`).
+(:mod:`shared.push.outcomes`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from datetime import datetime
 from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import alert_payload, encode_payload
 from shared.devices import Device, DeviceKind
-from shared.fanout import Pushers, freshest, send_all
-from shared.outcomes import Attempt, DeviceOutcomes, settle
+from shared.push.outcomes import Answered, DeviceOutcomes, settle
+from shared.push.pipeline import Pushers, Route, freshest, outcome_rules, send_all, settling_of
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,13 @@ async def update_badges(
     targets = [d for d in bounded if d.kind is DeviceKind.ALERT and d.device_id != except_device]
     if not targets:
         return 0
-    items = [(d, badge_notification(d, count)) for d in targets]
+    items = [(Route(d.topic, d.environment), badge_notification(d, count)) for d in targets]
     answers = await send_all(items, pushers, budget=settings.apns_retry_budget_seconds, tag=tag)
     settled = await settle(
-        [Attempt(d.device_id, d, a) for d, a in zip(targets, answers, strict=True)],
+        [Answered(settling_of(d), a) for d, a in zip(targets, answers, strict=True)],
         devices=registry,
         now=now,
-        bad_token_remove_after=settings.bad_token_remove_after,
-        config_error_threshold=settings.config_error_threshold,
+        rules=outcome_rules(settings, None),
         correlation=tag,
     )
     if settled.released:

@@ -12,14 +12,15 @@ user:
    inbox at the same time (one point read, :mod:`shared.inbox`): in their quiet hours with
    ``"calls": "silent"`` nobody is rung (PushKit requires every VoIP push to report a call, so a
    silent one cannot be sent) and the claims are logged ``skipped``.
-4. Claim the delivery for each, exactly as chat push does (:mod:`shared.fanout`): the key is
+4. Claim the delivery for each, exactly as chat push does (:mod:`shared.push.pipeline`): the key is
    (callee, :data:`~shared.deliveries.CALLS_THREAD`, call id, ``call``, version 0) and the device,
    the call id being ``serverCallId``, else ``correlationId``, else the event id.
 5. Send each ``apns-push-type: voip`` to ``<bundle id>.voip`` with priority 10 and
    ``apns-expiration: 0`` (one delivery attempt, never stored: a phone that is offline now must
    not ring later), concurrently, within the call's remaining freshness.
-6. Settle the outcomes as chat push does (:mod:`shared.fanout`: a 410 removes the device, token
-   failures are counted, many at once are a configuration error) and write them to the log.
+6. Settle the outcomes as chat push does (:mod:`shared.push.pipeline`: a 410 removes the
+   device, token failures are counted, many at once are a configuration error) and write them
+   to the log.
 
 **Retryable failures** (429, 5xx, no answer, a claim in flight in another invocation). Event
 Grid redelivers a failed event after about 10 s at the earliest (then 30 s, 1 min, ...), so a
@@ -56,11 +57,10 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
-from shared.errors import TransientError
 from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
-from shared.fanout import FanOut, Pushers, freshest
 from shared.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
-from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, freshest
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,32 +73,12 @@ GIVEN_UP: Final = "the call is too old to ring after a retry: given up"
 QUIET: Final = "quiet hours: the callee silenced calls"
 
 
-class CallPushIncompleteError(TransientError):
-    """Some VoIP devices were not rung yet and the call is still fresh: redeliver the event."""
-
-    def __init__(self, summary: CallPushSummary) -> None:
-        super().__init__(f"call push incomplete, Event Grid should redeliver: {summary}")
-        self.summary = summary
-
-
 class CallDevices(DeviceOutcomes, Protocol):
     """Port: the registry operations a call push needs (``shared.devices.DeviceStore``)."""
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class CallPushSummary:
-    """What one IncomingCall did: VoIP devices targeted and how each ended."""
-
-    devices: int = 0
-    delivered: int = 0
-    skipped: int = 0  # already done, or in flight in another invocation
-    failed: int = 0
-    retry_needed: bool = False
-    note: str = ""
 
 
 def call_id(event: IncomingCallEvent) -> str:
@@ -156,22 +136,22 @@ async def handle_call_event(
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
     source: EventSource | None = None,
-) -> CallPushSummary:
+) -> PushSummary:
     """Handle one event of the calls subscription (raw from the trigger, or parsed).
 
     See the module doc; ``source`` as for chat events (``shared.notify.handle_chat_event``).
     Raises TransientError subclasses when storage does not answer.
     """
     if source is not None and not source.admits(event):
-        return CallPushSummary(note="another source")
+        return PushSummary(note="another source")
     try:
         parsed = event if isinstance(event, IncomingCallEvent) else parse_event(event)
     except MalformedEvent as exc:
         log.warning("malformed call event %s acknowledged: %s", exc.event_id or "(no id)", exc)
-        return CallPushSummary(note="malformed")
+        return PushSummary(note="malformed")
     if not isinstance(parsed, IncomingCallEvent):
         log.warning("non-call event on the calls subscription acknowledged: %s", describe(parsed))
-        return CallPushSummary(note="not an IncomingCall")
+        return PushSummary(note="not an IncomingCall")
     fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
     return await _Ring(parsed, fan, inbox).run()
 
@@ -188,21 +168,21 @@ class _Ring:
     def max_age(self) -> timedelta:
         return timedelta(seconds=self.fan.settings.call_max_age_seconds)
 
-    async def run(self) -> CallPushSummary:
+    async def run(self) -> PushSummary:
         event, fan = self.event, self.fan
         if not event.to_is_acs_user:
             log.info("call to a non-ACS callee acknowledged: %s", fan.tag)
-            return CallPushSummary(note="callee is not an ACS user")
+            return PushSummary(note="callee is not an ACS user")
         age = call_age(event, fan.clock())
         if is_stale(age, self.max_age):
             seconds = age.total_seconds() if age is not None else 0.0
             log.info("call %.1f s old dropped, nobody rung: %s", seconds, fan.tag)
-            return CallPushSummary(note="stale")
+            return PushSummary(note="stale")
         try:
             built = build_call_payload(event)
         except PayloadError as exc:
             log.warning("call acknowledged, no VoIP payload can be built (%s): %s", exc, fan.tag)
-            return CallPushSummary(note="unreadable call")
+            return PushSummary(note="unreadable call")
         found, snapshot = await asyncio.gather(
             fan.devices.list_for_user(event.to_id), self._callee_inbox()
         )
@@ -210,7 +190,7 @@ class _Ring:
         voip = [d for d in listed if d.kind is DeviceKind.VOIP]
         if not voip:
             log.info("callee has no VoIP devices: %s", fan.tag)
-            return CallPushSummary(note="no devices")
+            return PushSummary(note="no devices")
         quiet = snapshot.inbox.preferences.quiet_hours
         if quiet is not None and not quiet.rings(fan.clock()):
             return await self._silenced(voip)
@@ -224,15 +204,15 @@ class _Ring:
             log.error("callee's inbox unreadable, ringing anyway (%s): %s", exc, self.fan.tag)
             return EMPTY
 
-    async def _silenced(self, voip: Sequence[Device]) -> CallPushSummary:
+    async def _silenced(self, voip: Sequence[Device]) -> PushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
         claimed = await fan.claim(call_key(event), voip, now=now, event_id=event.event_id)
         skipped = Outcome(DeliveryState.SKIPPED, detail=QUIET)
         await fan.deliveries.complete([(r, skipped) for r, _ in claimed.mine], now)
         log.info("call not rung, %d VoIP devices: %s: %s", len(voip), QUIET, fan.tag)
-        return CallPushSummary(devices=len(voip), skipped=len(voip), note="quiet hours")
+        return PushSummary(devices=len(voip), skipped=len(voip), note="quiet hours")
 
-    async def _fan_out(self, voip: Sequence[Device], built: ChatPayload) -> CallPushSummary:
+    async def _fan_out(self, voip: Sequence[Device], built: ChatPayload) -> PushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
         claimed = await fan.claim(call_key(event), voip, now=now, event_id=event.event_id)
         budget = send_budget(
@@ -255,7 +235,7 @@ class _Ring:
             )
         await fan.deliveries.complete(outcomes, fan.clock())
         states = [o.state for _, o in outcomes]
-        return CallPushSummary(
+        return PushSummary(
             devices=len(voip),
             delivered=states.count(DeliveryState.DELIVERED),
             skipped=claimed.done + claimed.in_flight,

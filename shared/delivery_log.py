@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.auth import Caller
 from shared.deliveries import DeliveryRecord, DeliveryStore, PurgeReport
-from shared.http_api import RequestError
+from shared.errors import ForbiddenError, InvalidInputError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ class LogQuery:
 
 
 def parse_query(params: Mapping[str, str]) -> LogQuery:
-    """The query of ``?threadId=&messageId=&userId=``. Raises RequestError (400) naming a field."""
+    """The query of ``?threadId=&messageId=&userId=``. Raises InvalidInputError naming a field."""
     values: dict[str, str] = {}
     for name in ("userId", "threadId", "messageId"):
         value = (params.get(name) or "").strip()
         if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-            raise RequestError(400, "missing_or_invalid", field=name)
+            raise InvalidInputError("missing_or_invalid", field=name)
         values[name] = value
     return LogQuery(values["userId"], values["threadId"], values["messageId"])
 
@@ -75,10 +75,10 @@ def is_admin(caller: Caller, settings: Settings) -> bool:
 
 
 def require_admin(caller: Caller, settings: Settings) -> None:
-    """Let only ``DELIVERY_LOG_ADMINS`` read the log. Raises RequestError (403)."""
+    """Let only ``DELIVERY_LOG_ADMINS`` read the log. Raises ForbiddenError."""
     if not is_admin(caller, settings):
         log.warning("delivery log refused to a non-admin caller %s", caller.key[:12])
-        raise RequestError(403, "forbidden")
+        raise ForbiddenError("forbidden")
 
 
 def _time(value: datetime | None) -> str | None:
@@ -121,7 +121,10 @@ async def read_log(query: LogQuery, deliveries: DeliveryStore) -> dict[str, Any]
 async def answer_log_request(
     params: Mapping[str, str], caller: Caller, settings: Settings, deliveries: DeliveryStore
 ) -> dict[str, Any]:
-    """Check the caller is an admin, then read the log. Raises RequestError (400/403)."""
+    """Check the caller is an admin, then read the log.
+
+    Raises InvalidInputError or ForbiddenError.
+    """
     require_admin(caller, settings)
     return await read_log(parse_query(params), deliveries)
 

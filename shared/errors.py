@@ -1,14 +1,58 @@
-"""The app's exceptions, one tree.
+"""The app's exceptions, one tree; no class below the edge knows an HTTP status.
 
-    PushRelayError
-    ├── SettingsError          a setting is missing or malformed (names it)
-    ├── InputError             a request or event that a retry cannot fix (4xx / logged and dropped)
-    │   └── ...                subclasses per use case (validation, authentication, ...)
-    └── TransientError         an outage: storage, APNs or ACS did not answer; retry later
-        └── ...
+    PushRelayError                          raised on purpose
+    ├── SettingsError                       a setting is missing or malformed (names it)
+    ├── InputError                          input no retry can fix (refused, or logged, dropped)
+    │   ├── RefusalError                    a refusal with a reason (and the field it is about)
+    │   │   ├── InvalidInputError           a body or query field is malformed
+    │   │   │   ├── InvalidFieldError       registration: a PUT /api/devices field
+    │   │   │   ├── InvalidQuietHoursError  quiet_hours
+    │   │   │   ├── InvalidReadReportError  read_reports
+    │   │   │   └── InvalidPreferenceError  preferences
+    │   │   ├── TooLargeError               a body over its size limit
+    │   │   ├── UnauthenticatedError        no acceptable credentials (carries a challenge)
+    │   │   │   └── AuthError               auth: the bearer token was refused
+    │   │   ├── ForbiddenError              authenticated, but not allowed
+    │   │   │   └── TokenProofError         token_proof: a wrong or expired tokenProof
+    │   │   ├── NotFoundError               no such thing for this caller
+    │   │   │   └── DeviceNotFoundError     registration
+    │   │   ├── ConflictError               held by someone else
+    │   │   │   ├── VoipTokenHeldError      token_proof
+    │   │   │   └── InboxFullError          inbox: too many thread preferences
+    │   │   └── RateLimitedError            too often; ``retry_after`` seconds
+    │   │       ├── TokenRateLimitedError   access_tokens
+    │   │       ├── TokenProofPendingError  token_proof
+    │   │       └── TokenProofRateLimitedError  token_proof
+    │   ├── MalformedEvent                  events: an Event Grid event we cannot read
+    │   ├── PayloadError                    chat_payload: no push can be built from the event
+    │   └── MalformedShardError             renewal: a queue message it did not write
+    ├── TransientError                      an outage: a dependency did not answer; retry later
+    │   ├── StorageUnavailableError         tables
+    │   ├── RegistrationContendedError      devices: the row kept changing
+    │   ├── AcsUnavailableError             acs_identity
+    │   ├── AuthUnavailableError            auth: the identity provider's keys
+    │   ├── IdentityPendingError            access_tokens
+    │   ├── ProofPushFailedError            token_proof
+    │   ├── InboxBusyError                  inbox: the row kept changing
+    │   └── PushIncompleteError             push.pipeline: redeliver the event
+    ├── StorageConflictError                tables: a conditional write lost
+    │   ├── EntityExistsError
+    │   └── EntityChangedError
+    ├── EntityNotFoundError                 tables
+    ├── StorageRejectedError                tables: storage refused the request (4xx)
+    ├── UnreadableRecordError               deliveries: a stored row we cannot read
+    ├── UnreadableInboxError                inbox: a stored inbox row we cannot read
+    ├── KeyUnwrapError                      key_wrap: a stored preview key that does not unwrap
+    └── AcsRejectedError                    acs_identity: ACS refused (not an outage)
+
+Use cases raise these; the HTTP edge (``shared.http_api.error_response``) maps each class to a
+status in one table, and ``tests/unit/test_errors.py`` walks this tree to check that every
+exception class in ``shared/`` appears here and is mapped there.
 
 APNs rejections are values (see ``shared.apns.response``), not exceptions. ``shared.apns`` keeps
-its own small tree (``shared.apns.errors``) so that it can be published on its own.
+its own small tree (``shared.apns.errors``) so that it can be published on its own; the preview
+crypto's ``PreviewKeyError``/``PreviewDecryptError`` are ``ValueError``s of a pure module, caught
+by their callers.
 """
 
 from __future__ import annotations
@@ -23,8 +67,53 @@ class SettingsError(PushRelayError):
 
 
 class InputError(PushRelayError):
-    """Input that no retry can fix: answered with a 4xx or logged and dropped."""
+    """Input that no retry can fix: refused, or logged and dropped."""
 
 
 class TransientError(PushRelayError):
-    """A dependency did not answer; the caller should retry (Event Grid redelivers on 500)."""
+    """A dependency did not answer; the caller should retry (Event Grid redelivers on failure)."""
+
+
+class RefusalError(InputError):
+    """A refusal with a short machine-readable ``reason`` (and the ``field`` it is about)."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason if field is None else f"{field}: {reason}")
+        self.reason = reason
+        self.field = field
+
+
+class InvalidInputError(RefusalError):
+    """A body or query field is missing or malformed."""
+
+
+class TooLargeError(RefusalError):
+    """A body over its size limit."""
+
+
+class UnauthenticatedError(RefusalError):
+    """No acceptable credentials; ``challenge`` is what the caller should present next."""
+
+    def __init__(self, reason: str, *, challenge: str) -> None:
+        super().__init__(reason)
+        self.challenge = challenge
+
+
+class ForbiddenError(RefusalError):
+    """The caller is known but not allowed to do this."""
+
+
+class NotFoundError(RefusalError):
+    """No such thing for this caller."""
+
+
+class ConflictError(RefusalError):
+    """What the caller asks for is held by someone else."""
+
+
+class RateLimitedError(RefusalError):
+    """Asked too often; may ask again after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, *, retry_after: int) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after

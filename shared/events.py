@@ -33,6 +33,10 @@ from shared.errors import InputError
 
 logger = logging.getLogger(__name__)
 
+# The event types are the strings Azure documents (Event Grid's Azure Communication Services
+# schemas). azure-eventgrid's SystemEventNames has them too, but is not a dependency: the trigger
+# hands us azure.functions' EventGridEvent, so the SDK would be installed and imported (with its
+# models, on the cold path) for these constants alone.
 _NS: Final = "Microsoft.Communication."
 CHAT_MESSAGE_RECEIVED: Final = _NS + "ChatMessageReceived"
 CHAT_MESSAGE_EDITED: Final = _NS + "ChatMessageEdited"

@@ -1,12 +1,20 @@
 """HTTP translation shared by every HTTP trigger: JSON answers, JSON errors, bounded JSON bodies.
 
-Errors become answers here and nowhere else:
+Errors become answers here and nowhere else: :data:`STATUS` is the one table from our error
+classes (``shared.errors``, where the whole tree is drawn) to HTTP statuses; the most specific
+class listed wins:
 
-    RequestError (InputError)   its own status, reason, field and headers (400, 401, 404, 413, 429…)
-    InputError                  400 invalid_request
-    TransientError              503 with Retry-After (storage or ACS did not answer)
-    SettingsError               500 server_misconfigured (logged; the answer names no setting)
-    PushRelayError (other)      502 bad_gateway (a dependency answered with a refusal)
+    InvalidInputError     400 its reason and field
+    UnauthenticatedError  401 its reason, with ``WWW-Authenticate: <its challenge>``
+    ForbiddenError        403 its reason (and field)
+    NotFoundError         404 its reason
+    ConflictError         409 its reason and field
+    TooLargeError         413 its reason
+    RateLimitedError      429 its reason, with ``Retry-After: <retry_after>``
+    InputError (other)    400 invalid_request
+    TransientError        503 with Retry-After (storage or ACS did not answer)
+    SettingsError         500 server_misconfigured (logged; the answer names no setting)
+    PushRelayError (other) 502 bad_gateway (a dependency answered with a refusal)
 
 Bodies are JSON objects ``{"error": reason, "field"?: field}``; never a stack trace, never a secret.
 The full exception text is only logged; an error class may set ``public_reason`` (a short text safe
@@ -22,7 +30,19 @@ from typing import Any, Final
 
 import azure.functions as func
 
-from shared.errors import InputError, PushRelayError, SettingsError, TransientError
+from shared.errors import (
+    ConflictError,
+    ForbiddenError,
+    InputError,
+    InvalidInputError,
+    NotFoundError,
+    PushRelayError,
+    RateLimitedError,
+    SettingsError,
+    TooLargeError,
+    TransientError,
+    UnauthenticatedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +51,25 @@ TRANSIENT_RETRY_AFTER_SECONDS: Final = 5
 _JSON: Final = "application/json"
 
 
-class RequestError(InputError):
-    """A request a retry cannot fix, answered with ``status`` and a JSON reason.
+STATUS: Final[tuple[tuple[type[PushRelayError], int], ...]] = (
+    (InvalidInputError, 400),
+    (UnauthenticatedError, 401),
+    (ForbiddenError, 403),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (TooLargeError, 413),
+    (RateLimitedError, 429),
+    (InputError, 400),
+    (TransientError, 503),
+    (SettingsError, 500),
+    (PushRelayError, 502),
+)
+"""Our error classes and their HTTP status, most specific first (see the module docstring)."""
 
-    ``field`` names the offending body field (validation); ``headers`` are added to the answer
-    (``WWW-Authenticate`` on 401, ``Retry-After`` on 429).
-    """
 
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        *,
-        field: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(reason if field is None else f"{field}: {reason}")
-        self.status = status
-        self.reason = reason
-        self.field = field
-        self.headers: dict[str, str] = dict(headers or {})
+def status_of(exc: PushRelayError) -> int:
+    """The HTTP status one of our errors is answered with."""
+    return next(status for cls, status in STATUS if isinstance(exc, cls))
 
 
 def json_response(
@@ -83,19 +102,25 @@ def json_error(
 
 def error_response(exc: PushRelayError) -> func.HttpResponse:
     """Translate one of our errors into its HTTP answer (see the module docstring)."""
-    if isinstance(exc, RequestError):
-        return json_error(exc.status, exc.reason, field=exc.field, headers=exc.headers)
+    status = status_of(exc)
+    reason, field = getattr(exc, "reason", None), getattr(exc, "field", None)
     if isinstance(exc, InputError):
-        return json_error(400, "invalid_request")
+        headers: dict[str, str] = {}
+        if isinstance(exc, UnauthenticatedError):
+            headers["WWW-Authenticate"] = exc.challenge
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(exc.retry_after)
+        text = reason if isinstance(reason, str) else "invalid_request"
+        return json_error(status, text, field=field, headers=headers)
     if isinstance(exc, TransientError):
         log.warning("dependency unavailable: %s", exc)
         retry = {"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)}
-        return json_error(503, _public(exc, "service_unavailable"), headers=retry)
+        return json_error(status, _public(exc, "service_unavailable"), headers=retry)
     if isinstance(exc, SettingsError):
         log.error("server misconfigured: %s", exc)
-        return json_error(500, "server_misconfigured")
+        return json_error(status, "server_misconfigured")
     log.warning("dependency refused: %s", exc)
-    return json_error(502, _public(exc, "bad_gateway"))
+    return json_error(status, _public(exc, "bad_gateway"))
 
 
 def _public(exc: PushRelayError, default: str) -> str:
@@ -106,30 +131,30 @@ def _public(exc: PushRelayError, default: str) -> str:
 def read_json_body(req: func.HttpRequest, limit: int) -> dict[str, Any]:
     """The request body as a JSON object of at most ``limit`` bytes.
 
-    Raises RequestError: 413 over the limit; 400 for invalid UTF-8, invalid JSON (including
-    NaN/Infinity and duplicate keys), lone surrogates, a non-object, or nesting deeper than
-    :data:`MAX_JSON_DEPTH`.
+    Raises TooLargeError over the limit; InvalidInputError for invalid UTF-8, invalid JSON
+    (including NaN/Infinity and duplicate keys), lone surrogates, a non-object, or nesting
+    deeper than :data:`MAX_JSON_DEPTH`.
     """
     declared = req.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise RequestError(413, f"body larger than {limit} bytes")
+        raise TooLargeError(f"body larger than {limit} bytes")
     raw = req.get_body() or b""
     if len(raw) > limit:
-        raise RequestError(413, f"body larger than {limit} bytes")
+        raise TooLargeError(f"body larger than {limit} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise RequestError(400, "body is not valid UTF-8") from None
+        raise InvalidInputError("body is not valid UTF-8") from None
     if nested_deeper_than(text, MAX_JSON_DEPTH):
-        raise RequestError(400, "body is nested too deeply")
+        raise InvalidInputError("body is nested too deeply")
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except RecursionError:
-        raise RequestError(400, "body is nested too deeply") from None
+        raise InvalidInputError("body is nested too deeply") from None
     except ValueError as exc:
-        raise RequestError(400, f"body is not valid JSON: {_short(exc)}") from None
+        raise InvalidInputError(f"body is not valid JSON: {_short(exc)}") from None
     if not isinstance(value, dict):
-        raise RequestError(400, "body must be a JSON object")
+        raise InvalidInputError("body must be a JSON object")
     _check_tree(value)
     return value
 
@@ -191,7 +216,7 @@ def _check_tree(root: object) -> None:
             _check_text(node)
             continue
         if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
-            raise RequestError(400, "body is nested too deeply")
+            raise InvalidInputError("body is nested too deeply")
         if isinstance(node, dict):
             for key, child in node.items():
                 _check_text(key)
@@ -204,4 +229,4 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError(400, "body contains a lone surrogate") from None
+        raise InvalidInputError("body contains a lone surrogate") from None

@@ -46,8 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from shared.errors import PushRelayError, TransientError
-from shared.http_api import RequestError
+from shared.errors import ConflictError, PushRelayError, TransientError
 from shared.quiet_hours import QuietHours
 from shared.tables import (
     EntityChangedError,
@@ -88,11 +87,11 @@ class InboxBusyError(TransientError):
     """The inbox kept changing under us (many concurrent writers): retry later."""
 
 
-class InboxFullError(RequestError):
-    """Too many threads with a preference: 409 ``too_many_thread_preferences``."""
+class InboxFullError(ConflictError):
+    """Too many threads with a preference (the edge answers 409 ``too_many_thread_preferences``)."""
 
     def __init__(self) -> None:
-        super().__init__(409, "too_many_thread_preferences")
+        super().__init__("too_many_thread_preferences")
 
 
 def message_order(message_id: str) -> int | None:

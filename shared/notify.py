@@ -6,10 +6,10 @@ message (one write when the count changes, :mod:`shared.unread`) and claim the d
 (thread, message, kind, version) for every alert device (one transaction); build each payload
 with the recipient's badge (and passive, without sound, in their quiet hours), send them
 concurrently through the APNs client of each device's app, settle the outcomes
-(``shared.outcomes``) and write them to the delivery log (one transaction). An edit is sent with
-``apns-collapse-id`` = messageId, so the banner is replaced. A thread the recipient muted (or set
-to no alerts) gets no alert: its claims are logged ``muted``, with a badge-only push when the
-user counts muted threads and the number rose.
+(``shared.push.outcomes``) and write them to the delivery log (one transaction). An edit is
+sent with ``apns-collapse-id`` = messageId, so the banner is replaced. A thread the recipient
+muted (or set to no alerts) gets no alert: its claims are logged ``muted``, with a badge-only
+push when the user counts muted threads and the number rose.
 
 ``ChatMessageDeleted`` takes an unread message off the count, leaves a tombstone, then sends a
 background push naming the message, within the device's background budget (the one the renewal
@@ -27,7 +27,7 @@ user) take the thread's unread messages off and stop its pushes for that user;
 are not ACS users, other thread events, thread-level and unknown types are acknowledged and
 logged. A malformed event is logged with its id and acknowledged: a retry cannot fix it.
 
-The result is a :class:`ChatPushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
+The result is a :class:`PushSummary`; when ``retry_needed`` the trigger raises, so Event Grid
 redelivers and only the unfinished devices are tried again. Storage outages propagate as
 :class:`~shared.errors.TransientError` (the trigger lets them fail the invocation); a request
 storage refuses (``StorageRejectedError``) is logged and acknowledged, since every redelivery
@@ -40,7 +40,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
@@ -56,7 +56,6 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
-from shared.errors import TransientError
 from shared.events import (
     ChatMessageEvent,
     EventSource,
@@ -68,8 +67,6 @@ from shared.events import (
     describe,
     parse_event,
 )
-from shared.fanout import Claimed, FanOut, freshest
-from shared.fanout import Pushers as Pushers  # noqa: PLC0414 - re-exported: shared.renewal's port
 from shared.inbox import (
     InboxSnapshot,
     InboxStore,
@@ -77,20 +74,22 @@ from shared.inbox import (
     change_inbox,
     message_order,
 )
-from shared.outcomes import Attempt, ConfigAlarm, DeviceOutcomes, Settlement
+from shared.push.budget import BackgroundBudget
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.pipeline import (
+    Attempt,
+    Claimed,
+    FanOut,
+    Pushers,
+    PushSummary,
+    Settlement,
+    freshest,
+)
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
 from shared.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
-
-
-class ChatPushIncompleteError(TransientError):
-    """Some devices were not pushed yet (released, or in flight elsewhere): redeliver the event."""
-
-    def __init__(self, summary: ChatPushSummary) -> None:
-        super().__init__(f"chat push incomplete, Event Grid should redeliver: {summary}")
-        self.summary = summary
 
 
 class ChatDevices(DeviceOutcomes, Protocol):
@@ -105,18 +104,6 @@ class ChatDevices(DeviceOutcomes, Protocol):
     ) -> Device | None:
         """Record a background push for the device's budget; None when the device is gone."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChatPushSummary:
-    """What one chat event did: devices targeted and how each ended."""
-
-    devices: int = 0
-    delivered: int = 0
-    skipped: int = 0
-    failed: int = 0
-    retry_needed: bool = False
-    note: str = ""
 
 
 _LEFT: Final = "the recipient left the thread (or it was deleted)"
@@ -140,19 +127,19 @@ async def handle_chat_event(
     clock: Callable[[], datetime],
     alarm: ConfigAlarm | None = None,
     source: EventSource | None = None,
-) -> ChatPushSummary:
+) -> PushSummary:
     """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
 
     ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
     if source is not None and not source.admits(event):
-        return ChatPushSummary(note="another source")
+        return PushSummary(note="another source")
     try:
         parsed = event if isinstance(event, _PARSED) else parse_event(event)
     except MalformedEvent as exc:
         log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
-        return ChatPushSummary(note="malformed")
+        return PushSummary(note="malformed")
     if isinstance(parsed, ChatMessageEvent | ThreadEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
         if isinstance(parsed, ThreadEvent):
@@ -162,12 +149,12 @@ async def handle_chat_event(
         except StorageRejectedError as exc:
             # A 4xx from storage for this event's data: every redelivery would get it too.
             log.error("storage refused this chat event's data, acknowledged: %s: %s", exc, fan.tag)
-            return ChatPushSummary(note="storage refused the event's data")
+            return PushSummary(note="storage refused the event's data")
     if isinstance(parsed, IncomingCallEvent):
         log.warning("IncomingCall on the chat subscription acknowledged: %s", describe(parsed))
-        return ChatPushSummary(note="call event on the chat function")
+        return PushSummary(note="call event on the chat function")
     log.info("chat event acknowledged, nothing to do: %s", describe(parsed))
-    return ChatPushSummary(note=parsed.reason)
+    return PushSummary(note=parsed.reason)
 
 
 _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
@@ -175,16 +162,16 @@ _PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
 
 async def _thread_event(
     event: ThreadEvent, fan: FanOut[ChatDevices], inbox: InboxStore
-) -> ChatPushSummary:
+) -> PushSummary:
     """The recipient left or rejoined a thread; other thread events need nothing."""
     if not event.recipient_is_acs_user:
         log.info("thread event for a non-ACS recipient acknowledged: %s", fan.tag)
-        return ChatPushSummary(note="recipient is not an ACS user")
+        return PushSummary(note="recipient is not an ACS user")
     now = fan.clock()
     change = membership_change(event, event.time or event.event_time or now, now)
     if change is None:
         log.info("thread event acknowledged: %s", fan.tag)
-        return ChatPushSummary(note="thread event")
+        return PushSummary(note="thread event")
     done = await change_inbox(inbox, event.recipient_id, change, now)
     left = done.after.thread(event.thread_id).left
     log.info(
@@ -200,20 +187,7 @@ async def _thread_event(
             devices, badge, pushers=fan.pushers, registry=fan.devices, settings=fan.settings,
             now=now, tag=fan.tag,
         )  # fmt: skip
-    return ChatPushSummary(note="left" if left else "joined")
-
-
-def background_budget_allows(
-    sent: Sequence[datetime], now: datetime, *, max_per_hour: int, min_spacing: timedelta
-) -> bool:
-    """Whether one more background push fits the device's budget at ``now``.
-
-    Apple: "don't send more than two or three per hour"; renewal and withdraw pushes share it.
-    """
-    recent = [t for t in sent if now - timedelta(hours=1) < t <= now]
-    if len(recent) >= max_per_hour:
-        return False
-    return not recent or now - max(recent) >= min_spacing
+    return PushSummary(note="left" if left else "joined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +198,11 @@ class _ChatPush:
     fan: FanOut[ChatDevices]
     inbox: InboxStore
 
-    async def run(self) -> ChatPushSummary:
+    async def run(self) -> PushSummary:
         event, fan = self.event, self.fan
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
-            return ChatPushSummary(note="recipient is not an ACS user")
+            return PushSummary(note="recipient is not an ACS user")
         edited = event.kind is MessageEventKind.EDITED
         listed, snapshot, deleted = await asyncio.gather(
             fan.devices.list_for_user(event.recipient_id),
@@ -239,7 +213,7 @@ class _ChatPush:
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
             log.info("recipient has no alert devices: %s", fan.tag)
-            return ChatPushSummary(note="no devices")
+            return PushSummary(note="no devices")
         if snapshot is not None and snapshot.inbox.thread(event.thread_id).left:
             return await self._skip_all(alert, _LEFT, "left")
         if event.kind is MessageEventKind.RECEIVED:
@@ -283,14 +257,14 @@ class _ChatPush:
             return None
         return snapshot.inbox.thread(self.event.thread_id).knows_deleted(order)
 
-    async def _skip_all(self, alert: Sequence[Device], why: str, note: str) -> ChatPushSummary:
+    async def _skip_all(self, alert: Sequence[Device], why: str, note: str) -> PushSummary:
         """Record every device as skipped and why, so the delivery log answers for the event."""
         fan, now = self.fan, self.fan.clock()
         claimed = await fan.claim(self._key(), alert, now=now, event_id=self.event.event_id)
         outcome = Outcome(DeliveryState.SKIPPED, detail=why)
         await fan.deliveries.complete([(r, outcome) for r, _ in claimed.mine], fan.clock())
         log.info("%d devices skipped, %s: %s", len(alert), why, fan.tag)
-        return ChatPushSummary(devices=len(alert), skipped=len(alert), note=note)
+        return PushSummary(devices=len(alert), skipped=len(alert), note=note)
 
     def _key(self) -> DeliveryKey:
         e = self.event
@@ -298,7 +272,7 @@ class _ChatPush:
 
     async def _fan_out(
         self, alert: Sequence[Device], snapshot: InboxSnapshot | None
-    ) -> ChatPushSummary:
+    ) -> PushSummary:
         event, fan, now = self.event, self.fan, self.fan.clock()
         shown, claimed = await self._count_and_claim(alert, snapshot, now)
         if claimed.in_flight:
@@ -314,7 +288,7 @@ class _ChatPush:
                 settings=fan.settings, now=now, tag=fan.tag,
             )  # fmt: skip
         badge_only = sum(o.state is DeliveryState.MUTED for _, o in outcomes)
-        return ChatPushSummary(
+        return PushSummary(
             devices=len(alert),
             delivered=settled.delivered - badge_only,
             skipped=claimed.done + claimed.in_flight + len(skipped) + badge_only,
@@ -397,13 +371,8 @@ class _ChatPush:
         already passed the check when it was first claimed, and its own first try is what now
         fills the budget's spacing: it goes again rather than being skipped by itself.
         """
-        s = self.fan.settings
-        allowed = retry or background_budget_allows(
-            device.background_sent,
-            now,
-            max_per_hour=s.renewal_max_per_hour,
-            min_spacing=timedelta(minutes=s.renewal_min_spacing_minutes),
-        )
+        budget = BackgroundBudget.from_settings(self.fan.settings)
+        allowed = retry or budget.allows(device.background_sent, now)
         if not allowed:
             log.info(
                 "withdraw push skipped, device %s over its background budget: %s",

@@ -32,17 +32,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.http_api import RequestError
+from shared.errors import InvalidInputError
 from shared.inbox import FOREVER, Alerts, Inbox, InboxStore, ThreadState, change_inbox
 from shared.quiet_hours import parse_quiet_hours
 from shared.read_reports import BadgeUpdates, lower_badges, parse_device_id
 
 
-class InvalidPreferenceError(RequestError):
-    """A preference field is missing or malformed: 400 ``{"error", "field"}``."""
+class InvalidPreferenceError(InvalidInputError):
+    """A preference field is missing or malformed (the edge answers 400 with the field)."""
 
     def __init__(self, field: str | None, reason: str) -> None:
-        super().__init__(400, reason, field=field)
+        super().__init__(reason, field=field)
 
 
 def _iso(when: datetime) -> str:

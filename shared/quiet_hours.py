@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any, Final
 
-from shared.http_api import RequestError
+from shared.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ _CLOCK: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 _ZONE: Final = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
 
 
-class InvalidQuietHoursError(RequestError):
-    """A quiet-hours field is missing or malformed: 400 ``{"error", "field"}``."""
+class InvalidQuietHoursError(InvalidInputError):
+    """A quiet-hours field is missing or malformed (the edge answers 400 with the field)."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(400, reason, field=f"quietHours.{field}" if field else "quietHours")
+        super().__init__(reason, field=f"quietHours.{field}" if field else "quietHours")
 
 
 class CallsInQuietHours(enum.StrEnum):

@@ -31,10 +31,10 @@ from typing import Any, Final, Protocol
 
 from shared.badge import update_badges
 from shared.devices import Device
-from shared.fanout import Pushers
-from shared.http_api import RequestError
+from shared.errors import InvalidInputError
 from shared.inbox import Inbox, InboxChange, InboxStore, change_inbox, message_order
-from shared.outcomes import DeviceOutcomes
+from shared.push.outcomes import DeviceOutcomes
+from shared.push.pipeline import Pushers
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ _THREAD_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
 _DEVICE_ID: Final = re.compile(r"[0-9a-f]{64}")
 
 
-class InvalidReadReportError(RequestError):
-    """A read report's field is missing or malformed: 400 ``{"error", "field"}``."""
+class InvalidReadReportError(InvalidInputError):
+    """A read report's field is missing or malformed (the edge answers 400 with the field)."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(400, reason, field=field)
+        super().__init__(reason, field=field)
 
 
 class BadgeDevices(DeviceOutcomes, Protocol):

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
-from shared.http_api import RequestError
+from shared.errors import InvalidInputError, NotFoundError
 from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
 from shared.token_proof import ProofRequired, TokenMoves
 
@@ -63,18 +63,18 @@ _ENVIRONMENTS: Final = {
 }
 
 
-class InvalidFieldError(RequestError):
-    """A body field is missing or malformed: 400 ``{"error": reason, "field": name}``."""
+class InvalidFieldError(InvalidInputError):
+    """A body field is missing or malformed (the edge answers ``{"error": reason, "field"}``)."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(400, reason, field=field)
+        super().__init__(reason, field=field)
 
 
-class DeviceNotFoundError(RequestError):
-    """No such device for this caller (another user's device answers exactly the same): 404."""
+class DeviceNotFoundError(NotFoundError):
+    """No such device for this caller (another user's device answers exactly the same)."""
 
     def __init__(self) -> None:
-        super().__init__(404, "device_not_found")
+        super().__init__("device_not_found")
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ class EntryState:
     wakes: int = 0
     wake_at: datetime | None = None
     wake_sweep: str | None = None
-    # What settling an APNs answer needs (shared.outcomes): a 200 clears a bad-token count, and
+    # What settling an APNs answer needs (shared.push.outcomes): a 200 clears a bad-token count, and
     # repeated BadDeviceToken answers count once per spacing. Without them a wake answered 200
     # left the count standing and the next stray BadDeviceToken deleted a device just proven good.
     bad_tokens: int = 0
@@ -211,11 +211,6 @@ class ScheduleEntry:
         """The entity that stores this entry."""
         props = self.state.properties() if self.state is not None else {}
         return {"PartitionKey": self.partition, "RowKey": self.row, **props}
-
-
-def is_current(entry: ScheduleEntry, key_expires_at: datetime | None, lead: timedelta) -> bool:
-    """Whether ``entry`` is still the device's schedule (False: superseded by a renewal)."""
-    return key_expires_at is not None and bucket_for(due_at(key_expires_at, lead)) == entry.bucket
 
 
 class RenewalSchedule(Protocol):

@@ -64,10 +64,9 @@ from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import background_payload, encode_payload
 from shared.apns.response import PushResult
 from shared.devices import Device, DeviceKind, DeviceRegistry, Registered, RegistrationOutcome
-from shared.errors import TransientError
-from shared.fanout import Pushers, send_all
-from shared.http_api import RequestError
-from shared.outcomes import Disposition, classify
+from shared.errors import ConflictError, ForbiddenError, RateLimitedError, TransientError
+from shared.push.outcomes import Disposition, classify
+from shared.push.pipeline import Pushers, Route, send_all
 
 log = logging.getLogger(__name__)
 
@@ -80,32 +79,32 @@ CODE_BYTES: Final = 16
 _HOUR: Final = timedelta(hours=1)
 
 
-class TokenProofError(RequestError):
-    """The tokenProof is wrong, expired, used, or not this caller's: 403."""
+class TokenProofError(ForbiddenError):
+    """The tokenProof is wrong, expired, used, or not this caller's."""
 
     def __init__(self) -> None:
-        super().__init__(403, "invalid_token_proof", field="tokenProof")
+        super().__init__("invalid_token_proof", field="tokenProof")
 
 
-class TokenProofPendingError(RequestError):
-    """Another user's proof for this token is under way: 429 until its code expires."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(429, "token_proof_pending", headers={"Retry-After": str(retry_after)})
-
-
-class TokenProofRateLimitedError(RequestError):
-    """This token had its proof pushes for the hour: 429 with Retry-After."""
+class TokenProofPendingError(RateLimitedError):
+    """Another user's proof for this token is under way, until its code expires."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(429, "token_proof_rate_limited", headers={"Retry-After": str(retry_after)})
+        super().__init__("token_proof_pending", retry_after=retry_after)
 
 
-class VoipTokenHeldError(RequestError):
-    """Another user holds this VoIP token and the caller proved none of their alert tokens: 409."""
+class TokenProofRateLimitedError(RateLimitedError):
+    """This token had its proof pushes for the hour."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("token_proof_rate_limited", retry_after=retry_after)
+
+
+class VoipTokenHeldError(ConflictError):
+    """Another user holds this VoIP token and the caller proved none of their alert tokens."""
 
     def __init__(self) -> None:
-        super().__init__(409, "voip_token_held", field="token")
+        super().__init__("voip_token_held", field="token")
 
 
 class ProofPushFailedError(TransientError):
@@ -342,7 +341,10 @@ class TokenMoves:
             return exc
         tag = f"token proof {holder.device_id}"
         (answer,) = await send_all(
-            [(holder, n)], pushers, budget=PROOF_PUSH_BUDGET_SECONDS, tag=tag
+            [(Route(holder.topic, holder.environment), n)],
+            pushers,
+            budget=PROOF_PUSH_BUDGET_SECONDS,
+            tag=tag,
         )
         return answer
 

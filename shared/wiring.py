@@ -29,15 +29,15 @@ if TYPE_CHECKING:
     from shared.identities import TableIdentityStore
     from shared.inbox import TableInboxStore
     from shared.key_wrap import KeyWrapper
-    from shared.outcomes import ConfigAlarm
+    from shared.push.outcomes import ConfigAlarm
     from shared.read_reports import BadgeUpdates
     from shared.registration import RegistrationRules
     from shared.registry_purge import TableDeviceDays
-    from shared.renewal import RenewalRules
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.renewal_sweeps import TableSweepLog
     from shared.tables import Tables
     from shared.token_proof import TokenMoves
+    from shared.usecases.renewal import RenewalRules
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class Container:
 
     def renewal_rules(self) -> RenewalRules:
         """Renewal budget, lead, shard size and catch-up (RENEWAL_* settings)."""
-        from shared.renewal import RenewalRules
+        from shared.usecases.renewal import RenewalRules
 
         return RenewalRules.from_settings(self.settings)
 
@@ -299,7 +299,7 @@ class Container:
 
     def config_alarm(self) -> ConfigAlarm:
         """Counts token/topic failures per app across this process's fan-outs."""
-        from shared.outcomes import ConfigAlarm
+        from shared.push.outcomes import ConfigAlarm
 
         alarm = self._cache.get("config_alarm")
         if not isinstance(alarm, ConfigAlarm):

@@ -31,7 +31,7 @@ from devtools.console.lockscreen import LockScreen
 from devtools.console.sources import AppTables, DeviceRow, Simulator, SimulatorUnavailableError
 from devtools.reference_device import Push
 from shared.delivery_log import record_json
-from shared.renewal import next_background_at
+from shared.push.budget import next_background_at
 
 log = logging.getLogger(__name__)
 

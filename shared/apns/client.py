@@ -49,17 +49,6 @@ logger = logging.getLogger(__name__)
 SANDBOX_ORIGIN: Final = "https://api.sandbox.push.apple.com:443"
 PRODUCTION_ORIGIN: Final = "https://api.push.apple.com:443"
 
-# Answers about the connection rather than the push: retire it and try another.
-_NEW_CONNECTION_REASONS: Final = frozenset(
-    {
-        Reason.EXPIRED_PROVIDER_TOKEN,
-        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
-        Reason.UNRELATED_KEY_ID_IN_TOKEN,
-        Reason.IDLE_TIMEOUT,
-        Reason.SHUTDOWN,
-    }
-)
-
 
 @dataclass(frozen=True)
 class ApnsConfig:
@@ -240,7 +229,7 @@ class ApnsClient:
             if answer.permanent:
                 return answer
             logger.debug("push %s attempt %d: %d %s", apns_id, attempts, status, answer.reason)
-            if answer.reason in _NEW_CONNECTION_REASONS:
+            if answer.needs_new_connection:
                 conn.retire(f"APNs answered {answer.reason}")
                 if answer.reason is Reason.EXPIRED_PROVIDER_TOKEN:
                     if token_retried:

@@ -2,8 +2,9 @@
 
 hpack's own codec works nibble by nibble in pure Python: Huffman-coding a request's JWT and path
 costs ~150 µs and decoding a response's ``apns-id`` (and sandbox ``apns-unique-id``) ~50-90 µs,
-together more than the whole CPU budget of a push. The two classes here are installed as the h2
-connection's ``encoder`` and ``decoder`` and speak the same wire format (RFC 7541).
+together more than the whole CPU budget of a push. The two classes here are the APNs
+connection's (``shared.apns.connection``) encoder and decoder and speak the same wire format
+(RFC 7541).
 
 :class:`RequestHeaderEncoder` sends no Huffman coding (the H bit is optional) and:
 
@@ -82,7 +83,7 @@ _MAX_GROUPS: Final = 64
 
 
 class RequestHeaderEncoder:
-    """A drop-in for ``hpack.Encoder`` inside ``h2`` (it calls ``encode(headers)``)."""
+    """The request encoder of ``shared.apns.connection``, with ``hpack.Encoder``'s interface."""
 
     __slots__ = (
         "_count",
@@ -296,7 +297,7 @@ def _read_string(data: bytes, at: int) -> tuple[bytes, int]:
 
 
 class ResponseHeaderDecoder:
-    """A drop-in for ``hpack.Decoder`` inside ``h2`` (it calls ``decode(block, raw=True)``)."""
+    """The response decoder of ``shared.apns.connection``, with ``hpack.Decoder``'s interface."""
 
     __slots__ = ("_entries", "_size", "header_table_size", "max_allowed_table_size",
                  "max_header_list_size")  # fmt: skip

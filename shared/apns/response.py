@@ -1,4 +1,11 @@
-"""The parsed APNs answer: every documented reason, and what a caller may do about it."""
+"""The parsed APNs answer: every documented reason, and what a caller may do about it.
+
+Reasons are classified here and nowhere else (as apns2's ``response.go`` does): the client asks
+:attr:`PushResult.retryable` and :attr:`PushResult.needs_new_connection`; the outcome rules
+(:mod:`shared.push.outcomes`) ask :attr:`~PushResult.unregistered`,
+:attr:`~PushResult.bad_token`, :attr:`~PushResult.credentials_refused` and
+:attr:`~PushResult.bad_topic`.
+"""
 
 # ruff: noqa: S105  (reason names such as "BadDeviceToken" are not passwords)
 
@@ -85,6 +92,34 @@ RETRYABLE_REASONS: Final = frozenset(
 )
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 
+# Answers about the connection rather than the push: retire it and try another.
+NEW_CONNECTION_REASONS: Final = frozenset(
+    {
+        Reason.EXPIRED_PROVIDER_TOKEN,
+        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
+        Reason.UNRELATED_KEY_ID_IN_TOKEN,
+        Reason.IDLE_TIMEOUT,
+        Reason.SHUTDOWN,
+    }
+)
+# The token itself is wrong (or for another app): evidence against the device, counted.
+TOKEN_REASONS: Final = frozenset({Reason.BAD_DEVICE_TOKEN, Reason.DEVICE_TOKEN_NOT_FOR_TOPIC})
+# Our provider token or certificate is refused: no push of that app can succeed until it is fixed.
+CREDENTIAL_REASONS: Final = frozenset(
+    {
+        Reason.BAD_CERTIFICATE,
+        Reason.BAD_CERTIFICATE_ENVIRONMENT,
+        Reason.EXPIRED_PROVIDER_TOKEN,  # still expired after the client's new-token retry
+        Reason.FORBIDDEN,
+        Reason.INVALID_PROVIDER_TOKEN,
+        Reason.MISSING_PROVIDER_TOKEN,
+        Reason.UNRELATED_KEY_ID_IN_TOKEN,
+        Reason.BAD_ENVIRONMENT_KEY_ID_IN_TOKEN,
+        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
+        Reason.TOPIC_DISALLOWED,
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
@@ -124,6 +159,26 @@ class PushResult:
     def unregistered(self) -> bool:
         """The device token is no longer valid for the topic (HTTP 410)."""
         return self.status == 410
+
+    @property
+    def bad_token(self) -> bool:
+        """BadDeviceToken / DeviceTokenNotForTopic (400): the token is wrong for this push."""
+        return self.reason in TOKEN_REASONS
+
+    @property
+    def credentials_refused(self) -> bool:
+        """Our provider token or certificate was refused (the reasons above, or any 403)."""
+        return self.reason in CREDENTIAL_REASONS or self.status == 403
+
+    @property
+    def bad_topic(self) -> bool:
+        """BadTopic (400): the app's bundle ID is wrong (configuration, not the device)."""
+        return self.reason is Reason.BAD_TOPIC
+
+    @property
+    def needs_new_connection(self) -> bool:
+        """The answer is about the connection (token age, idle, shutdown): retire it."""
+        return self.reason in NEW_CONNECTION_REASONS
 
 
 def parse_result(

@@ -18,9 +18,10 @@ import pytest
 
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
-from shared.calls import CallPushSummary, handle_call_event
+from shared.calls import handle_call_event
 from shared.deliveries import CALLS_THREAD, DeliveryRecord, DeliveryState
 from shared.devices import DeviceKind
+from shared.push.pipeline import PushSummary
 from shared.tables import round_trips
 from shared.wiring import Container
 from tests.local_apns import APP, KEY, sandbox_device, simulator_settings, token
@@ -60,7 +61,7 @@ class Stack:
     def at_age(self, seconds: float) -> None:
         self.now = RANG_AT + timedelta(seconds=seconds)
 
-    async def handle(self, event: Any) -> CallPushSummary:
+    async def handle(self, event: Any) -> PushSummary:
         c = self.c
         return await handle_call_event(
             event,
@@ -224,7 +225,7 @@ async def test_redelivery_after_an_outage_rings_only_the_unfinished(stack: Stack
     stack.at_age(12)
     summary = await stack.handle(CALL)
     assert (summary, sorted(r.token for r in stack.pushes(200))) == (
-        CallPushSummary(devices=2, delivered=1, skipped=1),
+        PushSummary(devices=2, delivered=1, skipped=1),
         sorted([first, second]),
     )
 

@@ -40,8 +40,9 @@ from devtools.azurite import Azurite
 from shared.apns.header_block import RequestHeaderEncoder
 from shared.auth import Authenticator, AuthError, AuthUnavailableError
 from shared.chat_payload import ChatPayloadOptions, build_chat_payload
+from shared.errors import RefusalError
 from shared.events import ChatMessageEvent, parse_event
-from shared.http_api import RequestError, read_json_body
+from shared.http_api import read_json_body, status_of
 from shared.registration import InvalidFieldError, parse_device_request
 from shared.settings import PreviewMode, load_settings
 from shared.tables import decode_key, encode_key
@@ -112,8 +113,8 @@ def test_any_body_is_an_object_or_a_request_error(body: bytes) -> None:
     req = func.HttpRequest("PUT", "http://h/api/devices", headers={}, body=body)
     try:
         value = read_json_body(req, 1024)
-    except RequestError as exc:
-        assert 400 <= exc.status < 500
+    except RefusalError as exc:
+        assert 400 <= status_of(exc) < 500
     else:
         assert isinstance(value, dict)
 
@@ -138,7 +139,7 @@ def test_any_registration_body_is_valid_or_names_a_field(body: dict[str, Any]) -
         parse_device_request(body, frozenset({"com.example.chat"}))
     except InvalidFieldError as exc:
         required = ("token", "kind", "topic", "environment")
-        assert exc.status == 400 and (exc.field in body or exc.field in required)
+        assert status_of(exc) == 400 and (exc.field in body or exc.field in required)
 
 
 class NoKeys:
@@ -224,7 +225,7 @@ def test_any_claims_in_a_signed_token_are_a_caller_or_a_401(
     try:
         caller = asyncio.run(auth.authenticate({"Authorization": "Bearer " + token}))
     except AuthError as exc:
-        assert exc.status == 401
+        assert status_of(exc) == 401
         return
     assert len(caller.key) == 64  # the caller's key (a hash of its identity) can be computed
 
@@ -245,7 +246,7 @@ def test_any_trusted_principal_is_a_caller_or_a_401(
     try:
         caller = asyncio.run(auth.authenticate(headers))
     except AuthError as exc:
-        assert exc.status == 401
+        assert status_of(exc) == 401
         return
     assert len(caller.key) == 64
 

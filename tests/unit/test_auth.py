@@ -26,7 +26,7 @@ from shared.auth import (
     caller_key,
 )
 from shared.errors import SettingsError
-from shared.http_api import error_response
+from shared.http_api import error_response, status_of
 from shared.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
@@ -249,7 +249,7 @@ async def test_token_whose_alg_differs_from_its_keys_is_rejected(
 
 async def test_non_numeric_exp_is_rejected(auth: Authenticator, rsa_key: rsa.RSAPrivateKey) -> None:
     error = await _reject(auth, _bearer(_token(rsa_key, exp="never")))
-    assert error.status == 401
+    assert status_of(error) == 401
 
 
 async def test_garbage_token_is_rejected(auth: Authenticator) -> None:
@@ -379,7 +379,7 @@ async def test_malformed_easy_auth_principal_is_rejected_while_on(
 ) -> None:
     auth = Authenticator(_settings(EASY_AUTH_ENABLED="true"), jwks, clock=lambda: NOW)
     error = await _reject(auth, {"X-MS-CLIENT-PRINCIPAL": principal})
-    assert error.status == 401
+    assert status_of(error) == 401
 
 
 # --- hostile claims in a correctly signed token or a trusted principal -----------------------
@@ -404,7 +404,7 @@ async def test_signed_token_with_a_hostile_claim_is_a_401(
     auth: Authenticator, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], reason: str
 ) -> None:
     error = await _reject(auth, _bearer(_token(rsa_key, **claims)))
-    assert (error.status, error.reason) == (401, reason)
+    assert (status_of(error), error.reason) == (401, reason)
 
 
 def _raw_principal(raw: bytes) -> str:
@@ -435,7 +435,7 @@ async def test_trusted_principal_with_a_hostile_claim_is_a_401(
 ) -> None:
     auth = Authenticator(_settings(EASY_AUTH_ENABLED="true"), jwks, clock=lambda: NOW)
     error = await _reject(auth, {"X-MS-CLIENT-PRINCIPAL": principal})
-    assert (error.status, error.reason) == (401, reason)
+    assert (status_of(error), error.reason) == (401, reason)
 
 
 # --- the HTTP JWKS cache ---------------------------------------------------------------------

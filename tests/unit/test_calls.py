@@ -17,7 +17,6 @@ from shared.apns.response import Reason
 from shared.calls import (
     GIVEN_UP,
     QUIET,
-    CallPushSummary,
     call_age,
     handle_call_event,
     send_budget,
@@ -27,6 +26,7 @@ from shared.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, Delive
 from shared.devices import DeviceKind
 from shared.events import IncomingCallEvent, parse_event
 from shared.inbox import Preferences, change_inbox
+from shared.push.pipeline import PushSummary
 from shared.quiet_hours import parse_quiet_hours
 from shared.settings import Settings
 from tests.unit.chat_fakes import (
@@ -70,7 +70,7 @@ class World:
     clock: Clock = field(default_factory=lambda: Clock(RANG_AT + timedelta(seconds=2)))
     settings: Settings = field(default_factory=settings)
 
-    async def handle(self, event: Any) -> CallPushSummary:
+    async def handle(self, event: Any) -> PushSummary:
         return await handle_call_event(
             event,
             devices=self.registry,
@@ -160,7 +160,7 @@ async def test_cloud_events_schema_rings_too(world: World) -> None:
 
 
 async def test_summary_counts_the_rung_devices(world: World) -> None:
-    assert await world.handle(CALL) == CallPushSummary(devices=2, delivered=2)
+    assert await world.handle(CALL) == PushSummary(devices=2, delivered=2)
 
 
 async def test_each_device_is_rung_in_its_environment(world: World) -> None:
@@ -179,7 +179,7 @@ async def test_call_older_than_the_maximum_age_rings_nobody(world: World) -> Non
 
 async def test_stale_call_is_acknowledged_not_retried(world: World) -> None:
     world.at_age(60)
-    assert await world.handle(CALL) == CallPushSummary(note="stale")
+    assert await world.handle(CALL) == PushSummary(note="stale")
 
 
 async def test_stale_call_leaves_nothing_in_the_delivery_log(world: World) -> None:
@@ -232,7 +232,7 @@ async def test_redelivered_call_rings_no_device_twice(world: World) -> None:
 
 async def test_redelivery_of_a_rung_call_is_acknowledged(world: World) -> None:
     await world.handle(CALL)
-    assert await world.handle(CALL) == CallPushSummary(devices=2, skipped=2)
+    assert await world.handle(CALL) == PushSummary(devices=2, skipped=2)
 
 
 async def test_concurrent_redelivery_rings_each_device_once(world: World) -> None:
@@ -402,7 +402,7 @@ async def test_phone_callee_is_acknowledged_without_a_push(world: World, schema:
 
 async def test_callee_without_voip_devices_is_acknowledged(world: World) -> None:
     world.registry = FakeRegistry(device(CALLEE, 3))
-    assert await world.handle(CALL) == CallPushSummary(note="no devices")
+    assert await world.handle(CALL) == PushSummary(note="no devices")
 
 
 async def test_unreadable_call_context_is_acknowledged_without_a_push(world: World) -> None:
@@ -413,7 +413,7 @@ async def test_unreadable_call_context_is_acknowledged_without_a_push(world: Wor
 async def test_call_without_a_callee_is_acknowledged_as_malformed(world: World) -> None:
     event = call()
     del event["data"]["to"]
-    assert await world.handle(event) == CallPushSummary(note="malformed")
+    assert await world.handle(event) == PushSummary(note="malformed")
 
 
 async def test_chat_event_on_the_calls_function_is_acknowledged(world: World) -> None:

@@ -15,7 +15,8 @@ from shared.delivery_log import (
     parse_query,
     purge_deliveries,
 )
-from shared.http_api import RequestError
+from shared.errors import RefusalError
+from shared.http_api import status_of
 from shared.settings import Settings
 from tests.unit.chat_fakes import T0, Clock, FakeDeliveries, settings
 
@@ -41,16 +42,16 @@ def test_query_reads_the_three_ids() -> None:
 
 @pytest.mark.parametrize("missing", ["userId", "threadId", "messageId"])
 def test_query_without_an_id_names_the_field(missing: str) -> None:
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(RefusalError) as caught:
         parse_query({k: v for k, v in PARAMS.items() if k != missing})
-    assert (caught.value.status, caught.value.field) == (400, missing)
+    assert (status_of(caught.value), caught.value.field) == (400, missing)
 
 
 async def test_non_admin_is_refused() -> None:
     caller = Caller("https://idp", "someone", AuthSource.JWT)
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(RefusalError) as caught:
         await answer_log_request(PARAMS, caller, ADMINS_BARE, FakeDeliveries())
-    assert caught.value.status == 403
+    assert status_of(caught.value) == 403
 
 
 ADMINS_BARE = settings(delivery_log_admins=("admin-1",), auth_jwt_issuer="https://idp")

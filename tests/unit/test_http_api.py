@@ -8,13 +8,21 @@ import azure.functions as func
 import pytest
 
 from shared import http_api
-from shared.errors import InputError, PushRelayError, SettingsError, TransientError
+from shared.errors import (
+    InputError,
+    InvalidInputError,
+    NotFoundError,
+    PushRelayError,
+    RefusalError,
+    SettingsError,
+    TransientError,
+)
 from shared.http_api import (
-    RequestError,
     error_response,
     json_error,
     nested_deeper_than,
     read_json_body,
+    status_of,
 )
 
 pytestmark = pytest.mark.unit
@@ -27,9 +35,9 @@ def _req(body: bytes, headers: dict[str, str] | None = None) -> func.HttpRequest
 
 
 def _status_of(body: bytes, limit: int = 1024) -> tuple[int, str]:
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(RefusalError) as caught:
         read_json_body(_req(body), limit)
-    return caught.value.status, caught.value.reason
+    return status_of(caught.value), caught.value.reason
 
 
 def test_object_body_is_returned() -> None:
@@ -44,9 +52,9 @@ def test_body_over_the_limit_is_413() -> None:
 
 
 def test_declared_length_over_the_limit_is_413() -> None:
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(RefusalError) as caught:
         read_json_body(_req(b"{}", {"Content-Length": "999999"}), 1024)
-    assert caught.value.status == 413
+    assert status_of(caught.value) == 413
 
 
 @pytest.mark.parametrize(
@@ -77,7 +85,7 @@ def test_json_error_names_the_field() -> None:
 @pytest.mark.parametrize(
     ("error", "status", "body"),
     [
-        (RequestError(404, "not_found"), 404, {"error": "not_found"}),
+        (NotFoundError("not_found"), 404, {"error": "not_found"}),
         (InputError("secret detail"), 400, {"error": "invalid_request"}),
         (TransientError("storage said x"), 503, {"error": "service_unavailable"}),
         (SettingsError("setting X is bad"), 500, {"error": "server_misconfigured"}),
@@ -92,7 +100,7 @@ def test_errors_map_to_answers_without_internal_detail(
 
 
 def test_answers_are_not_cached() -> None:
-    assert error_response(RequestError(400, "x")).headers["Cache-Control"] == "no-store"
+    assert error_response(InvalidInputError("x")).headers["Cache-Control"] == "no-store"
 
 
 def test_a_body_nested_past_the_limit_is_refused_before_it_is_parsed(
@@ -105,7 +113,7 @@ def test_a_body_nested_past_the_limit_is_refused_before_it_is_parsed(
     body = ("[" * 5000 + "]" * 5000).encode()
     req = func.HttpRequest("PUT", "http://x/api/devices", headers={}, body=body)
 
-    with pytest.raises(RequestError, match="nested too deeply"):
+    with pytest.raises(RefusalError, match="nested too deeply"):
         read_json_body(req, 16384)
     assert parsed == []
 

@@ -16,8 +16,9 @@ from shared.apns.notification import Environment, PushType
 from shared.apns.response import PushResult, Reason
 from shared.deliveries import DeliveryKind, DeliveryState
 from shared.devices import Device, DeviceKind
-from shared.notify import ChatPushSummary, handle_chat_event
-from shared.outcomes import ConfigAlarm
+from shared.notify import handle_chat_event
+from shared.push.outcomes import ConfigAlarm
+from shared.push.pipeline import PushSummary
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
 from tests.unit.chat_fakes import (
@@ -58,7 +59,7 @@ class World:
     settings: Settings = field(default_factory=settings)
     alarm: ConfigAlarm | None = None
 
-    async def handle(self, event: Any) -> ChatPushSummary:
+    async def handle(self, event: Any) -> PushSummary:
         return await handle_chat_event(
             event,
             devices=self.registry,
@@ -129,7 +130,7 @@ async def test_chat_push_is_an_alert_grouped_by_thread(world: World) -> None:
 
 async def test_summary_counts_the_delivered_devices(world: World) -> None:
     summary = await world.handle(RECEIVED)
-    assert summary == ChatPushSummary(devices=2, delivered=2)
+    assert summary == PushSummary(devices=2, delivered=2)
 
 
 async def test_cloud_events_schema_is_pushed_too(world: World) -> None:
@@ -172,7 +173,7 @@ async def test_sends_share_the_retry_budget(world: World) -> None:
 
 async def test_recipient_without_devices_is_acknowledged(world: World) -> None:
     world.registry = FakeRegistry()
-    assert await world.handle(RECEIVED) == ChatPushSummary(note="no devices")
+    assert await world.handle(RECEIVED) == PushSummary(note="no devices")
 
 
 async def test_phone_recipient_is_acknowledged_without_a_push(world: World) -> None:
@@ -198,7 +199,7 @@ async def test_redelivered_event_pushes_no_device_twice(world: World) -> None:
 async def test_redelivery_of_a_delivered_event_succeeds(world: World) -> None:
     await world.handle(RECEIVED)
     summary = await world.handle(RECEIVED)
-    assert summary == ChatPushSummary(devices=2, skipped=2)
+    assert summary == PushSummary(devices=2, skipped=2)
 
 
 async def test_concurrent_redelivery_pushes_each_device_once(world: World) -> None:
@@ -474,14 +475,14 @@ async def test_redelivery_after_a_retryable_failure_pushes_only_unfinished_devic
     assert (len(world.apns.to(world.token(1))), len(world.apns.to(world.token(2))), summary) == (
         2,
         1,
-        ChatPushSummary(devices=2, delivered=1, skipped=1),
+        PushSummary(devices=2, delivered=1, skipped=1),
     )
 
 
 async def test_send_past_the_budget_is_released(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("shared.fanout.SEND_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr("shared.push.pipeline.SEND_GRACE_SECONDS", 0.0)
     world.settings = settings(apns_retry_budget_seconds=0.01)
 
     async def never(n: Any) -> PushResult:
@@ -581,7 +582,7 @@ async def test_unknown_event_type_is_acknowledged(world: World) -> None:
 
 async def test_malformed_event_is_acknowledged(world: World) -> None:
     summary = await world.handle(event(RECEIVED_NAME, threadId=42))
-    assert summary == ChatPushSummary(note="malformed")
+    assert summary == PushSummary(note="malformed")
 
 
 async def test_malformed_event_is_logged_with_its_id(
@@ -625,9 +626,10 @@ async def test_an_edit_arriving_after_its_delete_alerts_nobody(world: World) -> 
     assert [s.notification.push_type for s in world.apns.sent] == [PushType.BACKGROUND] * 2
     assert (summary.skipped, summary.retry_needed) == (2, False)
     assert world.states(DeliveryKind.EDITED) == [DeliveryState.SKIPPED] * 2
-    assert details(world, DeliveryKind.EDITED) == [
-        "the message was deleted before this event arrived"
-    ] * 2
+    assert (
+        details(world, DeliveryKind.EDITED)
+        == ["the message was deleted before this event arrived"] * 2
+    )
 
 
 async def test_the_message_arriving_after_its_delete_alerts_nobody(world: World) -> None:

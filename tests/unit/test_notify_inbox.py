@@ -19,7 +19,7 @@ from shared.inbox import (
     Preferences,
     change_inbox,
 )
-from shared.notify import ChatPushSummary
+from shared.push.pipeline import PushSummary
 from shared.quiet_hours import QuietHours, parse_quiet_hours
 from shared.tables import StorageUnavailableError
 from tests.unit.chat_fakes import T0, FakeInbox, FakeRegistry, device, sample
@@ -230,7 +230,7 @@ async def test_a_muted_thread_sends_no_alert(world: World) -> None:
     summary = await world.handle(RECEIVED)
     assert (world.apns.sent, summary) == (
         [],
-        ChatPushSummary(devices=2, skipped=2, note="muted"),
+        PushSummary(devices=2, skipped=2, note="muted"),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shared.http_api import status_of
 from shared.quiet_hours import (
     CallsInQuietHours,
     InvalidQuietHoursError,
@@ -128,4 +129,4 @@ def test_a_window_parses_from_the_api_and_round_trips() -> None:
 def test_a_bad_window_is_refused_naming_the_field(body: Any, field: str) -> None:
     with pytest.raises(InvalidQuietHoursError) as refused:
         parse_quiet_hours(body)
-    assert (refused.value.status, refused.value.field) == (400, field)
+    assert (status_of(refused.value), refused.value.field) == (400, field)

@@ -11,7 +11,8 @@ import pytest
 
 from shared.apns.notification import Priority, PushType
 from shared.devices import DeviceKind
-from shared.http_api import RequestError
+from shared.errors import InvalidInputError
+from shared.http_api import status_of
 from shared.inbox import Inbox, change_inbox
 from shared.preferences import get_preferences, put_preferences, put_thread_preferences
 from shared.read_reports import (
@@ -169,16 +170,16 @@ async def test_reading_a_thread_with_nothing_counted_is_harmless(world: World) -
     ],
 )
 async def test_a_bad_read_report_is_refused(world: World, body: dict[str, Any], field: str) -> None:
-    with pytest.raises(RequestError) as error:
+    with pytest.raises(InvalidInputError) as error:
         await world.read(T1, body)
-    assert (error.value.status, error.value.field, world.inbox.writes) == (400, field, 2)
+    assert (status_of(error.value), error.value.field, world.inbox.writes) == (400, field, 2)
 
 
 @pytest.mark.parametrize("value", [None, "", "19:has space", "x" * 201, "19:\u00e9@thread.v2"])
 def test_a_thread_id_that_acs_would_not_give_is_refused(value: str | None) -> None:
-    with pytest.raises(RequestError) as error:
+    with pytest.raises(InvalidInputError) as error:
         parse_thread_id(value)
-    assert (error.value.status, error.value.field) == (400, "threadId")
+    assert (status_of(error.value), error.value.field) == (400, "threadId")
 
 
 # --- preferences ----------------------------------------------------------------------------------
@@ -261,9 +262,9 @@ async def test_changing_one_preference_keeps_the_other(world: World) -> None:
 async def test_bad_preferences_are_refused_and_nothing_changes(
     world: World, body: dict[str, Any], field: str | None
 ) -> None:
-    with pytest.raises(RequestError) as error:
+    with pytest.raises(InvalidInputError) as error:
         await world.prefs(body)
-    assert (error.value.status, error.value.field, world.inbox.writes) == (400, field, 2)
+    assert (status_of(error.value), error.value.field, world.inbox.writes) == (400, field, 2)
 
 
 @pytest.mark.parametrize(
@@ -281,6 +282,6 @@ async def test_bad_preferences_are_refused_and_nothing_changes(
 async def test_bad_thread_preferences_are_refused_and_nothing_changes(
     world: World, body: dict[str, Any], field: str | None
 ) -> None:
-    with pytest.raises(RequestError) as error:
+    with pytest.raises(InvalidInputError) as error:
         await world.thread_prefs(T1, body)
-    assert (error.value.status, error.value.field, world.inbox.writes) == (400, field, 2)
+    assert (status_of(error.value), error.value.field, world.inbox.writes) == (400, field, 2)

@@ -21,27 +21,24 @@ from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Environment, Notification, Priority, PushType
 from shared.apns.response import PushResult, Reason
 from shared.devices import Device, DeviceKind, device_id_for
-from shared.notify import background_budget_allows
+from shared.push.budget import background_budget_allows, next_background_at
 from shared.registration import RegistrationRules, register_device
-from shared.renewal import (
-    MAX_MESSAGE_BYTES,
+from shared.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
+from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.usecases.renewal import (
     Decision,
     MalformedShardError,
     RenewalRules,
     Shard,
     ShardItem,
     SweepResult,
-    decide,
-    group_entries,
-    next_background_at,
     parse_shard,
     renew_shard,
     run_sweep,
-    split_shards,
-    sweep_range,
 )
-from shared.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
-from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.usecases.renewal.rules import decide
+from shared.usecases.renewal.shards import MAX_MESSAGE_BYTES, group_entries, split_shards
+from shared.usecases.renewal.sweep import sweep_range
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 from tests.unit.chat_fakes import T0, Clock, FakeApns
 

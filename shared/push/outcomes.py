@@ -16,6 +16,11 @@ Apple (reference "Handling notification responses from APNs") and our reading of
   an error, and the invocation fails, so Event Grid retries once the key is fixed.
 - 429 / 5xx / no answer within the budget: released; the invocation fails, Event Grid redelivers.
 - Any other rejection: failed; a request we built wrong (logged as an error).
+
+The rules take a :class:`Settling` view of each device: what settling needs (who it is, and its
+token-failure history), whichever use case pushed it. A renewal wake settles exactly as a chat
+push does: its schedule entry carries that history, so a wake answered 200 clears the count.
+Reasons are classified by :class:`~shared.apns.response.PushResult` itself, not here.
 """
 
 from __future__ import annotations
@@ -27,20 +32,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Final, Generic, Protocol
-
-from typing_extensions import TypeVar
+from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, ApnsUnavailable, CredentialError
-from shared.apns.response import PushResult, Reason
-from shared.deliveries import DeliveryRecord, DeliveryState, Outcome
-from shared.devices import Device
+from shared.apns.response import PushResult
+from shared.deliveries import DeliveryState, Outcome
 
 log = logging.getLogger(__name__)
 
-# What a push was claimed under: a delivery-log record for chat pushes; the renewal worker uses
-# its own (the device's budget write is its claim).
-R = TypeVar("R", default=DeliveryRecord)
+BAD_TOKEN_SPACING: Final = timedelta(minutes=10)
 
 
 class Disposition(enum.StrEnum):
@@ -55,34 +55,6 @@ class Disposition(enum.StrEnum):
     REJECTED = "rejected"  # a request APNs will never accept as built
 
 
-TOKEN_REASONS: Final = frozenset({Reason.BAD_DEVICE_TOKEN, Reason.DEVICE_TOKEN_NOT_FOR_TOPIC})
-CREDENTIAL_REASONS: Final = frozenset(
-    {
-        Reason.BAD_CERTIFICATE,
-        Reason.BAD_CERTIFICATE_ENVIRONMENT,
-        Reason.EXPIRED_PROVIDER_TOKEN,  # still expired after the client's new-token retry
-        Reason.FORBIDDEN,
-        Reason.INVALID_PROVIDER_TOKEN,
-        Reason.MISSING_PROVIDER_TOKEN,
-        Reason.UNRELATED_KEY_ID_IN_TOKEN,
-        Reason.BAD_ENVIRONMENT_KEY_ID_IN_TOKEN,
-        Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES,
-        Reason.TOPIC_DISALLOWED,
-    }
-)
-CONFIGURATION_REASONS: Final = frozenset({Reason.BAD_TOPIC})
-BAD_TOKEN_SPACING: Final = timedelta(minutes=10)
-RETRY_REASONS: Final = frozenset(
-    {
-        Reason.TOO_MANY_REQUESTS,
-        Reason.INTERNAL_SERVER_ERROR,
-        Reason.SERVICE_UNAVAILABLE,
-        Reason.SHUTDOWN,
-        Reason.IDLE_TIMEOUT,
-    }
-)
-
-
 def classify(answer: PushResult | ApnsError) -> Disposition:
     """The disposition of one APNs answer (a result, or the error its send raised)."""
     if isinstance(answer, ApnsUnavailable):
@@ -93,18 +65,30 @@ def classify(answer: PushResult | ApnsError) -> Disposition:
         return Disposition.REJECTED
     if answer.ok:
         return Disposition.DELIVERED
-    if answer.status == 410:
+    if answer.unregistered:
         return Disposition.UNREGISTERED
-    reason = answer.reason
-    if reason in TOKEN_REASONS:
+    if answer.bad_token:
         return Disposition.BAD_TOKEN
-    if reason in CREDENTIAL_REASONS or answer.status == 403:
+    if answer.credentials_refused:
         return Disposition.CREDENTIALS
-    if reason in CONFIGURATION_REASONS:
+    if answer.bad_topic:
         return Disposition.CONFIGURATION
-    if reason in RETRY_REASONS or answer.status in (429, 500, 502, 503, 504):
+    if answer.retryable:
         return Disposition.RETRY
     return Disposition.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Settling:
+    """What settling an answer needs of a device: who it is, and its token-failure history."""
+
+    user_id: str
+    device_id: str
+    topic: str
+    short_token: str  # for logs only
+    bad_token_count: int = 0
+    last_result: str | None = None
+    last_result_at: datetime | None = None
 
 
 class DeviceOutcomes(Protocol):
@@ -112,7 +96,7 @@ class DeviceOutcomes(Protocol):
 
     async def remove_if_registered_before(
         self, user_id: str, device_id: str, when: datetime
-    ) -> Device | None:
+    ) -> object | None:
         """Remove the device unless it (re-)registered after ``when``; the removed device."""
         ...
 
@@ -124,20 +108,19 @@ class DeviceOutcomes(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt(Generic[R]):
-    """One device's push in a fan-out: the claim, the device, and what its send came back with."""
+class Answered:
+    """One device's push: the device as settling sees it, and what its send came back with."""
 
-    record: R
-    device: Device
+    device: Settling
     answer: PushResult | ApnsError
     note: str = ""  # what the delivery log adds about the payload (given up to fit, substituted)
 
 
 @dataclass(frozen=True, slots=True)
-class Settlement(Generic[R]):
-    """The outcomes of one fan-out, ready for the delivery log, and whether to retry."""
+class Settled:
+    """The outcome of each answer (in the order given) and how many ended each way."""
 
-    outcomes: tuple[tuple[R, Outcome], ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
     delivered: int = 0
     failed: int = 0
     released: int = 0
@@ -145,7 +128,7 @@ class Settlement(Generic[R]):
 
     @property
     def retry_needed(self) -> bool:
-        """True when a claim was released: the invocation must fail so Event Grid redelivers."""
+        """True when a claim was released: the push must be tried again."""
         return self.released > 0
 
 
@@ -176,6 +159,15 @@ class ConfigAlarm:
         return len(seen)
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeRules:
+    """The thresholds settling applies (``BAD_TOKEN_REMOVE_AFTER``, ``CONFIG_ERROR_THRESHOLD``)."""
+
+    bad_token_remove_after: int
+    config_error_threshold: int
+    alarm: ConfigAlarm | None = None
+
+
 def _outcome(state: DeliveryState, answer: PushResult | ApnsError, detail: str) -> Outcome:
     if isinstance(answer, PushResult):
         reason = None if answer.reason is None else answer.reason.value
@@ -196,12 +188,12 @@ def _reason_text(answer: PushResult | ApnsError) -> str:
 
 
 def configuration_failures(
-    attempts: Sequence[Attempt[R]], threshold: int, alarm: ConfigAlarm | None = None
+    answered: Sequence[Answered], threshold: int, alarm: ConfigAlarm | None = None
 ) -> set[str]:
     """Device ids whose token/topic failures look like configuration, not dead devices: those
     of ``threshold`` or more distinct users of one app failing with one reason."""
-    groups: dict[tuple[str, str], list[Device]] = {}
-    for a in attempts:
+    groups: dict[tuple[str, str], list[Settling]] = {}
+    for a in answered:
         if classify(a.answer) is Disposition.BAD_TOKEN:
             groups.setdefault((a.device.topic, _reason_text(a.answer)), []).append(a.device)
     suspects: set[str] = set()
@@ -223,30 +215,32 @@ def configuration_failures(
 
 
 async def settle(
-    attempts: Sequence[Attempt[R]],
+    answered: Sequence[Answered],
     *,
     devices: DeviceOutcomes,
     now: datetime,
-    bad_token_remove_after: int,
-    config_error_threshold: int,
-    alarm: ConfigAlarm | None = None,
+    rules: OutcomeRules,
     correlation: str = "",
-) -> Settlement[R]:
-    """Decide each attempt's outcome and apply it to the registry (concurrently)."""
-    config = configuration_failures(attempts, config_error_threshold, alarm)
+) -> Settled:
+    """Decide each answer's outcome and apply it to the registry (concurrently).
+
+    Raises TransientError subclasses when the registry does not answer.
+    """
+    config = configuration_failures(answered, rules.config_error_threshold, rules.alarm)
+    remove_after = rules.bad_token_remove_after
     decided = await asyncio.gather(
         *(
-            _settle_one(a, devices, now, bad_token_remove_after, a.device.device_id in config)
-            for a in attempts
+            _settle_one(a, devices, now, remove_after, a.device.device_id in config)
+            for a in answered
         )
     )
     counts: Counter[str] = Counter()
-    for a, ((_, outcome), removed) in zip(attempts, decided, strict=True):
+    for a, (outcome, removed) in zip(answered, decided, strict=True):
         counts[outcome.state.value] += 1
         counts["removed"] += int(removed)
         _log_outcome(correlation, a.device, outcome)
-    return Settlement(
-        outcomes=tuple(pair for pair, _ in decided),
+    return Settled(
+        outcomes=tuple(outcome for outcome, _ in decided),
         delivered=counts[DeliveryState.DELIVERED.value],
         failed=counts[DeliveryState.FAILED.value],
         released=counts[DeliveryState.RELEASED.value],
@@ -255,26 +249,18 @@ async def settle(
 
 
 async def _settle_one(
-    a: Attempt[R],
-    devices: DeviceOutcomes,
-    now: datetime,
-    remove_after: int,
-    configuration: bool,
-) -> tuple[tuple[R, Outcome], bool]:
-    (record, outcome), removed = await _settle_answer(a, devices, now, remove_after, configuration)
+    a: Answered, devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
+) -> tuple[Outcome, bool]:
+    outcome, removed = await _settle_answer(a, devices, now, remove_after, configuration)
     if a.note:
         detail = a.note if not outcome.detail else f"{outcome.detail}; {a.note}"
         outcome = replace(outcome, detail=detail[:500])
-    return (record, outcome), removed
+    return outcome, removed
 
 
 async def _settle_answer(
-    a: Attempt[R],
-    devices: DeviceOutcomes,
-    now: datetime,
-    remove_after: int,
-    configuration: bool,
-) -> tuple[tuple[R, Outcome], bool]:
+    a: Answered, devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
+) -> tuple[Outcome, bool]:
     kind = Disposition.CONFIGURATION if configuration else classify(a.answer)
     device = a.device
     if kind is Disposition.DELIVERED:
@@ -282,14 +268,14 @@ async def _settle_answer(
             await devices.record_result(
                 device.user_id, device.device_id, "200", bad_token=False, at=now
             )
-        return (a.record, _outcome(DeliveryState.DELIVERED, a.answer, "")), False
+        return _outcome(DeliveryState.DELIVERED, a.answer, ""), False
     if kind is Disposition.UNREGISTERED:
         return await _unregistered(a, devices, now)
     if kind is Disposition.BAD_TOKEN and isinstance(a.answer, PushResult):
         return await _bad_token(a, a.answer, devices, now, remove_after)
     if kind is Disposition.CONFIGURATION:
         detail = "configuration error suspected: device kept"
-        return (a.record, _outcome(DeliveryState.FAILED, a.answer, detail)), False
+        return _outcome(DeliveryState.FAILED, a.answer, detail), False
     if kind is Disposition.CREDENTIALS:
         log.error(
             "APNs refused our credentials for app %s: %s; the event will be retried",
@@ -297,27 +283,27 @@ async def _settle_answer(
             _reason_text(a.answer),
         )
         detail = "credentials refused: released for retry"
-        return (a.record, _outcome(DeliveryState.RELEASED, a.answer, detail)), False
+        return _outcome(DeliveryState.RELEASED, a.answer, detail), False
     if kind is Disposition.RETRY:
         detail = "no answer within the retry budget: released"
-        return (a.record, _outcome(DeliveryState.RELEASED, a.answer, detail)), False
+        return _outcome(DeliveryState.RELEASED, a.answer, detail), False
     if not isinstance(a.answer, PushResult):
         # Refused before sending (no credentials for the app, a request that cannot be built):
         # APNs never saw it, so the log must not say APNs rejected it.
         log.error("push not sent device=%s app=%s: %s", device.short_token, device.topic, a.answer)
-        return (a.record, _outcome(DeliveryState.FAILED, a.answer, "not sent")), False
+        return _outcome(DeliveryState.FAILED, a.answer, "not sent"), False
     log.error(
         "APNs rejected a push we built device=%s app=%s: %s",
         device.short_token,
         device.topic,
         _reason_text(a.answer),
     )
-    return (a.record, _outcome(DeliveryState.FAILED, a.answer, "request rejected")), False
+    return _outcome(DeliveryState.FAILED, a.answer, "request rejected"), False
 
 
 async def _unregistered(
-    a: Attempt[R], devices: DeviceOutcomes, now: datetime
-) -> tuple[tuple[R, Outcome], bool]:
+    a: Answered, devices: DeviceOutcomes, now: datetime
+) -> tuple[Outcome, bool]:
     answer = a.answer
     when = answer.unregistered_at if isinstance(answer, PushResult) else None
     removed = (
@@ -325,10 +311,10 @@ async def _unregistered(
         is not None
     )
     detail = "device removed" if removed else "device kept: registered again after the 410"
-    return (a.record, _outcome(DeliveryState.FAILED, answer, detail)), removed
+    return _outcome(DeliveryState.FAILED, answer, detail), removed
 
 
-def counts_again(device: Device, reason: str, now: datetime) -> bool:
+def counts_again(device: Settling, reason: str, now: datetime) -> bool:
     """Whether a token failure counts towards removal: once per ``BAD_TOKEN_SPACING`` per reason.
 
     Repeats "over time" means separate occasions: a burst of pushes (a busy chat, a retry) that
@@ -341,8 +327,8 @@ def counts_again(device: Device, reason: str, now: datetime) -> bool:
 
 
 async def _bad_token(
-    a: Attempt[R], answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
-) -> tuple[tuple[R, Outcome], bool]:
+    a: Answered, answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
+) -> tuple[Outcome, bool]:
     device = a.device
     reason = _reason_text(answer)
     count: int | None = device.bad_token_count
@@ -355,10 +341,10 @@ async def _bad_token(
         gone = await devices.remove_if_registered_before(device.user_id, device.device_id, now)
         removed = gone is not None
     detail = f"{reason} {count or 0}/{remove_after}" + (": device removed" if removed else "")
-    return (a.record, _outcome(DeliveryState.FAILED, answer, detail)), removed
+    return _outcome(DeliveryState.FAILED, answer, detail), removed
 
 
-def _log_outcome(correlation: str, device: Device, outcome: Outcome) -> None:
+def _log_outcome(correlation: str, device: Settling, outcome: Outcome) -> None:
     level = logging.INFO if outcome.state is DeliveryState.DELIVERED else logging.WARNING
     log.log(
         level,
