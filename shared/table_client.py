@@ -257,7 +257,7 @@ class TokenAuth:
         self._lock = asyncio.Lock()
 
     async def authorization(self, method: str, content_type: str, date: str, path: str) -> str:
-        """``Bearer <token>``; fetches a token first when there is none or it expires soon.
+        """``Bearer <token>``; gets a token first when there is none or it expires soon.
 
         Raises StorageUnavailableError when no token can be had.
         """
@@ -278,7 +278,7 @@ class TokenAuth:
         self._renew_at = float(token.expires_on) - _TOKEN_MARGIN
 
     def rejected(self) -> None:
-        """Drop the token: the next request fetches a new one."""
+        """Drop the token: the next request gets a new one."""
         self._renew_at = 0.0
 
     async def aclose(self) -> None:
