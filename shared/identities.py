@@ -3,9 +3,9 @@
 One row per caller: PartitionKey = SHA-256 hex of issuer, NUL, subject (``Caller.key``), RowKey
 ``acs``. A row is *reserved* (``state`` = pending, no ``acsUserId``) before the ACS identity is
 created and *ready* once it is filled in; the protocol that makes this yield exactly one identity
-per caller is described in ``shared.access_tokens``. Every change is conditional: ``create_entity``
-for a reservation (409 means someone else holds it) and ``If-Match`` ETags for the rest (412
-means the row changed); conflicts come back as None, never as exceptions.
+per caller is described in ``shared.usecases.access_tokens``. Every change is conditional:
+``create_entity`` for a reservation (409 means someone else holds it) and ``If-Match`` ETags for
+the rest (412 means the row changed); conflicts come back as None, never as exceptions.
 
 The row also carries the caller's token-issuing rate bucket (``rateTokens``, ``rateAt``).
 Raises ``shared.tables`` errors (StorageUnavailableError, StorageRejectedError) on outages.
@@ -22,7 +22,6 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.access_tokens import IdentityRecord, with_rate
 from shared.tables import (
     EntityChangedError,
     EntityExistsError,
@@ -30,6 +29,7 @@ from shared.tables import (
     encode_key,
     storage_errors,
 )
+from shared.usecases.access_tokens import IdentityRecord, with_rate
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ READY: Final = "ready"
 
 
 class TableIdentityStore:
-    """:class:`shared.access_tokens.IdentityStore` on Table Storage."""
+    """:class:`shared.usecases.access_tokens.IdentityStore` on Table Storage."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
