@@ -24,8 +24,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 @app.event_grid_trigger(arg_name="event")
 async def on_chat_event(event: func.EventGridEvent) -> None:
     """An ACS chat event: one push per device of its recipient; raises so Event Grid redelivers."""
-    from shared.notify import handle_chat_event
     from shared.push.pipeline import PushIncompleteError
+    from shared.usecases.chat import handle_chat_event
     from shared.wiring import container, utc_now
 
     c = container()
@@ -48,8 +48,8 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
 @app.event_grid_trigger(arg_name="event")
 async def on_call_event(event: func.EventGridEvent) -> None:
     """An ACS IncomingCall: a VoIP push to each of the callee's PushKit devices while it rings."""
-    from shared.calls import handle_call_event
     from shared.push.pipeline import PushIncompleteError
+    from shared.usecases.calls import handle_call_event
     from shared.wiring import container, utc_now
 
     c = container()
@@ -72,9 +72,9 @@ async def on_call_event(event: func.EventGridEvent) -> None:
 @app.route(route="token", methods=["POST"])
 async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
     """An ACS user access token for the caller's own ACS identity (created on first use)."""
-    from shared.access_tokens import issue_token as issue
+    from shared.edges.http_api import error_response, json_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response
+    from shared.usecases.access_tokens import issue_token as issue
     from shared.wiring import container
 
     c = container()
@@ -92,9 +92,9 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
 async def put_device(req: func.HttpRequest) -> func.HttpResponse:
     """Register or renew the caller's device (202 while a token move awaits its proof); the token
     travels in the body, never in a URL."""
+    from shared.edges.http_api import error_response, json_response, read_json_body
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response, read_json_body
-    from shared.registration import parse_device_request, register_device
+    from shared.usecases.registration import parse_device_request, register_device
     from shared.wiring import container, utc_now
 
     c = container()
@@ -125,9 +125,9 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="devices", methods=["GET"])
 async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
     """The caller's devices, without keys and with tokens shortened."""
+    from shared.edges.http_api import error_response, json_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response
-    from shared.registration import list_devices as listing
+    from shared.usecases.registration import list_devices as listing
     from shared.wiring import container, utc_now
 
     c = container()
@@ -143,9 +143,9 @@ async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="devices/{deviceId}", methods=["DELETE"])
 async def delete_device(req: func.HttpRequest) -> func.HttpResponse:
     """Remove one of the caller's devices (404 for anyone else's, as for a missing one)."""
+    from shared.edges.http_api import error_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response
-    from shared.registration import remove_device
+    from shared.usecases.registration import remove_device
     from shared.wiring import container
 
     c = container()
@@ -165,9 +165,9 @@ async def delete_device(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="unread", methods=["GET"])
 async def get_unread(req: func.HttpRequest) -> func.HttpResponse:
     """The caller's badge and each thread's unread number."""
+    from shared.edges.http_api import error_response, json_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response
-    from shared.read_reports import unread_counts
+    from shared.usecases.read_reports import unread_counts
     from shared.wiring import container, utc_now
 
     c = container()
@@ -183,9 +183,9 @@ async def get_unread(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="threads/{threadId}/read", methods=["PUT"])
 async def put_read(req: func.HttpRequest) -> func.HttpResponse:
     """The caller read a thread up to a message; their other devices' badges follow."""
+    from shared.edges.http_api import error_response, json_response, read_json_body
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response, read_json_body
-    from shared.read_reports import parse_thread_id, report_read
+    from shared.usecases.read_reports import parse_thread_id, report_read
     from shared.wiring import container, utc_now
 
     c = container()
@@ -206,9 +206,9 @@ async def put_read(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="preferences", methods=["GET"])
 async def get_preferences(req: func.HttpRequest) -> func.HttpResponse:
     """The caller's badge and quiet-hours choices and their muted threads."""
+    from shared.edges.http_api import error_response, json_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response
-    from shared.preferences import get_preferences as view
+    from shared.usecases.preferences import get_preferences as view
     from shared.wiring import container, utc_now
 
     c = container()
@@ -224,9 +224,9 @@ async def get_preferences(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="preferences", methods=["PUT"])
 async def put_preferences(req: func.HttpRequest) -> func.HttpResponse:
     """Change the caller's badge and quiet-hours choices."""
+    from shared.edges.http_api import error_response, json_response, read_json_body
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response, read_json_body
-    from shared.preferences import put_preferences as change
+    from shared.usecases.preferences import put_preferences as change
     from shared.wiring import container, utc_now
 
     c = container()
@@ -245,10 +245,10 @@ async def put_preferences(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="threads/{threadId}/preferences", methods=["PUT"])
 async def put_thread_preferences(req: func.HttpRequest) -> func.HttpResponse:
     """Mute a thread for the caller (until a time or for good), or set its alerts."""
+    from shared.edges.http_api import error_response, json_response, read_json_body
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response, read_json_body
-    from shared.preferences import put_thread_preferences as change
-    from shared.read_reports import parse_thread_id
+    from shared.usecases.preferences import put_thread_preferences as change
+    from shared.usecases.read_reports import parse_thread_id
     from shared.wiring import container, utc_now
 
     c = container()
@@ -269,9 +269,9 @@ async def put_thread_preferences(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="deliveries", methods=["GET"])
 async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
     """What happened to message M in thread T for user U (DELIVERY_LOG_ADMINS only)."""
-    from shared.delivery_log import answer_log_request
+    from shared.edges.http_api import error_response, json_response
     from shared.errors import PushRelayError
-    from shared.http_api import error_response, json_response
+    from shared.usecases.delivery_log import answer_log_request
     from shared.wiring import container
 
     c = container()
@@ -287,8 +287,8 @@ async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(arg_name="timer", schedule="%PURGE_SCHEDULE%")
 async def purge(timer: func.TimerRequest) -> None:
     """Delivery records past DELIVERY_RETENTION_DAYS, then stale registrations: no full scans."""
-    from shared.delivery_log import purge_deliveries
     from shared.registry_purge import purge_registrations
+    from shared.usecases.delivery_log import purge_deliveries
     from shared.wiring import container, utc_now
 
     c = container()

@@ -13,9 +13,9 @@ the APNs request (the simulator's receive time), CPU ms of the app's thread per 
 storage round trips per event. Beside them, the same run's figures for each part alone, run on
 the app's thread: one device query, one batched write (a 2-entity transaction), one bare push,
 and the recipient's inbox row read and replaced (the unread count). Then one read report per
-recipient (``shared.read_reports.report_read`` on the app's thread: the HTTP layer and caller
-authentication left out) reading everything it was sent, with the badge-only pushes it sends to
-the recipient's other devices: CPU, round trips and pushes per report. Writes everything to
+recipient (``shared.usecases.read_reports.report_read`` on the app's thread: the HTTP layer and
+caller authentication left out) reading everything it was sent, with the badge-only pushes it
+sends to the recipient's other devices: CPU, round trips and pushes per report. Writes everything to
 ``bench/results/chat.json``.
 
 Targets (issue "Chat push"): round trips per event do not grow with the number of devices; CPU
@@ -299,9 +299,9 @@ async def timed(
 async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
     """Each part alone, on the app's own thread and connections."""
     from shared.apns.notification import Environment, Notification, Priority, PushType
-    from shared.chat_payload import chat_notification
     from shared.deliveries import DELIVERIES_TABLE
-    from shared.events import parse_event
+    from shared.domain.chat_payload import chat_notification
+    from shared.domain.events import parse_event
     from shared.inbox import Inbox
     from shared.wiring import container
 
@@ -448,8 +448,8 @@ async def read_reports(
 
     Per device count: CPU ms, storage round trips and badge-only pushes per read report.
     """
-    from shared.read_reports import report_read
     from shared.tables import round_trips
+    from shared.usecases.read_reports import report_read
     from shared.wiring import container, utc_now
 
     c = container()

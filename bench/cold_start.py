@@ -143,9 +143,9 @@ class Stand:
         from shared import wiring
 
         async def go() -> tuple[str, list[str]]:
-            from shared.access_tokens import issue_token
             from shared.apns.notification import Environment
             from shared.devices import Device, DeviceKind, device_id_for
+            from shared.usecases.access_tokens import issue_token
 
             c = wiring.reset(self.env)
             callers = []

@@ -211,7 +211,7 @@ class Stand:
     async def open(self) -> None:
         from azure.core.credentials import AzureNamedKeyCredential
 
-        from shared.key_wrap import KeyWrapper
+        from shared.domain.key_wrap import KeyWrapper
         from shared.tables import Tables
 
         self.session = bench_session()

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.deliveries import DELIVERIES_TABLE, TableDeliveryStore
-from shared.delivery_log import LogQuery, read_log
 from shared.errors import PushRelayError
 from shared.tables import Tables
+from shared.usecases.delivery_log import LogQuery, read_log
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DEFAULT = "UseDevelopmentStorage=true"

@@ -70,7 +70,7 @@ resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' =
       }
     }
     filter: {
-      // Exactly shared.events.CHAT_EVENT_TYPES (tests/infra/test_bicep.py checks).
+      // Exactly shared.domain.events.CHAT_EVENT_TYPES (tests/infra/test_bicep.py checks).
       includedEventTypes: [
         'Microsoft.Communication.ChatMessageReceived'
         'Microsoft.Communication.ChatMessageEdited'
@@ -82,7 +82,7 @@ resource chat 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' =
         'Microsoft.Communication.ChatParticipantRemovedFromThreadWithUser'
       ]
       // Only ACS users have devices here (not phone numbers or Teams users). The prefixes are
-      // shared.events.ACS_USER_PREFIXES: public cloud, the older spool form, GCC High, DoD.
+      // shared.domain.events.ACS_USER_PREFIXES: public cloud, the older spool form, GCC High, DoD.
       advancedFilters: [
         {
           operatorType: 'StringBeginsWith'
@@ -132,7 +132,7 @@ resource calls 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' 
       }
     }
     filter: {
-      // Exactly shared.events.CALL_EVENT_TYPES.
+      // Exactly shared.domain.events.CALL_EVENT_TYPES.
       includedEventTypes: [
         'Microsoft.Communication.IncomingCall'
       ]

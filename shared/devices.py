@@ -11,7 +11,8 @@ Tables (see docs/architecture.md)::
 
 Ownership: registering a token another user holds moves it, unless the caller asks to protect a
 holder renewed since a given time (``held_since``): then nothing is written and the holder is
-returned (``HELD``), so the use case can ask for proof of possession (``shared.token_proof``).
+returned (``HELD``), so the use case can ask for proof of possession
+(``shared.usecases.token_proof``).
 The ``tokenowners`` row is the
 serialization point: every (re)claim writes it under its ETag, and the previous owner's device row
 is deleted *before* the claim, so a crash midway never leaves the token reachable from the
@@ -38,8 +39,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from shared.apns.notification import Environment
+from shared.domain.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
 from shared.errors import TransientError
-from shared.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
 from shared.tables import (
     EntityChangedError,
     EntityNotFoundError,

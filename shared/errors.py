@@ -5,34 +5,34 @@
     ├── InputError                          input no retry can fix (refused, or logged, dropped)
     │   ├── RefusalError                    a refusal with a reason (and the field it is about)
     │   │   ├── InvalidInputError           a body or query field is malformed
-    │   │   │   ├── InvalidFieldError       registration: a PUT /api/devices field
-    │   │   │   ├── InvalidQuietHoursError  quiet_hours
-    │   │   │   ├── InvalidReadReportError  read_reports
-    │   │   │   └── InvalidPreferenceError  preferences
+    │   │   │   ├── InvalidFieldError       usecases.registration: a PUT /api/devices field
+    │   │   │   ├── InvalidQuietHoursError  domain.quiet_hours
+    │   │   │   ├── InvalidReadReportError  usecases.read_reports
+    │   │   │   └── InvalidPreferenceError  usecases.preferences
     │   │   ├── TooLargeError               a body over its size limit
     │   │   ├── UnauthenticatedError        no acceptable credentials (carries a challenge)
-    │   │   │   └── AuthError               auth: the bearer token was refused
+    │   │   │   └── AuthError               edges.auth: the bearer token was refused
     │   │   ├── ForbiddenError              authenticated, but not allowed
-    │   │   │   └── TokenProofError         token_proof: a wrong or expired tokenProof
+    │   │   │   └── TokenProofError         usecases.token_proof: a wrong or expired tokenProof
     │   │   ├── NotFoundError               no such thing for this caller
-    │   │   │   └── DeviceNotFoundError     registration
+    │   │   │   └── DeviceNotFoundError     usecases.registration
     │   │   ├── ConflictError               held by someone else
-    │   │   │   ├── VoipTokenHeldError      token_proof
+    │   │   │   ├── VoipTokenHeldError      usecases.token_proof
     │   │   │   └── InboxFullError          inbox: too many thread preferences
     │   │   └── RateLimitedError            too often; ``retry_after`` seconds
-    │   │       ├── TokenRateLimitedError   access_tokens
-    │   │       ├── TokenProofPendingError  token_proof
-    │   │       └── TokenProofRateLimitedError  token_proof
-    │   ├── MalformedEvent                  events: an Event Grid event we cannot read
-    │   ├── PayloadError                    chat_payload: no push can be built from the event
-    │   └── MalformedShardError             renewal: a queue message it did not write
+    │   │       ├── TokenRateLimitedError   usecases.access_tokens
+    │   │       ├── TokenProofPendingError  usecases.token_proof
+    │   │       └── TokenProofRateLimitedError  usecases.token_proof
+    │   ├── MalformedEvent                  domain.events: an Event Grid event we cannot read
+    │   ├── PayloadError                    domain.chat_payload: no push can be built from the event
+    │   └── MalformedShardError             usecases.renewal: a queue message it did not write
     ├── TransientError                      an outage: a dependency did not answer; retry later
     │   ├── StorageUnavailableError         tables
     │   ├── RegistrationContendedError      devices: the row kept changing
-    │   ├── AcsUnavailableError             acs_identity
-    │   ├── AuthUnavailableError            auth: the identity provider's keys
-    │   ├── IdentityPendingError            access_tokens
-    │   ├── ProofPushFailedError            token_proof
+    │   ├── AcsUnavailableError             acs.identity
+    │   ├── AuthUnavailableError            edges.auth: the identity provider's keys
+    │   ├── IdentityPendingError            usecases.access_tokens
+    │   ├── ProofPushFailedError            usecases.token_proof
     │   ├── InboxBusyError                  inbox: the row kept changing
     │   └── PushIncompleteError             push.pipeline: redeliver the event
     ├── StorageConflictError                tables: a conditional write lost
@@ -42,10 +42,10 @@
     ├── StorageRejectedError                tables: storage refused the request (4xx)
     ├── UnreadableRecordError               deliveries: a stored row we cannot read
     ├── UnreadableInboxError                inbox: a stored inbox row we cannot read
-    ├── KeyUnwrapError                      key_wrap: a stored preview key that does not unwrap
-    └── AcsRejectedError                    acs_identity: ACS refused (not an outage)
+    ├── KeyUnwrapError                      domain.key_wrap: a stored preview key we cannot unwrap
+    └── AcsRejectedError                    acs.identity: ACS refused (not an outage)
 
-Use cases raise these; the HTTP edge (``shared.http_api.error_response``) maps each class to a
+Use cases raise these; the HTTP edge (``shared.edges.http_api.error_response``) maps each class to a
 status in one table, and ``tests/unit/test_errors.py`` walks this tree to check that every
 exception class in ``shared/`` appears here and is mapped there.
 

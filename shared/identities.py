@@ -3,9 +3,9 @@
 One row per caller: PartitionKey = SHA-256 hex of issuer, NUL, subject (``Caller.key``), RowKey
 ``acs``. A row is *reserved* (``state`` = pending, no ``acsUserId``) before the ACS identity is
 created and *ready* once it is filled in; the protocol that makes this yield exactly one identity
-per caller is described in ``shared.access_tokens``. Every change is conditional: ``create_entity``
-for a reservation (409 means someone else holds it) and ``If-Match`` ETags for the rest (412
-means the row changed); conflicts come back as None, never as exceptions.
+per caller is described in ``shared.usecases.access_tokens``. Every change is conditional:
+``create_entity`` for a reservation (409 means someone else holds it) and ``If-Match`` ETags for
+the rest (412 means the row changed); conflicts come back as None, never as exceptions.
 
 The row also carries the caller's token-issuing rate bucket (``rateTokens``, ``rateAt``).
 Raises ``shared.tables`` errors (StorageUnavailableError, StorageRejectedError) on outages.
@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from shared.access_tokens import IdentityRecord, with_rate
 from shared.tables import (
     EntityChangedError,
     EntityExistsError,
@@ -29,6 +28,7 @@ from shared.tables import (
     encode_key,
     storage_errors,
 )
+from shared.usecases.access_tokens import IdentityRecord, with_rate
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ READY: Final = "ready"
 
 
 class TableIdentityStore:
-    """:class:`shared.access_tokens.IdentityStore` on Table Storage."""
+    """:class:`shared.usecases.access_tokens.IdentityStore` on Table Storage."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from shared.domain.quiet_hours import QuietHours
 from shared.errors import ConflictError, PushRelayError, TransientError
-from shared.quiet_hours import QuietHours
 from shared.tables import (
     EntityChangedError,
     EntityExistsError,

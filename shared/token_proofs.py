@@ -1,6 +1,6 @@
 """The tokenproofs table: proof-of-possession challenges and proven moves (Table adapter).
 
-Rows (rules in ``shared.token_proof``)::
+Rows (rules in ``shared.usecases.token_proof``)::
 
     PK deviceId                 RK "challenge"     claimant (SHA-256 of the rawId), codeHash,
                                                    expiresAt, wrong, sent (proof pushes, ISO list)
@@ -31,7 +31,7 @@ from shared.tables import (
     read_int,
     storage_errors,
 )
-from shared.token_proof import Challenge, user_key
+from shared.usecases.token_proof import Challenge, user_key
 
 PROOFS_TABLE: Final = "tokenproofs"
 CHALLENGE_ROW: Final = "challenge"
@@ -55,7 +55,7 @@ def _times(text: object) -> tuple[datetime, ...]:
 
 
 class TableProofStore:
-    """:class:`shared.token_proof.ProofStore` on Table Storage."""
+    """:class:`shared.usecases.token_proof.ProofStore` on Table Storage."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table

@@ -19,25 +19,25 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from shared.access_tokens import KnownIdentities, TokenPolicy
-    from shared.acs_identity import AcsIdentityClient
+    from shared.acs.identity import AcsIdentityClient
     from shared.apns_apps import AppClients
-    from shared.auth import Authenticator, Caller
     from shared.deliveries import TableDeliveryStore
     from shared.devices import DeviceStore
-    from shared.events import EventSource
+    from shared.domain.events import EventSource
+    from shared.domain.key_wrap import KeyWrapper
+    from shared.edges.auth import Authenticator, Caller
     from shared.identities import TableIdentityStore
     from shared.inbox import TableInboxStore
-    from shared.key_wrap import KeyWrapper
     from shared.push.outcomes import ConfigAlarm
-    from shared.read_reports import BadgeUpdates
-    from shared.registration import RegistrationRules
     from shared.registry_purge import TableDeviceDays
     from shared.renewal_schedule import TableRenewalSchedule
     from shared.renewal_sweeps import TableSweepLog
     from shared.tables import Tables
-    from shared.token_proof import TokenMoves
+    from shared.usecases.access_tokens import KnownIdentities, TokenPolicy
+    from shared.usecases.read_reports import BadgeUpdates
+    from shared.usecases.registration import RegistrationRules
     from shared.usecases.renewal import RenewalRules
+    from shared.usecases.token_proof import TokenMoves
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Container:
         """Caller authentication (JWKS fetched lazily on the first bearer token)."""
 
         async def build() -> Authenticator:
-            from shared.auth import Authenticator, build_jwks
+            from shared.edges.auth import Authenticator, build_jwks
 
             return Authenticator(self.settings, build_jwks(self.settings))
 
@@ -100,7 +100,7 @@ class Container:
         """The ACS Identity API client (HMAC with a connection string, else managed identity)."""
 
         async def build() -> AcsIdentityClient:
-            from shared.acs_identity import build_acs_client
+            from shared.acs.identity import build_acs_client
 
             s = self.settings
             return build_acs_client(s.acs_connection_string, s.acs_endpoint, s.acs_ca_file)
@@ -120,7 +120,7 @@ class Container:
 
         Raises IdentityPendingError and the identity mapping's storage or ACS errors.
         """
-        from shared.access_tokens import acs_user_for
+        from shared.usecases.access_tokens import acs_user_for
 
         # A caller's ACS identity never changes once filled in: remembering it saves the
         # device endpoints a storage round trip per request.
@@ -133,7 +133,7 @@ class Container:
 
     def known_identities(self) -> KnownIdentities:
         """The identities rows this process remembers (shared by the token and device paths)."""
-        from shared.access_tokens import KnownIdentities
+        from shared.usecases.access_tokens import KnownIdentities
 
         known = self._cache.get("known_identities")
         if not isinstance(known, KnownIdentities):
@@ -143,7 +143,7 @@ class Container:
 
     def token_policy(self) -> TokenPolicy:
         """Scopes, lifetime and per-caller rate of issued ACS tokens (from settings)."""
-        from shared.access_tokens import TokenPolicy
+        from shared.usecases.access_tokens import TokenPolicy
 
         s = self.settings
         return TokenPolicy(
@@ -165,7 +165,7 @@ class Container:
         """Encrypts preview keys at rest under ``KEY_ENCRYPTION_KEYS``."""
 
         async def build() -> KeyWrapper:
-            from shared.key_wrap import KeyWrapper
+            from shared.domain.key_wrap import KeyWrapper
 
             return KeyWrapper.from_setting(self.settings.key_encryption_keys)
 
@@ -190,8 +190,8 @@ class Container:
         """Proof of possession for moving a token another user holds (tokenproofs table)."""
 
         async def build() -> TokenMoves:
-            from shared.token_proof import TokenMoves
             from shared.token_proofs import PROOFS_TABLE, TableProofStore
+            from shared.usecases.token_proof import TokenMoves
 
             return TokenMoves(
                 TableProofStore(await (await self.tables()).table(PROOFS_TABLE)),
@@ -239,7 +239,7 @@ class Container:
 
     def registration_rules(self) -> RegistrationRules:
         """What device registration accepts: topics from APNS_APPS, key lifetime, renewal lead."""
-        from shared.registration import RegistrationRules, allowed_topics
+        from shared.usecases.registration import RegistrationRules, allowed_topics
 
         s = self.settings
         return RegistrationRules(
@@ -271,7 +271,7 @@ class Container:
 
     async def badge_updates(self) -> BadgeUpdates:
         """What badge-only pushes to a user's devices need: the registry and APNs clients."""
-        from shared.read_reports import BadgeUpdates
+        from shared.usecases.read_reports import BadgeUpdates
 
         return BadgeUpdates(await self.device_registry(), await self.pushers(), self.settings)
 
@@ -287,7 +287,7 @@ class Container:
 
     def event_source(self) -> EventSource:
         """The ACS resource events must come from (``ACS_RESOURCE_ID``); warns once if unset."""
-        from shared.events import EventSource
+        from shared.domain.events import EventSource
 
         source = self._cache.get("event_source")
         if not isinstance(source, EventSource):

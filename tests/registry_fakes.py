@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
 from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for
-from shared.token_proof import Challenge
+from shared.usecases.token_proof import Challenge
 
 
 class FakeDeviceStore:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.access_tokens import IdentityRecord
-from shared.acs_identity import AcsToken, AcsUnavailableError
+from shared.acs.identity import AcsToken, AcsUnavailableError
+from shared.usecases.access_tokens import IdentityRecord
 
 
 class FakeClock:

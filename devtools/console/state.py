@@ -30,8 +30,8 @@ from devtools.console.acs_events import ChatMessage
 from devtools.console.lockscreen import LockScreen
 from devtools.console.sources import AppTables, DeviceRow, Simulator, SimulatorUnavailableError
 from devtools.reference_device import Push
-from shared.delivery_log import record_json
 from shared.push.budget import next_background_at
+from shared.usecases.delivery_log import record_json
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
-from shared.http_api import nested_deeper_than
+from shared.edges.http_api import nested_deeper_than
 
 PUBLIC_CLOUD_ORIGIN = "eventgrid.azure.net"
 # The host reads JSON with Json.NET, whose default MaxDepth (64) refuses deeper documents.

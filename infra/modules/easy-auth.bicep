@@ -6,7 +6,7 @@
 // Easy Auth validates the Entra ID token a request carries and hands the app the caller in
 // X-MS-CLIENT-PRINCIPAL; App Service strips that header from external requests, so the app can
 // trust it (EASY_AUTH_ENABLED). The platform turns no request away (AllowAnonymous): the app
-// authenticates every /api request itself (shared/auth.py answers 401 without a caller), and the
+// authenticates every /api request itself (shared/edges/auth.py answers 401 without a caller), and the
 // Event Grid webhook (/runtime/webhooks/EventGrid, which keeps its Functions system key) is
 // never gated, whatever casing a caller uses. No excludedPaths: how they match case is not
 // documented.

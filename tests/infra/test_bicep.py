@@ -209,7 +209,7 @@ def test_binding_expressions_name_settings_the_templates_set() -> None:
 
 
 def test_chat_subscription_types_are_the_ones_the_code_handles() -> None:
-    from shared.events import CHAT_EVENT_TYPES
+    from shared.domain.events import CHAT_EVENT_TYPES
 
     types = subscription("chat")["filter"]["includedEventTypes"]
     assert len(types) == len(set(types))
@@ -217,7 +217,7 @@ def test_chat_subscription_types_are_the_ones_the_code_handles() -> None:
 
 
 def test_call_subscription_types_are_the_ones_the_code_handles() -> None:
-    from shared.events import CALL_EVENT_TYPES
+    from shared.domain.events import CALL_EVENT_TYPES
 
     assert subscription("calls")["filter"]["includedEventTypes"] == list(CALL_EVENT_TYPES)
 
@@ -232,7 +232,7 @@ def test_call_subscription_types_are_the_ones_the_code_handles() -> None:
 def test_subscription_delivers_one_event_per_call_to_acs_users(
     name: str, function: str, key: str
 ) -> None:
-    from shared.events import ACS_USER_PREFIXES
+    from shared.domain.events import ACS_USER_PREFIXES
 
     props = subscription(name)
     destination = props["destination"]

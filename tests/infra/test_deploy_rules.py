@@ -390,12 +390,12 @@ def test_azd_package_holds_the_app_and_leaves_out_azds_venv_and_build_output() -
         "pushrelay_env/pyvenv.cfg",
         "14_env/lib/python3.11/site-packages/x.py",
         # What `pip install .` leaves in the source tree.
-        "build/lib/shared/notify.py",
+        "build/lib/shared/usecases/chat.py",
         "pushrelay.egg-info/PKG-INFO",
         "pyproject.toml",
         "tests/infra/test_bicep.py",
         "infra/main.bicep",
     ]
-    kept = ["function_app.py", "host.json", "requirements.txt", "shared/notify.py"]
+    kept = ["function_app.py", "host.json", "requirements.txt", "shared/usecases/chat.py"]
     assert [path for path in left_out if packaged(path)] == []
     assert [path for path in kept if not packaged(path)] == []

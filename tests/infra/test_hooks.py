@@ -76,7 +76,7 @@ def test_scripts_read_only_values_azd_provides() -> None:
 
 
 def test_postprovision_generates_a_key_encryption_key_the_app_accepts(tmp_path: Path) -> None:
-    from shared.key_wrap import KeyWrapper
+    from shared.domain.key_wrap import KeyWrapper
 
     state = state_with(tmp_path, {"secret.apns-apps": "[]"})
     done = run_script("infra/hooks/postprovision.sh", state, AZD_ENV)

@@ -23,7 +23,7 @@ from azure.communication.identity import (
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from devtools.acs_identity_service import AcsIdentityService
-from shared.acs_identity import (
+from shared.acs.identity import (
     AcsIdentityClient,
     AcsRejectedError,
     HmacAuth,

@@ -20,9 +20,9 @@ from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from shared.apns.notification import Environment
 from shared.deliveries import DeliveryState
-from shared.notify import handle_chat_event
 from shared.push.pipeline import PushSummary
 from shared.tables import round_trips
+from shared.usecases.chat import handle_chat_event
 from shared.wiring import Container
 from tests.local_apns import (
     APP,

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from devtools.dev_identity_provider import DevIdentityProvider
-from shared.auth import Authenticator, AuthSource, AuthUnavailableError, Caller, HttpJwks
+from shared.edges.auth import Authenticator, AuthSource, AuthUnavailableError, Caller, HttpJwks
 from shared.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from shared.devices import (
     RegistrationOutcome,
     device_id_for,
 )
-from shared.key_wrap import KeyWrapper
+from shared.domain.key_wrap import KeyWrapper
 from shared.renewal_schedule import (
     RENEWALS_TABLE,
     ScheduleEntry,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devtools.azurite import Azurite
-from shared.access_tokens import acs_user_for
-from shared.auth import AuthSource, Caller
+from shared.edges.auth import AuthSource, Caller
 from shared.identities import TABLE, TableIdentityStore
 from shared.tables import Tables
+from shared.usecases.access_tokens import acs_user_for
 from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.integration

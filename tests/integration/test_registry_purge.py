@@ -18,11 +18,11 @@ from devtools.localhost.catalog import app_functions
 from devtools.localhost.timers import timer_request
 from shared import wiring
 from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore, device_id_for
-from shared.key_wrap import KeyWrapper
-from shared.registration import RegistrationRules, register_device
+from shared.domain.key_wrap import KeyWrapper
 from shared.registry_purge import DAYS_TABLE, TableDeviceDays, day_key, purge_stale_devices
 from shared.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
 from shared.tables import Tables, round_trips
+from shared.usecases.registration import RegistrationRules, register_device
 
 pytestmark = pytest.mark.integration
 

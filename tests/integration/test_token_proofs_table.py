@@ -11,8 +11,8 @@ import pytest
 
 from devtools.azurite import Azurite
 from shared.tables import Tables
-from shared.token_proof import Challenge, code_hash
 from shared.token_proofs import PROOFS_TABLE, TableProofStore
+from shared.usecases.token_proof import Challenge, code_hash
 
 pytestmark = pytest.mark.integration
 

@@ -200,7 +200,7 @@ async def store_devices(
         DeviceStore,
         device_id_for,
     )
-    from shared.key_wrap import KeyWrapper
+    from shared.domain.key_wrap import KeyWrapper
     from shared.tables import Tables
 
     tables = Tables.connect(env["STORAGE_CONNECTION"], env["TABLE_PREFIX"])

@@ -153,7 +153,8 @@ class JwtCorpus:
             ),
             "valid token of another app": self.other.token(ALICE),
             "exp as text": self.signed(exp="tomorrow"),
-            # Correctly signed, hostile inside: each was a 500 before shared/auth.py checked it.
+            # Correctly signed, hostile inside: each was a 500 before shared/edges/auth.py checked
+            # it.
             "sub with a lone surrogate": self.signed(sub="\ud800"),
             "sub with a NUL": self.signed(sub="alice\x00"),
             "exp past a float": self.signed(exp=10**400),

@@ -87,7 +87,8 @@ async def test_forged_principal_is_ignored_when_easy_auth_is_off(
     ["not base64!", base64.b64encode(b"[]").decode(), base64.b64encode(b'{"claims": 1}').decode(),
      base64.b64encode(b'{"claims": [{"typ": "sub", "val": ""}]}').decode(), "A" * 20000,
      # Well-formed JSON naming a subject or issuer no caller key can hold, and deep nesting:
-     # these were 500s (UnicodeEncodeError, RecursionError) before shared/auth.py checked them.
+     # these were 500s (UnicodeEncodeError, RecursionError) before shared/edges/auth.py checked
+    # them.
      base64.b64encode(b'{"claims": [{"typ": "sub", "val": "\\ud800"}]}').decode(),
      base64.b64encode(b'{"claims": [{"typ": "sub", "val": "a"}, {"typ": "iss", "val": "\\udc00"}]}'
                       ).decode(),

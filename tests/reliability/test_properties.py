@@ -38,14 +38,14 @@ from jwt import PyJWK
 
 from devtools.azurite import Azurite
 from shared.apns.header_block import RequestHeaderEncoder
-from shared.auth import Authenticator, AuthError, AuthUnavailableError
-from shared.chat_payload import ChatPayloadOptions, build_chat_payload
+from shared.domain.chat_payload import ChatPayloadOptions, build_chat_payload
+from shared.domain.events import ChatMessageEvent, parse_event
+from shared.edges.auth import Authenticator, AuthError, AuthUnavailableError
+from shared.edges.http_api import read_json_body, status_of
 from shared.errors import RefusalError
-from shared.events import ChatMessageEvent, parse_event
-from shared.http_api import read_json_body, status_of
-from shared.registration import InvalidFieldError, parse_device_request
 from shared.settings import PreviewMode, load_settings
 from shared.tables import decode_key, encode_key
+from shared.usecases.registration import InvalidFieldError, parse_device_request
 from tests.reliability.conftest import sample_event
 
 pytestmark = pytest.mark.reliability

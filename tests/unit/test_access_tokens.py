@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
-from shared.access_tokens import (
+from shared.acs.identity import AcsUnavailableError
+from shared.edges.auth import AuthSource, Caller
+from shared.edges.http_api import error_response
+from shared.usecases.access_tokens import (
     IdentityPendingError,
     IdentityRecord,
     KnownIdentities,
@@ -15,9 +18,6 @@ from shared.access_tokens import (
     acs_user_for,
     issue_token,
 )
-from shared.acs_identity import AcsUnavailableError
-from shared.auth import AuthSource, Caller
-from shared.http_api import error_response
 from tests.token_fakes import FakeAcs, FakeClock, FakeIdentityStore, no_sleep
 
 pytestmark = pytest.mark.unit

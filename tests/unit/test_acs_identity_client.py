@@ -8,14 +8,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from shared.acs_identity import (
+from shared.acs.identity import (
     AcsIdentityClient,
     AcsRejectedError,
     AcsToken,
     AcsUnavailableError,
     HmacAuth,
 )
-from shared.http_api import error_response
+from shared.edges.http_api import error_response
 
 pytestmark = pytest.mark.unit
 

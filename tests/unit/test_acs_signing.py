@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.acs_identity import (
+from shared.acs.identity import (
     AcsConnection,
     HmacAuth,
     content_hash,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
 
-from shared.auth import (
+from shared.edges.auth import (
     Authenticator,
     AuthError,
     AuthSource,
@@ -25,8 +25,8 @@ from shared.auth import (
     HttpJwks,
     caller_key,
 )
+from shared.edges.http_api import error_response, status_of
 from shared.errors import SettingsError
-from shared.http_api import error_response, status_of
 from shared.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,14 @@ import pytest
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import PushType
 from shared.apns.response import Reason
-from shared.calls import (
+from shared.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, DeliveryState
+from shared.devices import DeviceKind
+from shared.domain.events import IncomingCallEvent, parse_event
+from shared.domain.quiet_hours import parse_quiet_hours
+from shared.inbox import Preferences, change_inbox
+from shared.push.pipeline import PushSummary
+from shared.settings import Settings
+from shared.usecases.calls import (
     GIVEN_UP,
     QUIET,
     call_age,
@@ -22,13 +29,6 @@ from shared.calls import (
     send_budget,
     worth_retrying,
 )
-from shared.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, DeliveryState
-from shared.devices import DeviceKind
-from shared.events import IncomingCallEvent, parse_event
-from shared.inbox import Preferences, change_inbox
-from shared.push.pipeline import PushSummary
-from shared.quiet_hours import parse_quiet_hours
-from shared.settings import Settings
 from tests.unit.chat_fakes import (
     Clock,
     FakeApns,

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from shared.apns.errors import NotificationError
 from shared.apns.notification import Environment, Notification, Priority, PushType
-from shared.chat_payload import (
+from shared.devices import Device, DeviceKind
+from shared.domain.chat_payload import (
     ELLIPSIS,
     ChatPayloadOptions,
     PayloadError,
@@ -28,9 +29,8 @@ from shared.chat_payload import (
     shorten_to_fit,
     withdraw_notification,
 )
-from shared.devices import Device, DeviceKind
-from shared.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind, parse_event
-from shared.preview_crypto import PreviewKeyError
+from shared.domain.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind, parse_event
+from shared.domain.preview_crypto import PreviewKeyError
 from shared.settings import PreviewMode, load_settings
 from tests.unit.test_events import ALICE, BOB, sample
 from tests.unit.test_preview_crypto import SpecDecryptor

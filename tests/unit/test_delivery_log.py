@@ -6,18 +6,18 @@ from datetime import timedelta
 
 import pytest
 
-from shared.auth import AuthSource, Caller
 from shared.deliveries import DeliveryKey, DeliveryKind, DeliveryState, DeviceTarget, Outcome
-from shared.delivery_log import (
+from shared.edges.auth import AuthSource, Caller
+from shared.edges.http_api import status_of
+from shared.errors import RefusalError
+from shared.settings import Settings
+from shared.usecases.delivery_log import (
     LogQuery,
     answer_log_request,
     is_admin,
     parse_query,
     purge_deliveries,
 )
-from shared.errors import RefusalError
-from shared.http_api import status_of
-from shared.settings import Settings
 from tests.unit.chat_fakes import T0, Clock, FakeDeliveries, settings
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,8 @@ import pytest
 
 import shared
 import shared.errors
+from shared.edges.http_api import STATUS
 from shared.errors import PushRelayError
-from shared.http_api import STATUS
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +63,19 @@ def test_every_exception_class_is_mapped_to_a_status_at_the_edge() -> None:
         statuses = [status for mapped, status in STATUS if issubclass(cls, mapped)]
         assert statuses, name
         assert 400 <= statuses[0] < 600, name
+
+
+_WHERE = re.compile(r"^    [│├└─ ]*([A-Z][A-Za-z]+)\s+([a-z_]+(?:\.[a-z_]+)*)(?::|$)")
+
+
+def test_the_module_drawn_beside_a_class_is_where_it_is_defined() -> None:
+    real = app_errors()
+    drawn = [
+        (match.group(1), "shared." + match.group(2))
+        for line in (shared.errors.__doc__ or "").splitlines()
+        if (match := _WHERE.match(line)) is not None
+    ]
+    assert drawn
+    for name, module in drawn:
+        defined = real[name].__module__
+        assert defined == module or defined.startswith(module + "."), (name, module, defined)

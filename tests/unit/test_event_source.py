@@ -15,10 +15,10 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 
 from devtools.settings_doc import sample_settings
-from shared.calls import handle_call_event
 from shared.devices import DeviceKind
-from shared.events import EventSource
-from shared.notify import handle_chat_event
+from shared.domain.events import EventSource
+from shared.usecases.calls import handle_call_event
+from shared.usecases.chat import handle_chat_event
 from tests.unit.chat_fakes import (
     Clock,
     FakeApns,

@@ -11,8 +11,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.errors import InputError
-from shared.events import (
+from shared.domain.events import (
     CALL_EVENT_TYPES,
     CHAT_EVENT_TYPES,
     LEGACY_CHAT_EVENT_TYPES,
@@ -28,6 +27,7 @@ from shared.events import (
     html_to_text,
     parse_event,
 )
+from shared.errors import InputError
 
 pytestmark = pytest.mark.unit
 

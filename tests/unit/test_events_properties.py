@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events import (
+from shared.domain.events import (
     CALL_EVENT_TYPES,
     CHAT_EVENT_TYPES,
     LEGACY_CHAT_EVENT_TYPES,

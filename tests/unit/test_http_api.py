@@ -7,7 +7,14 @@ import json
 import azure.functions as func
 import pytest
 
-from shared import http_api
+from shared.edges import http_api
+from shared.edges.http_api import (
+    error_response,
+    json_error,
+    nested_deeper_than,
+    read_json_body,
+    status_of,
+)
 from shared.errors import (
     InputError,
     InvalidInputError,
@@ -16,13 +23,6 @@ from shared.errors import (
     RefusalError,
     SettingsError,
     TransientError,
-)
-from shared.http_api import (
-    error_response,
-    json_error,
-    nested_deeper_than,
-    read_json_body,
-    status_of,
 )
 
 pytestmark = pytest.mark.unit

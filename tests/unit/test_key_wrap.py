@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from shared.domain.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
 from shared.errors import SettingsError
-from shared.key_wrap import KeyUnwrapError, KeyWrapper, WrappedKey
 
 pytestmark = pytest.mark.unit
 

@@ -23,7 +23,7 @@ import json, logging
 logging.basicConfig(level=logging.DEBUG)
 import function_app
 names = ["azure.core.pipeline.policies.http_logging_policy", "azure.data.tables", "httpx",
-         "httpcore.http2", "aiohttp.client", "h2.connection", "shared.notify"]
+         "httpcore.http2", "aiohttp.client", "h2.connection", "shared.usecases.chat"]
 level = {n: logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in names}
 print(json.dumps(level))
 """
@@ -47,13 +47,13 @@ def _levels(**env: str) -> dict[str, str]:
 
 def test_importing_the_app_under_a_debug_root_leaves_the_sdk_loggers_at_warning() -> None:
     levels = _levels()
-    del levels["shared.notify"]
+    del levels["shared.usecases.chat"]
 
     assert set(levels.values()) == {"WARNING"}
 
 
 def test_the_apps_own_loggers_keep_the_root_level() -> None:
-    assert _levels()["shared.notify"] == "DEBUG"
+    assert _levels()["shared.usecases.chat"] == "DEBUG"
 
 
 def test_library_log_level_raises_them_for_a_debugging_session() -> None:

@@ -16,11 +16,11 @@ from shared.apns.notification import Environment, PushType
 from shared.apns.response import PushResult, Reason
 from shared.deliveries import DeliveryKind, DeliveryState
 from shared.devices import Device, DeviceKind
-from shared.notify import handle_chat_event
 from shared.push.outcomes import ConfigAlarm
 from shared.push.pipeline import PushSummary
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
+from shared.usecases.chat import handle_chat_event
 from tests.unit.chat_fakes import (
     T0,
     Clock,

@@ -11,6 +11,7 @@ import pytest
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Priority, PushType
 from shared.deliveries import DeliveryKind, DeliveryState
+from shared.domain.quiet_hours import QuietHours, parse_quiet_hours
 from shared.inbox import (
     FOREVER,
     Alerts,
@@ -20,7 +21,6 @@ from shared.inbox import (
     change_inbox,
 )
 from shared.push.pipeline import PushSummary
-from shared.quiet_hours import QuietHours, parse_quiet_hours
 from shared.tables import StorageUnavailableError
 from tests.unit.chat_fakes import T0, FakeInbox, FakeRegistry, device, sample
 from tests.unit.test_notify import MESSAGE, RECEIVED, THREAD, USER, World, event

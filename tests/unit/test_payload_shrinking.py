@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.chat_payload import (
+from shared.domain.chat_payload import (
     ELLIPSIS,
     ChatPayload,
     ChatPayloadOptions,
@@ -29,7 +29,7 @@ from shared.chat_payload import (
     build_chat_payload,
     is_boundary,
 )
-from shared.events import ChatMessageEvent, parse_event
+from shared.domain.events import ChatMessageEvent, parse_event
 from shared.settings import PreviewMode
 from tests.unit.test_events import sample
 from tests.unit.test_preview_crypto import SpecDecryptor

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.preview_crypto import (
+from shared.domain.preview_crypto import (
     PreviewDecryptError,
     PreviewFields,
     PreviewKeyError,

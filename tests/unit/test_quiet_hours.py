@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from shared.http_api import status_of
-from shared.quiet_hours import (
+from shared.domain.quiet_hours import (
     CallsInQuietHours,
     InvalidQuietHoursError,
     QuietHours,
     parse_quiet_hours,
 )
+from shared.edges.http_api import status_of
 
 pytestmark = pytest.mark.unit
 

@@ -11,17 +11,17 @@ import pytest
 
 from shared.apns.notification import Priority, PushType
 from shared.devices import DeviceKind
+from shared.edges.http_api import status_of
 from shared.errors import InvalidInputError
-from shared.http_api import status_of
 from shared.inbox import Inbox, change_inbox
-from shared.preferences import get_preferences, put_preferences, put_thread_preferences
-from shared.read_reports import (
+from shared.settings import Settings
+from shared.usecases.preferences import get_preferences, put_preferences, put_thread_preferences
+from shared.usecases.read_reports import (
     BadgeUpdates,
     parse_thread_id,
     report_read,
     unread_counts,
 )
-from shared.settings import Settings
 from tests.unit.chat_fakes import T0, Clock, FakeApns, FakeInbox, FakeRegistry, device, settings
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 """The reference device (devtools/reference_device) without sockets.
 
 - It shares no code with pushrelay's encryption: it imports nothing from ``shared`` (checked in
-  its source and in a fresh interpreter), yet decrypts whatever ``shared.preview_crypto``
+  its source and in a fresh interpreter), yet decrypts whatever ``shared.domain.preview_crypto``
   encrypts, and follows the ACS SDK's quirks where they differ from pushrelay's own decryptor.
 - Its key storage follows ``AppGroupPushNotificationKeyStorage``'s rules; its extension keeps
   the fallback text; its VoIP guard reports a placeholder call for a push it cannot read.
@@ -44,7 +44,7 @@ from devtools.reference_device import (
     generate_key,
     parse_voip_push,
 )
-from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
+from shared.domain.preview_crypto import PreviewFields, data_part, encrypt_fields
 from tests.unit.relay_contract import T0, Clock, ContractServer, contract_phone
 
 pytestmark = pytest.mark.unit

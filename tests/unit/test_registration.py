@@ -13,8 +13,9 @@ import pytest
 
 from shared.apns.notification import Environment
 from shared.devices import DeviceKind, RegistrationOutcome, device_id_for
-from shared.http_api import status_of
-from shared.registration import (
+from shared.edges.http_api import status_of
+from shared.renewal_schedule import ScheduleEntry, bucket_for
+from shared.usecases.registration import (
     DeviceNotFoundError,
     InvalidFieldError,
     RegistrationRules,
@@ -23,7 +24,6 @@ from shared.registration import (
     register_device,
     remove_device,
 )
-from shared.renewal_schedule import ScheduleEntry, bucket_for
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 
 pytestmark = pytest.mark.unit

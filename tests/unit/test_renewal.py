@@ -22,9 +22,9 @@ from shared.apns.notification import Environment, Notification, Priority, PushTy
 from shared.apns.response import PushResult, Reason
 from shared.devices import Device, DeviceKind, device_id_for
 from shared.push.budget import background_budget_allows, next_background_at
-from shared.registration import RegistrationRules, register_device
 from shared.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
 from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.usecases.registration import RegistrationRules, register_device
 from shared.usecases.renewal import (
     Decision,
     MalformedShardError,

@@ -1,6 +1,7 @@
-"""Moving a token another user still holds needs proof of possession (``shared.token_proof``),
-on fakes: the code travels only in a background push to the token, is good once, for one token
-and one user, for five minutes; the pushes are rate-limited; a free token never needs it."""
+"""Moving a token another user still holds needs proof of possession
+(``shared.usecases.token_proof``), on fakes: the code travels only in a background push to the
+token, is good once, for one token and one user, for five minutes; the pushes are rate-limited; a
+free token never needs it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Priority, PushType
 from shared.apns.response import Reason
 from shared.devices import RegistrationOutcome, device_id_for
-from shared.http_api import status_of
-from shared.registration import RegisteredDevice, RegistrationRules, register_device, remove_device
-from shared.token_proof import (
+from shared.edges.http_api import status_of
+from shared.usecases.registration import (
+    RegisteredDevice,
+    RegistrationRules,
+    register_device,
+    remove_device,
+)
+from shared.usecases.token_proof import (
     MAX_WRONG_PROOFS,
     PROOF_LIFETIME,
     PROOF_PUSHES_PER_HOUR,

@@ -9,8 +9,8 @@ import pytest
 
 from devtools.console import acs_events
 from devtools.console.acs_events import ChatMessage, Schema
-from shared.chat_payload import call_context_cc
-from shared.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind, parse_event
+from shared.domain.chat_payload import call_context_cc
+from shared.domain.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind, parse_event
 
 pytestmark = pytest.mark.unit
 

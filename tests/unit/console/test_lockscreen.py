@@ -1,7 +1,7 @@
 """What a phone's lock screen shows, push by push (devtools/console/lockscreen.py).
 
-Encrypted pushes are made with the app's own encryption (``shared.preview_crypto``) and opened
-by the reference device's extension (the console has no decryptor of its own), so these tests
+Encrypted pushes are made with the app's own encryption (``shared.domain.preview_crypto``) and
+opened by the reference device's extension (the console has no decryptor of its own), so these tests
 also prove the lock screen reads what the app sends.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devtools.console.lockscreen import LockScreen, Mark, Preview, Push
-from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
+from shared.domain.preview_crypto import PreviewFields, data_part, encrypt_fields
 
 pytestmark = pytest.mark.unit
 
@@ -216,4 +216,4 @@ def test_the_console_has_no_decryptor_of_its_own() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
     crypto = {m for m in imported if m.split(".")[0] in {"cryptography", "hmac", "hashlib"}}
-    assert (crypto - {"hashlib"}, "shared.preview_crypto" in imported) == (set(), False)
+    assert (crypto - {"hashlib"}, "shared.domain.preview_crypto" in imported) == (set(), False)

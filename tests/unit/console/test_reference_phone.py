@@ -23,7 +23,7 @@ from devtools.console.state import ConsoleState, Phone, Rules
 from devtools.reference_device import (
     CallPhase,
 )
-from shared.preview_crypto import PreviewFields, data_part, encrypt_fields
+from shared.domain.preview_crypto import PreviewFields, data_part, encrypt_fields
 from tests.unit.console.test_state import FakeTables
 from tests.unit.relay_contract import Clock, ContractServer, contract_phone
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.auth import Caller
 from shared.deliveries import DeliveryRecord, DeliveryStore, PurgeReport
+from shared.edges.auth import Caller
 from shared.errors import ForbiddenError, InvalidInputError
 from shared.settings import Settings
 

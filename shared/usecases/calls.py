@@ -6,8 +6,8 @@ user:
 1. Drop the call if it is older than ``CALL_MAX_AGE_SECONDS`` (its event time against the
    injected clock): a late VoIP push rings a call that is over. Dropped calls are acknowledged,
    never retried.
-2. Build the payload once (:func:`shared.chat_payload.build_call_payload`: what the ACS Calling
-   SDK's ``PushNotificationInfo.fromDictionary`` reads, within 5120 bytes).
+2. Build the payload once (:func:`shared.domain.chat_payload.build_call_payload`: what the ACS
+   Calling SDK's ``PushNotificationInfo.fromDictionary`` reads, within 5120 bytes).
 3. Load the callee's devices (one partition query) and keep the VoIP ones; read the callee's
    inbox at the same time (one point read, :mod:`shared.inbox`): in their quiet hours with
    ``"calls": "silent"`` nobody is rung (PushKit requires every VoIP push to report a call, so a
@@ -46,7 +46,6 @@ from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from shared.apns.notification import TOPIC_SUFFIXES, Notification, Priority, PushType
-from shared.chat_payload import ChatPayload, PayloadError, build_call_payload
 from shared.deliveries import (
     CALLS_THREAD,
     DeliveryKey,
@@ -57,7 +56,14 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
-from shared.events import EventSource, IncomingCallEvent, MalformedEvent, describe, parse_event
+from shared.domain.chat_payload import ChatPayload, PayloadError, build_call_payload
+from shared.domain.events import (
+    EventSource,
+    IncomingCallEvent,
+    MalformedEvent,
+    describe,
+    parse_event,
+)
 from shared.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
 from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
 from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, freshest
@@ -139,7 +145,7 @@ async def handle_call_event(
 ) -> PushSummary:
     """Handle one event of the calls subscription (raw from the trigger, or parsed).
 
-    See the module doc; ``source`` as for chat events (``shared.notify.handle_chat_event``).
+    See the module doc; ``source`` as for chat events (``shared.usecases.chat.handle_chat_event``).
     Raises TransientError subclasses when storage does not answer.
     """
     if source is not None and not source.admits(event):

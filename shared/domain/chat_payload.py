@@ -6,9 +6,9 @@ stable ids (threadId, messageId, senderId, kind) as custom keys; the caller send
 the deployment's preview mode:
 
 - ``encrypted`` (default): with a live device key, the ACS-compatible encrypted preview in
-  ``data`` (see :mod:`shared.preview_crypto`), ``mutable-content: 1`` so the notification service
-  extension can decrypt it, and the generic alert as the visible fallback. Without a live key, the
-  generic alert alone: no plaintext leaves.
+  ``data`` (see :mod:`shared.domain.preview_crypto`), ``mutable-content: 1`` so the notification
+  service extension can decrypt it, and the generic alert as the visible fallback. Without a live
+  key, the generic alert alone: no plaintext leaves.
 - ``plaintext``: title = sender display name (generic title if absent), body = the message text.
 - ``none``: the generic alert.
 
@@ -54,9 +54,8 @@ from shared.apns.payload import (
     max_payload_bytes,
 )
 from shared.devices import Device
-from shared.errors import InputError
-from shared.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind
-from shared.preview_crypto import (
+from shared.domain.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind
+from shared.domain.preview_crypto import (
     KEY_BYTES,
     PreviewFields,
     RandomBytes,
@@ -66,6 +65,7 @@ from shared.preview_crypto import (
     encrypt_fields,
     metadata_field,
 )
+from shared.errors import InputError
 from shared.settings import PreviewMode, Settings
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ChatPayloadOptions:
     generic_body: str = "You have a new message"
     sound: str = "default"  # "" for silent alerts
     category: str = ""  # "" for none
-    # Per recipient (shared.unread): the unread count, and "passive" during quiet hours.
+    # Per recipient (shared.usecases.unread): the unread count, and "passive" during quiet hours.
     badge: int | None = None
     interruption_level: str | None = None
 
@@ -137,8 +137,8 @@ def build_chat_payload(
 
     ``preview_key`` is the device's live 64-byte key, or None when it has none (or it expired).
     Raises :class:`PayloadError` when nothing fits (a withdraw whose ids alone exceed the limit,
-    or generic alert settings over it) and :class:`~shared.preview_crypto.PreviewKeyError` for
-    a key that is not 64 bytes.
+    or generic alert settings over it) and
+    :class:`~shared.domain.preview_crypto.PreviewKeyError` for a key that is not 64 bytes.
     """
     if event.kind is MessageEventKind.DELETED:
         return build_deleted_payload(event)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from shared.chat_payload import ChatPayloadOptions
-from shared.events import ChatMessageEvent, MessageEventKind, ThreadEvent, ThreadEventKind
+from shared.domain.chat_payload import ChatPayloadOptions
+from shared.domain.events import ChatMessageEvent, MessageEventKind, ThreadEvent, ThreadEventKind
 from shared.inbox import Inbox, InboxChange, InboxSnapshot, InboxStore, change_inbox, message_order
 from shared.settings import Settings
 

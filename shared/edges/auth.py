@@ -39,8 +39,8 @@ from typing import Any, Final, Protocol
 import jwt
 from jwt import PyJWK
 
+from shared.edges.http_api import MAX_JSON_DEPTH, nested_deeper_than
 from shared.errors import SettingsError, TransientError, UnauthenticatedError
-from shared.http_api import MAX_JSON_DEPTH, nested_deeper_than
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from shared.auth import Caller
+from shared.edges.auth import Caller
 from shared.errors import PushRelayError, RateLimitedError, TransientError
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class IdentityStore(Protocol):
 
 
 class AcsIdentities(Protocol):
-    """The ACS Identity API (``shared.acs_identity.AcsIdentityClient``)."""
+    """The ACS Identity API (``shared.acs.identity.AcsIdentityClient``)."""
 
     endpoint: str
 

@@ -6,7 +6,7 @@ cross-user effect is the documented ownership rule: registering a device token t
 user holds moves it to the caller (the token belongs to the phone, and the phone's app is now
 signed in as the caller), once the caller proved the phone is theirs when that user still
 renews it (202 and a code by push, then the PUT again with ``tokenProof``:
-``shared.token_proof``).
+``shared.usecases.token_proof``).
 
 ``PUT /api/devices`` body::
 
@@ -43,7 +43,7 @@ from shared.apns.notification import Environment
 from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
 from shared.errors import InvalidInputError, NotFoundError
 from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
-from shared.token_proof import ProofRequired, TokenMoves
+from shared.usecases.token_proof import ProofRequired, TokenMoves
 
 if TYPE_CHECKING:
     from shared.registry_purge import DeviceDays
@@ -236,8 +236,8 @@ async def register_device(
     another user still holds moves only with proof of possession (:class:`ProofRequired` is
     answered until then); without it, such a token moves at once.
 
-    Raises InvalidFieldError (400), the proof's errors (``shared.token_proof``: 403, 409, 429,
-    503) and the registry's, schedule's or index's storage errors.
+    Raises InvalidFieldError (400), the proof's errors (``shared.usecases.token_proof``: 403, 409,
+    429, 503) and the registry's, schedule's or index's storage errors.
     """
     if isinstance(body, DeviceRequest):
         req = body

@@ -6,14 +6,15 @@
      "threads": [{"threadId": "19:...@thread.v2", "unread": 2, "counted": true, "muted": false}]}
 
 ``unread`` counts every thread; ``badge`` leaves out the muted ones unless the caller counts them
-(``countMutedThreads``, :mod:`shared.preferences`). Threads with nothing unread are not listed.
+(``countMutedThreads``, :mod:`shared.usecases.preferences`). Threads with nothing unread are not
+listed.
 
 ``PUT /api/threads/{threadId}/read`` with ``{"messageId": "<ACS message id>", "deviceId"?}``
 moves the caller's read marker in that thread: every message up to and including that one is
 read (what an ACS read receipt for it means). A marker older than the one stored changes nothing,
 so two devices reporting at once, or out of order, end at the newest. When the badge falls, the
-caller's other alert devices get a badge-only push (:mod:`shared.badge`); ``deviceId`` (the one
-``PUT /api/devices`` answered) is the device reporting, which updates its own badge. Cost: one
+caller's other alert devices get a badge-only push (:mod:`shared.usecases.badge`); ``deviceId`` (the
+one ``PUT /api/devices`` answered) is the device reporting, which updates its own badge. Cost: one
 point read and, when the marker moves, one write; a device query and the pushes when the badge
 falls.
 
@@ -29,13 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from shared.badge import update_badges
 from shared.devices import Device
 from shared.errors import InvalidInputError
 from shared.inbox import Inbox, InboxChange, InboxStore, change_inbox, message_order
 from shared.push.outcomes import DeviceOutcomes
 from shared.push.pipeline import Pushers
 from shared.settings import Settings
+from shared.usecases.badge import update_badges
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``ChatMessageReceived`` / ``ChatMessageEdited``: load the recipient's devices (one partition
 query) and their inbox (one point read, :mod:`shared.inbox`), then, concurrently, count the
-message (one write when the count changes, :mod:`shared.unread`) and claim the delivery of
+message (one write when the count changes, :mod:`shared.usecases.unread`) and claim the delivery of
 (thread, message, kind, version) for every alert device (one transaction); build each payload
 with the recipient's badge (and passive, without sound, in their quiet hours), send them
 concurrently through the APNs client of each device's app, settle the outcomes
@@ -45,8 +45,6 @@ from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
-from shared.badge import badge_notification, update_badges
-from shared.chat_payload import chat_push, withdraw_notification
 from shared.deliveries import (
     DeliveryKey,
     DeliveryKind,
@@ -56,7 +54,8 @@ from shared.deliveries import (
     Outcome,
 )
 from shared.devices import Device, DeviceKind
-from shared.events import (
+from shared.domain.chat_payload import chat_push, withdraw_notification
+from shared.domain.events import (
     ChatMessageEvent,
     EventSource,
     Ignored,
@@ -87,7 +86,8 @@ from shared.push.pipeline import (
 )
 from shared.settings import Settings
 from shared.tables import StorageRejectedError
-from shared.unread import Presentation, membership_change, note_message
+from shared.usecases.badge import badge_notification, update_badges
+from shared.usecases.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
 

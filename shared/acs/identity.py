@@ -14,7 +14,7 @@ token (managed identity, scope ``https://communication.azure.com/.default``).
 Retries: 429 and 5xx are retried a small number of times with back-off (``Retry-After`` is
 honoured up to a cap). Creating an identity is not idempotent at ACS, so it is retried only when
 the request surely created nothing (a connection never made, 429, 503); anything else ends the
-call and the caller decides (see ``shared.access_tokens``).
+call and the caller decides (see ``shared.usecases.access_tokens``).
 """
 
 from __future__ import annotations

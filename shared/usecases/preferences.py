@@ -32,10 +32,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.domain.quiet_hours import parse_quiet_hours
 from shared.errors import InvalidInputError
 from shared.inbox import FOREVER, Alerts, Inbox, InboxStore, ThreadState, change_inbox
-from shared.quiet_hours import parse_quiet_hours
-from shared.read_reports import BadgeUpdates, lower_badges, parse_device_id
+from shared.usecases.read_reports import BadgeUpdates, lower_badges, parse_device_id
 
 
 class InvalidPreferenceError(InvalidInputError):

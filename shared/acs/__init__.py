@@ -1,0 +1,1 @@
+"""Outbound clients of Azure Communication Services (the Identity REST API)."""

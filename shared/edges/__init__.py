@@ -1,0 +1,1 @@
+"""Edges: HTTP translation (status codes live only here) and caller authentication."""
