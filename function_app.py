@@ -287,7 +287,7 @@ async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(arg_name="timer", schedule="%PURGE_SCHEDULE%")
 async def purge(timer: func.TimerRequest) -> None:
     """Delivery records past DELIVERY_RETENTION_DAYS, then stale registrations: no full scans."""
-    from shared.registry_purge import purge_registrations
+    from shared.storage.registry_purge import purge_registrations
     from shared.usecases.delivery_log import purge_deliveries
     from shared.wiring import container, utc_now
 

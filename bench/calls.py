@@ -66,7 +66,7 @@ def call_id(seq: int) -> str:
 async def register_callees(users: dict[int, int]) -> None:
     """Store each callee's VoIP devices through the app's own registry (on the app's loop)."""
     from shared.apns.notification import Environment
-    from shared.devices import Device, DeviceKind, device_id_for
+    from shared.domain.devices import Device, DeviceKind, device_id_for
     from shared.wiring import container
 
     registry = await container().device_registry()
@@ -135,7 +135,7 @@ def run_call_phase(
     users: list[int], devices: int, events: int, concurrency: int, seq0: int,
 ) -> dict[str, Any]:  # fmt: skip
     """One stream of ``events`` calls to callees with ``devices`` VoIP devices each."""
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     plan = [(users[i % len(users)], seq0 + i) for i in range(events)]
     seen = last_seq(control)

@@ -140,7 +140,7 @@ def user_id(user: int) -> str:
 async def register(users: dict[int, int]) -> None:
     """Store each bench user's devices through the app's own registry (on the app's loop)."""
     from shared.apns.notification import Environment
-    from shared.devices import Device, DeviceKind, device_id_for
+    from shared.domain.devices import Device, DeviceKind, device_id_for
     from shared.wiring import container
 
     registry = await container().device_registry()
@@ -232,7 +232,7 @@ def run_phase(
     users: list[int], devices: int, events: int, concurrency: int, seq0: int,
 ) -> dict[str, Any]:  # fmt: skip
     """One stream of ``events`` events to recipients with ``devices`` devices each."""
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     bodies = [
         [str(seq0 + i), event(template, users[i % len(users)], seq0 + i).decode()]
@@ -278,7 +278,7 @@ async def timed(
     app: ServedApp, op: Callable[[int], Awaitable[Any]], count: int
 ) -> dict[str, float]:
     """Run ``op`` ``count`` times one after another on the app's loop; latency, CPU, trips."""
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     for i in range(5):  # warm connections and caches
         await op(-1 - i)
@@ -299,10 +299,10 @@ async def timed(
 async def parts(app: ServedApp, count: int) -> dict[str, dict[str, float]]:
     """Each part alone, on the app's own thread and connections."""
     from shared.apns.notification import Environment, Notification, Priority, PushType
-    from shared.deliveries import DELIVERIES_TABLE
     from shared.domain.chat_payload import chat_notification
     from shared.domain.events import parse_event
-    from shared.inbox import Inbox
+    from shared.storage.deliveries import DELIVERIES_TABLE
+    from shared.storage.inbox import Inbox
     from shared.wiring import container
 
     c = container()
@@ -448,7 +448,7 @@ async def read_reports(
 
     Per device count: CPU ms, storage round trips and badge-only pushes per read report.
     """
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
     from shared.usecases.read_reports import report_read
     from shared.wiring import container, utc_now
 
@@ -477,7 +477,7 @@ async def read_reports(
 
 
 def device_id_of(user: int, n: int) -> str:
-    from shared.devices import device_id_for
+    from shared.domain.devices import device_id_for
 
     return device_id_for(token(user, n))
 
@@ -493,7 +493,7 @@ def print_read_reports(reads: dict[str, dict[str, float]]) -> None:
 
 def acknowledged_only(app: ServedApp, base: str, events: int, concurrency: int) -> dict[str, Any]:
     """The host's webhook and our parsing alone: thread-level events, acknowledged, no I/O."""
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     sample = REPO / "tests" / "samples" / "chat_message_received_in_thread.eventgrid.json"
     template = json.loads(sample.read_text())[0]

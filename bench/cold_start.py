@@ -144,7 +144,7 @@ class Stand:
 
         async def go() -> tuple[str, list[str]]:
             from shared.apns.notification import Environment
-            from shared.devices import Device, DeviceKind, device_id_for
+            from shared.domain.devices import Device, DeviceKind, device_id_for
             from shared.usecases.access_tokens import issue_token
 
             c = wiring.reset(self.env)

@@ -6,7 +6,8 @@ Starts Azurite, the development identity provider and the local ACS identity ser
 own process), and serves the real ``function_app`` on the local host in a thread of this process.
 A separate client process sends the requests, so this process's CPU time is the host's alone.
 Prints, per scenario, requests/s, host CPU ms per request, Table Storage round trips per request
-(``shared.tables.round_trips``: every HTTP request sent to Table Storage, retries included), ACS
+(``shared.storage.tables.round_trips``: every HTTP request sent to Table Storage, retries
+included), ACS
 Identity API calls per request (counted by the local ACS identity service) and latency
 percentiles, and writes them to ``bench/results/registry.json``. A benchmark, not a test:
 numbers depend on the machine and on whatever else it runs (the load average is recorded), so
@@ -217,7 +218,7 @@ class Bench:
 
     def measure(self, method: str, path: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
         """One measured pass: throughput, host CPU, storage round trips and ACS calls."""
-        from shared.tables import round_trips
+        from shared.storage.tables import round_trips
 
         trips, acs, cpu = round_trips(), _acs_calls(self.acs), time.process_time()
         thread_cpu = self.app.thread_cpu()

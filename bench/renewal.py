@@ -81,8 +81,9 @@ def token(n: int) -> str:
 async def seed(part: int, parts: int, devices: int, now: datetime) -> None:
     """Write devices ``part::parts`` (by user partition) and their schedule entries."""
     from shared.apns.notification import Environment
-    from shared.devices import DEVICES_TABLE, Device, DeviceKind, DeviceStore, device_id_for
-    from shared.renewal_schedule import (
+    from shared.domain.devices import Device, DeviceKind, device_id_for
+    from shared.storage.devices import DEVICES_TABLE, DeviceStore
+    from shared.storage.renewal_schedule import (
         RENEWALS_TABLE,
         EntryState,
         ScheduleEntry,
@@ -137,7 +138,7 @@ async def worker(batch: int) -> dict[str, Any]:
     """A local host polling the renewal queue until stdin closes; returns what it spent."""
     from devtools.localhost import HostOptions, LocalHost, QueueOptions, import_app
     from shared import wiring
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     queue = QueueOptions(poll_interval=0.05, visibility_timeout=5.0, lease_seconds=600,
                          batch_size=batch)  # fmt: skip
@@ -217,7 +218,7 @@ async def sweep_once(env: dict[str, str]) -> dict[str, Any]:
     from devtools.localhost import HostOptions, LocalHost, import_app
     from devtools.localhost.timers import timer_request
     from shared import wiring
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     wiring.reset(env)
     host = LocalHost(import_app("function_app", app_dir=REPO), env,
@@ -238,7 +239,7 @@ async def sweep_once(env: dict[str, str]) -> dict[str, Any]:
 async def reported() -> tuple[int, int, dict[str, int]]:
     """(shards of the last sweep, shards reported, summed counts) from the sweeps table."""
     from shared import wiring
-    from shared.renewal_schedule import bucket_for
+    from shared.storage.renewal_schedule import bucket_for
 
     c = wiring.container()
     rates = await (await c.sweep_log()).rates(bucket_for(datetime.now(UTC) - timedelta(hours=1)))

@@ -22,7 +22,7 @@ Operations (the chat event's and the renewal wake's storage calls):
 Paths:
 
 - ``bare``: aiohttp and a Shared Key signature written out here, nothing else: the floor;
-- ``lean``: ``shared.table_client.TableClient`` (``STORAGE_CLIENT=lean``, the default);
+- ``lean``: ``shared.storage.table_client.TableClient`` (``STORAGE_CLIENT=lean``, the default);
 - ``lean+adapter``: the same through our adapters (``DeviceStore.get``, ``.claim_wake``,
   ``.list_for_user``, ``TableDeliveryStore.claim``), what the app runs;
 - ``sdk`` and ``sdk+adapter``: azure-data-tables as ``STORAGE_CLIENT=sdk`` configures it;
@@ -179,8 +179,8 @@ class Bare:
 
 
 def count_round_trip() -> None:
-    """Count a bare request where ``shared.tables.round_trips`` counts the clients' own."""
-    from shared.tables import _ROUND_TRIPS
+    """Count a bare request where ``shared.storage.tables.round_trips`` counts the clients' own."""
+    from shared.storage.tables import _ROUND_TRIPS
 
     _ROUND_TRIPS.on_request()
 
@@ -212,7 +212,7 @@ class Stand:
         from azure.core.credentials import AzureNamedKeyCredential
 
         from shared.domain.key_wrap import KeyWrapper
-        from shared.tables import Tables
+        from shared.storage.tables import Tables
 
         self.session = bench_session()
         self.lean = Tables.connect(self.az.connection_string, "bench", "lean")
@@ -233,7 +233,7 @@ class Stand:
 
     async def tables_for(self, path: str, name: str) -> Any:
         """The table client of ``path`` for table ``name`` (created)."""
-        from shared.tables import Tables
+        from shared.storage.tables import Tables
 
         if path == "bare":
             await self.lean.table(name)
@@ -246,13 +246,13 @@ class Stand:
         return await tables.table(name)
 
     async def device_store(self, path: str, name: str) -> Any:
-        from shared.devices import DeviceStore
+        from shared.storage.devices import DeviceStore
 
         tables = self.sdk if path.startswith("sdk") else self.lean
         return DeviceStore(await tables.table(name), await tables.table(name + "o"), self.keys)
 
     async def delivery_store(self, path: str, name: str) -> Any:
-        from shared.deliveries import TableDeliveryStore
+        from shared.storage.deliveries import TableDeliveryStore
 
         tables = self.sdk if path.startswith("sdk") else self.lean
         return TableDeliveryStore(await tables.table(name))
@@ -260,7 +260,7 @@ class Stand:
 
 def trimmed_transport() -> Any:
     """One aiohttp transport for every trimmed SDK client (the app's transport settings)."""
-    from shared.tables_sdk import _Transport
+    from shared.storage.tables_sdk import _Transport
 
     return _Transport(connection_timeout=5, read_timeout=15, use_env_settings=False)
 
@@ -289,7 +289,7 @@ def trimmed_client(endpoint: str, table: str, credential: Any, transport: Any) -
 async def seed_devices(store: Any, users: int, per_user: int) -> list[tuple[str, str]]:
     """Register ``per_user`` devices (no preview key) for each of ``users`` users."""
     from shared.apns.notification import Environment
-    from shared.devices import Device, DeviceKind, device_id_for
+    from shared.domain.devices import Device, DeviceKind, device_id_for
 
     at = now()
     out = []
@@ -310,7 +310,7 @@ async def seed_devices(store: Any, users: int, per_user: int) -> list[tuple[str,
 
 
 async def point_read(stand: Stand, path: str, name: str) -> Op:
-    from shared.tables import encode_key
+    from shared.storage.tables import encode_key
 
     store = await stand.device_store("lean", name)
     devices = await seed_devices(store, stand.concurrency, 1)
@@ -331,7 +331,7 @@ async def point_read(stand: Stand, path: str, name: str) -> Op:
 
 
 async def conditional_merge(stand: Stand, path: str, name: str) -> Op:
-    from shared.tables import MatchConditions, UpdateMode, encode_key
+    from shared.storage.tables import MatchConditions, UpdateMode, encode_key
 
     store = await stand.device_store("lean", name)
     devices = await seed_devices(store, stand.concurrency, 1)
@@ -385,7 +385,7 @@ async def conditional_merge(stand: Stand, path: str, name: str) -> Op:
 
 
 async def partition_query(stand: Stand, path: str, name: str) -> Op:
-    from shared.tables import encode_key
+    from shared.storage.tables import encode_key
 
     store = await stand.device_store("lean", name)
     await seed_devices(store, stand.concurrency, 3)
@@ -439,7 +439,7 @@ def _bare_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def creates(stand: Stand, path: str, name: str, n: int) -> Op:
     """One create (n = 1) or a changeset of n creates per operation."""
     if path.endswith("+adapter"):
-        from shared.deliveries import DeliveryKey, DeliveryKind, DeviceTarget
+        from shared.storage.deliveries import DeliveryKey, DeliveryKind, DeviceTarget
 
         store = await stand.delivery_store(path, name)
         targets = [DeviceTarget(f"{d:064x}", "abcdef…", "com.example.bench", "sandbox")
@@ -472,7 +472,7 @@ async def creates(stand: Stand, path: str, name: str, n: int) -> Op:
 
 async def measure(op: Op, count: int, concurrency: int, warmup: int) -> dict[str, float]:
     """Run ``op`` ``count`` times, ``concurrency`` in flight; CPU, rate and round trips."""
-    from shared.tables import round_trips
+    from shared.storage.tables import round_trips
 
     seq = _SEQUENCE
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.deliveries import DELIVERIES_TABLE, TableDeliveryStore
 from shared.errors import PushRelayError
-from shared.tables import Tables
+from shared.storage.deliveries import DELIVERIES_TABLE, TableDeliveryStore
+from shared.storage.tables import Tables
 from shared.usecases.delivery_log import LogQuery, read_log
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,9 +2,9 @@
 
     python -m devtools.renewal_rate [--hours 24] [--json] [--storage CONNECTION] [--prefix P]
 
-Reads the ``renewalsweeps`` table (``shared.renewal_sweeps``): one row per sweep, its shards'
-reports and the renewals credited to it; nothing is written. Storage comes from ``--storage``,
-else ``STORAGE_CONNECTION``, else ``local.settings.json`` (the local run's Azurite).
+Reads the ``renewalsweeps`` table (``shared.storage.renewal_sweeps``): one row per sweep, its
+shards' reports and the renewals credited to it; nothing is written. Storage comes from
+``--storage``, else ``STORAGE_CONNECTION``, else ``local.settings.json`` (the local run's Azurite).
 
 A woken device is credited to its sweep when the worker next reads it (its next schedule entry,
 ``RENEWAL_MIN_SPACING_MINUTES`` or more after the wake) and finds it renewed since. A sweep's
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.errors import PushRelayError
-from shared.renewal_schedule import bucket_for
-from shared.renewal_sweeps import SWEEPS_TABLE, SweepRate, TableSweepLog
-from shared.tables import Tables
+from shared.storage.renewal_schedule import bucket_for
+from shared.storage.renewal_sweeps import SWEEPS_TABLE, SweepRate, TableSweepLog
+from shared.storage.tables import Tables
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_DEFAULT = "UseDevelopmentStorage=true"

@@ -18,7 +18,7 @@
     │   │   │   └── DeviceNotFoundError     usecases.registration
     │   │   ├── ConflictError               held by someone else
     │   │   │   ├── VoipTokenHeldError      usecases.token_proof
-    │   │   │   └── InboxFullError          inbox: too many thread preferences
+    │   │   │   └── InboxFullError          storage.inbox: too many thread preferences
     │   │   └── RateLimitedError            too often; ``retry_after`` seconds
     │   │       ├── TokenRateLimitedError   usecases.access_tokens
     │   │       ├── TokenProofPendingError  usecases.token_proof
@@ -27,21 +27,21 @@
     │   ├── PayloadError                    domain.chat_payload: no push can be built from the event
     │   └── MalformedShardError             usecases.renewal: a queue message it did not write
     ├── TransientError                      an outage: a dependency did not answer; retry later
-    │   ├── StorageUnavailableError         tables
-    │   ├── RegistrationContendedError      devices: the row kept changing
+    │   ├── StorageUnavailableError         storage.tables
+    │   ├── RegistrationContendedError      storage.devices: the row kept changing
     │   ├── AcsUnavailableError             acs.identity
     │   ├── AuthUnavailableError            edges.auth: the identity provider's keys
     │   ├── IdentityPendingError            usecases.access_tokens
     │   ├── ProofPushFailedError            usecases.token_proof
-    │   ├── InboxBusyError                  inbox: the row kept changing
+    │   ├── InboxBusyError                  storage.inbox: the row kept changing
     │   └── PushIncompleteError             push.pipeline: redeliver the event
-    ├── StorageConflictError                tables: a conditional write lost
+    ├── StorageConflictError                storage.tables: a conditional write lost
     │   ├── EntityExistsError
     │   └── EntityChangedError
-    ├── EntityNotFoundError                 tables
-    ├── StorageRejectedError                tables: storage refused the request (4xx)
-    ├── UnreadableRecordError               deliveries: a stored row we cannot read
-    ├── UnreadableInboxError                inbox: a stored inbox row we cannot read
+    ├── EntityNotFoundError                 storage.tables
+    ├── StorageRejectedError                storage.tables: storage refused the request (4xx)
+    ├── UnreadableRecordError               storage.deliveries: a stored row we cannot read
+    ├── UnreadableInboxError                storage.inbox: a stored inbox row we cannot read
     ├── KeyUnwrapError                      domain.key_wrap: a stored preview key we cannot unwrap
     └── AcsRejectedError                    acs.identity: ACS refused (not an outage)
 

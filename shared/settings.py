@@ -29,7 +29,7 @@ class PreviewMode(enum.StrEnum):
 
 
 class StorageClient(enum.StrEnum):
-    """Which client talks to Table Storage (``shared.tables``)."""
+    """Which client talks to Table Storage (``shared.storage.tables``)."""
 
     LEAN = "lean"
     SDK = "sdk"

@@ -21,18 +21,18 @@ from shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from shared.acs.identity import AcsIdentityClient
     from shared.apns_apps import AppClients
-    from shared.deliveries import TableDeliveryStore
-    from shared.devices import DeviceStore
     from shared.domain.events import EventSource
     from shared.domain.key_wrap import KeyWrapper
     from shared.edges.auth import Authenticator, Caller
-    from shared.identities import TableIdentityStore
-    from shared.inbox import TableInboxStore
     from shared.push.outcomes import ConfigAlarm
-    from shared.registry_purge import TableDeviceDays
-    from shared.renewal_schedule import TableRenewalSchedule
-    from shared.renewal_sweeps import TableSweepLog
-    from shared.tables import Tables
+    from shared.storage.deliveries import TableDeliveryStore
+    from shared.storage.devices import DeviceStore
+    from shared.storage.identities import TableIdentityStore
+    from shared.storage.inbox import TableInboxStore
+    from shared.storage.registry_purge import TableDeviceDays
+    from shared.storage.renewal_schedule import TableRenewalSchedule
+    from shared.storage.renewal_sweeps import TableSweepLog
+    from shared.storage.tables import Tables
     from shared.usecases.access_tokens import KnownIdentities, TokenPolicy
     from shared.usecases.read_reports import BadgeUpdates
     from shared.usecases.registration import RegistrationRules
@@ -90,7 +90,7 @@ class Container:
         """App user → ACS identity mapping (identities table)."""
 
         async def build() -> TableIdentityStore:
-            from shared.identities import TABLE, TableIdentityStore
+            from shared.storage.identities import TABLE, TableIdentityStore
 
             return TableIdentityStore(await (await self.tables()).table(TABLE))
 
@@ -154,7 +154,7 @@ class Container:
         """The storage account (one shared transport); each table is created on first use."""
 
         async def build() -> Tables:
-            from shared.tables import Tables
+            from shared.storage.tables import Tables
 
             s = self.settings
             return Tables.connect(s.storage_connection, s.table_prefix, s.storage_client)
@@ -175,7 +175,7 @@ class Container:
         """The device registry (devices + tokenowners tables)."""
 
         async def build() -> DeviceStore:
-            from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
+            from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
 
             tables = await self.tables()
             return DeviceStore(
@@ -190,7 +190,7 @@ class Container:
         """Proof of possession for moving a token another user holds (tokenproofs table)."""
 
         async def build() -> TokenMoves:
-            from shared.token_proofs import PROOFS_TABLE, TableProofStore
+            from shared.storage.token_proofs import PROOFS_TABLE, TableProofStore
             from shared.usecases.token_proof import TokenMoves
 
             return TokenMoves(
@@ -205,7 +205,7 @@ class Container:
         """The renewal schedule (renewals table)."""
 
         async def build() -> TableRenewalSchedule:
-            from shared.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
+            from shared.storage.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
 
             return TableRenewalSchedule(await (await self.tables()).table(RENEWALS_TABLE))
 
@@ -215,7 +215,7 @@ class Container:
         """The device-day index the stale-registration purge reads (devicedays table)."""
 
         async def build() -> TableDeviceDays:
-            from shared.registry_purge import DAYS_TABLE, TableDeviceDays
+            from shared.storage.registry_purge import DAYS_TABLE, TableDeviceDays
 
             return TableDeviceDays(await (await self.tables()).table(DAYS_TABLE))
 
@@ -225,7 +225,7 @@ class Container:
         """The renewal sweep's checkpoint, records and renewal credits (renewalsweeps table)."""
 
         async def build() -> TableSweepLog:
-            from shared.renewal_sweeps import SWEEPS_TABLE, TableSweepLog
+            from shared.storage.renewal_sweeps import SWEEPS_TABLE, TableSweepLog
 
             return TableSweepLog(await (await self.tables()).table(SWEEPS_TABLE))
 
@@ -253,7 +253,7 @@ class Container:
         """Delivery claims and the delivery log (deliveries table)."""
 
         async def build() -> TableDeliveryStore:
-            from shared.deliveries import DELIVERIES_TABLE, TableDeliveryStore
+            from shared.storage.deliveries import DELIVERIES_TABLE, TableDeliveryStore
 
             return TableDeliveryStore(await (await self.tables()).table(DELIVERIES_TABLE))
 
@@ -263,7 +263,7 @@ class Container:
         """Each user's unread counts and preferences (inbox table)."""
 
         async def build() -> TableInboxStore:
-            from shared.inbox import INBOX_TABLE, TableInboxStore
+            from shared.storage.inbox import INBOX_TABLE, TableInboxStore
 
             return TableInboxStore(await (await self.tables()).table(INBOX_TABLE))
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.apns_simulator import ApnsSimulator
 from shared.apns.notification import Environment
-from shared.devices import Device, DeviceKind, device_id_for
+from shared.domain.devices import Device, DeviceKind, device_id_for
 
 APP, TEAM, KEY_ID = "com.example.chat", "TEAM123456", "KEY1234567"
 

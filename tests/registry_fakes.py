@@ -1,7 +1,7 @@
 """In-memory fakes of the device registry and the renewal schedule.
 
-``FakeDeviceStore`` follows ``shared.devices.DeviceStore``'s rules: one row per (user, device),
-one owner per token (registering moves it, unless a holder renewed since ``held_since``), a
+``FakeDeviceStore`` follows ``shared.storage.devices.DeviceStore``'s rules: one row per (user,
+device), one owner per token (registering moves it, unless a holder renewed since ``held_since``), a
 renewal keeps the bookkeeping fields, removal is
 per user only, the 410 guard keeps a device renewed after the timestamp. Every call yields to the
 event loop so concurrent callers interleave as they do against storage. Usable by any use-case
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from shared.devices import BACKGROUND_KEEP, Device, Guarded, Registered, RegistrationOutcome
-from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_for
+from shared.domain.devices import Device
+from shared.storage.devices import BACKGROUND_KEEP, Guarded, Registered, RegistrationOutcome
+from shared.storage.renewal_schedule import EntryState, ScheduleEntry, bucket_for
 from shared.usecases.token_proof import Challenge
 
 
@@ -232,7 +233,7 @@ class FakeRenewalSchedule:
 
 
 class FakeProofStore:
-    """The tokenproofs table in memory, with its conditional writes (``shared.token_proofs``)."""
+    """The tokenproofs table in memory, with its conditional writes (``storage.token_proofs``)."""
 
     def __init__(self) -> None:
         self.challenges: dict[str, Challenge] = {}

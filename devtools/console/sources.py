@@ -3,7 +3,8 @@ tables (devices, renewals, deliveries) in Azurite.
 
 The simulator is reached only over its HTTP control endpoint (docs/apns-simulator.md), so the
 console works the same with the local run's simulator process and a test's in-process one. The
-tables are read with the app's own storage code (``shared.tables``, ``shared.deliveries``): the
+tables are read with the app's own storage code (``shared.storage.tables``,
+``shared.storage.deliveries``): the
 console shows the app's state as the app would read it. Listing every device is a full scan of
 the devices table: fine for a development store, never something the app does.
 """
@@ -18,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from shared.deliveries import DELIVERIES_TABLE, DeliveryRecord, TableDeliveryStore
-from shared.devices import DEVICES_TABLE
-from shared.renewal_schedule import RENEWALS_TABLE, bucket_start
-from shared.tables import Tables, decode_key, read_int
+from shared.storage.deliveries import DELIVERIES_TABLE, DeliveryRecord, TableDeliveryStore
+from shared.storage.devices import DEVICES_TABLE
+from shared.storage.renewal_schedule import RENEWALS_TABLE, bucket_start
+from shared.storage.tables import Tables, decode_key, read_int
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class DeviceRow:
 
     @classmethod
     def from_entity(cls, e: Mapping[str, Any]) -> DeviceRow:
-        """From a devices-table entity (see shared/devices.py for the fields)."""
+        """From a devices-table entity (see shared/storage/devices.py for the fields)."""
         return cls(
             user_id=decode_key(str(e["PartitionKey"])),
             device_id=decode_key(str(e["RowKey"])),

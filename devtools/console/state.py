@@ -41,7 +41,7 @@ REGISTRY_EVERY = 2.0  # seconds between two reads of the devices and renewals ta
 LOG_EVERY = 1.0  # seconds between two reads of one message's delivery log while unsettled
 LOG_SETTLED_AFTER = 15.0  # a final log older than this is not read again
 FINAL = frozenset({"delivered", "failed", "skipped"})
-CALLS_THREAD = "calls"  # the delivery log's thread of calls (shared/deliveries.py)
+CALLS_THREAD = "calls"  # the delivery log's thread of calls (shared/storage/deliveries.py)
 
 
 class PhoneAgent(Protocol):

@@ -1,1 +1,2 @@
-"""Pure code: ACS events, payload builders, preview encryption, quiet hours; no storage or edges."""
+"""Pure code: ACS events, the device model, payload builders, preview encryption, quiet hours;
+no storage or edges."""

@@ -53,7 +53,7 @@ from shared.apns.payload import (
     encode_payload,
     max_payload_bytes,
 )
-from shared.devices import Device
+from shared.domain.devices import Device
 from shared.domain.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind
 from shared.domain.preview_crypto import (
     KEY_BYTES,

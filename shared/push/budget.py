@@ -5,7 +5,7 @@ throttled; "don't try to send more than two or three per hour". Every background
 gets (a renewal wake, a withdraw on delete) is drawn from one budget: at most ``max_per_hour`` in
 any hour, at least ``min_spacing`` apart (``RENEWAL_MAX_PER_HOUR``,
 ``RENEWAL_MIN_SPACING_MINUTES``). The device row keeps its recent pushes
-(``shared.devices.BACKGROUND_KEEP``); this module only decides.
+(``shared.storage.devices.BACKGROUND_KEEP``); this module only decides.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, ApnsUnavailable, CredentialError
 from shared.apns.response import PushResult
-from shared.deliveries import DeliveryState, Outcome
+from shared.storage.deliveries import DeliveryState, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Settling:
 
 
 class DeviceOutcomes(Protocol):
-    """Port: the registry operations an outcome may call for (``shared.devices.DeviceStore``)."""
+    """Port: the registry operations an outcome may call for (``storage.devices.DeviceStore``)."""
 
     async def remove_if_registered_before(
         self, user_id: str, device_id: str, when: datetime

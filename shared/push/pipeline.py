@@ -5,7 +5,7 @@
 A use case picks the **targets** (chat: the recipient's alert devices; calls: the callee's VoIP
 devices; renewal: the due devices of a shard) and each one's notification. **Claim** makes sure
 no device is pushed twice for one reason: chat and calls claim a delivery-log key per device
-(:mod:`shared.deliveries`, one transaction, :meth:`FanOut.claim`); renewal claims a wake by
+(:mod:`shared.storage.deliveries`, one transaction, :meth:`FanOut.claim`); renewal claims a wake by
 writing it into the device's background budget under its ETag. **Send** is :func:`send_all`,
 the same for all: concurrently, through the APNs client of each device's app, every failure an
 answer. **Settle** is :func:`shared.push.outcomes.settle`, the same for all: a 410 removes the
@@ -30,8 +30,7 @@ from typing import Final, Generic, Protocol, TypeVar
 from shared.apns.errors import ApnsError, ApnsUnavailable, NotificationError
 from shared.apns.notification import Environment, Notification
 from shared.apns.response import PushResult
-from shared.deliveries import DeliveryKey, DeliveryRecord, DeliveryStore, DeviceTarget, Outcome
-from shared.devices import Device
+from shared.domain.devices import Device
 from shared.errors import TransientError
 from shared.push.outcomes import (
     Answered,
@@ -42,6 +41,13 @@ from shared.push.outcomes import (
     settle,
 )
 from shared.settings import Settings
+from shared.storage.deliveries import (
+    DeliveryKey,
+    DeliveryRecord,
+    DeliveryStore,
+    DeviceTarget,
+    Outcome,
+)
 
 log = logging.getLogger(__name__)
 

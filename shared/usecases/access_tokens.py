@@ -125,7 +125,7 @@ class TokenPolicy:
 
 
 class IdentityStore(Protocol):
-    """The identities table (``shared.identities``). Conflicts are answered with None/False."""
+    """The identities table (``shared.storage.identities``); conflicts answer None/False."""
 
     async def get(self, caller_key: str) -> IdentityRecord | None:
         """The caller's row, or None."""

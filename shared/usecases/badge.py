@@ -30,7 +30,7 @@ from datetime import datetime
 
 from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import alert_payload, encode_payload
-from shared.devices import Device, DeviceKind
+from shared.domain.devices import Device, DeviceKind
 from shared.push.outcomes import Answered, DeviceOutcomes, settle
 from shared.push.pipeline import Pushers, Route, freshest, outcome_rules, send_all, settling_of
 from shared.settings import Settings

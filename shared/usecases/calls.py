@@ -9,11 +9,12 @@ user:
 2. Build the payload once (:func:`shared.domain.chat_payload.build_call_payload`: what the ACS
    Calling SDK's ``PushNotificationInfo.fromDictionary`` reads, within 5120 bytes).
 3. Load the callee's devices (one partition query) and keep the VoIP ones; read the callee's
-   inbox at the same time (one point read, :mod:`shared.inbox`): in their quiet hours with
+   inbox at the same time (one point read, :mod:`shared.storage.inbox`): in their quiet hours with
    ``"calls": "silent"`` nobody is rung (PushKit requires every VoIP push to report a call, so a
    silent one cannot be sent) and the claims are logged ``skipped``.
 4. Claim the delivery for each, exactly as chat push does (:mod:`shared.push.pipeline`): the key is
-   (callee, :data:`~shared.deliveries.CALLS_THREAD`, call id, ``call``, version 0) and the device,
+   (callee, :data:`~shared.storage.deliveries.CALLS_THREAD`, call id, ``call``, version 0) and the
+   device,
    the call id being ``serverCallId``, else ``correlationId``, else the event id.
 5. Send each ``apns-push-type: voip`` to ``<bundle id>.voip`` with priority 10 and
    ``apns-expiration: 0`` (one delivery attempt, never stored: a phone that is offline now must
@@ -46,7 +47,19 @@ from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from shared.apns.notification import TOPIC_SUFFIXES, Notification, Priority, PushType
-from shared.deliveries import (
+from shared.domain.chat_payload import ChatPayload, PayloadError, build_call_payload
+from shared.domain.devices import Device, DeviceKind
+from shared.domain.events import (
+    EventSource,
+    IncomingCallEvent,
+    MalformedEvent,
+    describe,
+    parse_event,
+)
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, freshest
+from shared.settings import Settings
+from shared.storage.deliveries import (
     CALLS_THREAD,
     DeliveryKey,
     DeliveryKind,
@@ -55,19 +68,7 @@ from shared.deliveries import (
     DeliveryStore,
     Outcome,
 )
-from shared.devices import Device, DeviceKind
-from shared.domain.chat_payload import ChatPayload, PayloadError, build_call_payload
-from shared.domain.events import (
-    EventSource,
-    IncomingCallEvent,
-    MalformedEvent,
-    describe,
-    parse_event,
-)
-from shared.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
-from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
-from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, freshest
-from shared.settings import Settings
+from shared.storage.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ QUIET: Final = "quiet hours: the callee silenced calls"
 
 
 class CallDevices(DeviceOutcomes, Protocol):
-    """Port: the registry operations a call push needs (``shared.devices.DeviceStore``)."""
+    """Port: the registry operations a call push needs (``shared.storage.devices.DeviceStore``)."""
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query)."""

@@ -1,7 +1,7 @@
 """Use case: one ACS chat event becomes at most one push per device of its recipient.
 
 ``ChatMessageReceived`` / ``ChatMessageEdited``: load the recipient's devices (one partition
-query) and their inbox (one point read, :mod:`shared.inbox`), then, concurrently, count the
+query) and their inbox (one point read, :mod:`shared.storage.inbox`), then, concurrently, count the
 message (one write when the count changes, :mod:`shared.usecases.unread`) and claim the delivery of
 (thread, message, kind, version) for every alert device (one transaction); build each payload
 with the recipient's badge (and passive, without sound, in their quiet hours), send them
@@ -45,16 +45,8 @@ from typing import Final, Protocol
 
 from shared.apns.errors import ApnsError, NotificationError
 from shared.apns.notification import Notification
-from shared.deliveries import (
-    DeliveryKey,
-    DeliveryKind,
-    DeliveryRecord,
-    DeliveryState,
-    DeliveryStore,
-    Outcome,
-)
-from shared.devices import Device, DeviceKind
 from shared.domain.chat_payload import chat_push, withdraw_notification
+from shared.domain.devices import Device, DeviceKind
 from shared.domain.events import (
     ChatMessageEvent,
     EventSource,
@@ -65,13 +57,6 @@ from shared.domain.events import (
     ThreadEvent,
     describe,
     parse_event,
-)
-from shared.inbox import (
-    InboxSnapshot,
-    InboxStore,
-    UnreadableInboxError,
-    change_inbox,
-    message_order,
 )
 from shared.push.budget import BackgroundBudget
 from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
@@ -85,7 +70,22 @@ from shared.push.pipeline import (
     freshest,
 )
 from shared.settings import Settings
-from shared.tables import StorageRejectedError
+from shared.storage.deliveries import (
+    DeliveryKey,
+    DeliveryKind,
+    DeliveryRecord,
+    DeliveryState,
+    DeliveryStore,
+    Outcome,
+)
+from shared.storage.inbox import (
+    InboxSnapshot,
+    InboxStore,
+    UnreadableInboxError,
+    change_inbox,
+    message_order,
+)
+from shared.storage.tables import StorageRejectedError
 from shared.usecases.badge import badge_notification, update_badges
 from shared.usecases.unread import Presentation, membership_change, note_message
 
@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 
 
 class ChatDevices(DeviceOutcomes, Protocol):
-    """Port: the registry operations a chat push needs (``shared.devices.DeviceStore``)."""
+    """Port: the registry operations a chat push needs (``shared.storage.devices.DeviceStore``)."""
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query)."""

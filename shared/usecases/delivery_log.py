@@ -2,7 +2,7 @@
 
 "What happened to message M in thread T for user U": every device tried, with its outcome,
 APNs status, reason, apns-id, attempts and times (one partition query, see
-:mod:`shared.deliveries`). Answered over HTTP to admins (:func:`is_admin`: callers named in
+:mod:`shared.storage.deliveries`). Answered over HTTP to admins (:func:`is_admin`: callers named in
 ``DELIVERY_LOG_ADMINS`` by issuer and subject or object id) and by
 ``python -m devtools.delivery_log``. The purge timer removes
 records older than ``DELIVERY_RETENTION_DAYS`` through the per-day index (never a full scan).
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.deliveries import DeliveryRecord, DeliveryStore, PurgeReport
 from shared.edges.auth import Caller
 from shared.errors import ForbiddenError, InvalidInputError
 from shared.settings import Settings
+from shared.storage.deliveries import DeliveryRecord, DeliveryStore, PurgeReport
 
 log = logging.getLogger(__name__)
 

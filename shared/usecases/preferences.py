@@ -34,7 +34,7 @@ from typing import Any
 
 from shared.domain.quiet_hours import parse_quiet_hours
 from shared.errors import InvalidInputError
-from shared.inbox import FOREVER, Alerts, Inbox, InboxStore, ThreadState, change_inbox
+from shared.storage.inbox import FOREVER, Alerts, Inbox, InboxStore, ThreadState, change_inbox
 from shared.usecases.read_reports import BadgeUpdates, lower_badges, parse_device_id
 
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from shared.devices import Device
+from shared.domain.devices import Device
 from shared.errors import InvalidInputError
-from shared.inbox import Inbox, InboxChange, InboxStore, change_inbox, message_order
 from shared.push.outcomes import DeviceOutcomes
 from shared.push.pipeline import Pushers
 from shared.settings import Settings
+from shared.storage.inbox import Inbox, InboxChange, InboxStore, change_inbox, message_order
 from shared.usecases.badge import update_badges
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class InvalidReadReportError(InvalidInputError):
 
 
 class BadgeDevices(DeviceOutcomes, Protocol):
-    """Port: the registry operations a badge update needs (``shared.devices.DeviceStore``)."""
+    """Port: the registry operations a badge update needs (``storage.devices.DeviceStore``)."""
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query)."""

@@ -40,13 +40,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.apns.notification import Environment
-from shared.devices import Device, DeviceKind, DeviceRegistry, RegistrationOutcome, device_id_for
+from shared.domain.devices import Device, DeviceKind, device_id_for
 from shared.errors import InvalidInputError, NotFoundError
-from shared.renewal_schedule import EntryState, RenewalSchedule, due_at
+from shared.storage.devices import DeviceRegistry, RegistrationOutcome
+from shared.storage.renewal_schedule import EntryState, RenewalSchedule, due_at
 from shared.usecases.token_proof import ProofRequired, TokenMoves
 
 if TYPE_CHECKING:
-    from shared.registry_purge import DeviceDays
+    from shared.storage.registry_purge import DeviceDays
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ async def register_device(
     ``body`` is the raw JSON body or one already checked by :func:`parse_device_request` (the
     HTTP trigger validates before mapping the caller to an ACS identity, so a bad body creates
     nothing). ``days``: the day index the stale-registration purge reads
-    (``shared.registry_purge``), written alongside the renewal schedule. ``moves``: a token
+    (``shared.storage.registry_purge``), written alongside the renewal schedule. ``moves``: a token
     another user still holds moves only with proof of possession (:class:`ProofRequired` is
     answered until then); without it, such a token moves at once.
 

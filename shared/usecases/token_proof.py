@@ -63,10 +63,11 @@ from shared.apns.errors import ApnsError
 from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import background_payload, encode_payload
 from shared.apns.response import PushResult
-from shared.devices import Device, DeviceKind, DeviceRegistry, Registered, RegistrationOutcome
+from shared.domain.devices import Device, DeviceKind
 from shared.errors import ConflictError, ForbiddenError, RateLimitedError, TransientError
 from shared.push.outcomes import Disposition, classify
 from shared.push.pipeline import Pushers, Route, send_all
+from shared.storage.devices import DeviceRegistry, Registered, RegistrationOutcome
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class Challenge:
 
 
 class ProofStore(Protocol):
-    """Port: where challenges and proven moves are kept (``shared.token_proofs``)."""
+    """Port: where challenges and proven moves are kept (``shared.storage.token_proofs``)."""
 
     async def read(self, device_id: str) -> Challenge | None:
         """The token's challenge row, or None."""

@@ -1,4 +1,4 @@
-"""What chat events do to a user's inbox (:mod:`shared.inbox`), and how their alerts look.
+"""What chat events do to a user's inbox (:mod:`shared.storage.inbox`), and how their alerts look.
 
 - ``ChatMessageReceived`` counts the message (once, however often Event Grid delivers it);
   ``ChatMessageDeleted`` takes it off if it was unread; ``ChatMessageEdited`` changes nothing.
@@ -22,8 +22,15 @@ from datetime import datetime
 
 from shared.domain.chat_payload import ChatPayloadOptions
 from shared.domain.events import ChatMessageEvent, MessageEventKind, ThreadEvent, ThreadEventKind
-from shared.inbox import Inbox, InboxChange, InboxSnapshot, InboxStore, change_inbox, message_order
 from shared.settings import Settings
+from shared.storage.inbox import (
+    Inbox,
+    InboxChange,
+    InboxSnapshot,
+    InboxStore,
+    change_inbox,
+    message_order,
+)
 
 log = logging.getLogger(__name__)
 

@@ -88,9 +88,9 @@ def settings(
 
 async def register_devices(env: dict[str, str]) -> None:
     """Store the recipient's two phones as registration would: one with a live preview key."""
-    from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
     from shared.domain.key_wrap import KeyWrapper
-    from shared.tables import Tables
+    from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
+    from shared.storage.tables import Tables
 
     tables = Tables.connect(env["STORAGE_CONNECTION"], env["TABLE_PREFIX"])
     try:

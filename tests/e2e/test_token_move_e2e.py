@@ -16,7 +16,7 @@ from devtools.acs_identity_service import AcsIdentityService
 from devtools.apns_simulator import ApnsSimulator
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
-from shared.devices import device_id_for
+from shared.domain.devices import device_id_for
 from tests.e2e.conftest import LocalApp
 from tests.e2e.test_registry_e2e import KEK, PREVIEW_KEY, Phone, Served
 from tests.local_apns import APP, KEY, simulator_settings

@@ -18,10 +18,10 @@ import pytest
 
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
-from shared.deliveries import CALLS_THREAD, DeliveryRecord, DeliveryState
-from shared.devices import DeviceKind
+from shared.domain.devices import DeviceKind
 from shared.push.pipeline import PushSummary
-from shared.tables import round_trips
+from shared.storage.deliveries import CALLS_THREAD, DeliveryRecord, DeliveryState
+from shared.storage.tables import round_trips
 from shared.usecases.calls import handle_call_event
 from shared.wiring import Container
 from tests.local_apns import APP, KEY, sandbox_device, simulator_settings, token

@@ -19,9 +19,9 @@ import pytest
 from devtools.apns_simulator import ApnsSimulator, Fault, RequestRecord
 from devtools.azurite import Azurite
 from shared.apns.notification import Environment
-from shared.deliveries import DeliveryState
 from shared.push.pipeline import PushSummary
-from shared.tables import round_trips
+from shared.storage.deliveries import DeliveryState
+from shared.storage.tables import round_trips
 from shared.usecases.chat import handle_chat_event
 from shared.wiring import Container
 from tests.local_apns import (

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devtools.azurite import Azurite
-from shared.deliveries import (
+from shared.storage.deliveries import (
     LEGACY_MUTE_ROW,
     DeliveryKey,
     DeliveryKind,
@@ -19,7 +19,7 @@ from shared.deliveries import (
     TableDeliveryStore,
     partition_key,
 )
-from shared.tables import Tables
+from shared.storage.tables import Tables
 
 pytestmark = pytest.mark.integration
 

@@ -14,23 +14,16 @@ import pytest
 
 from devtools.azurite import Azurite
 from shared.apns.notification import Environment
-from shared.devices import (
-    DEVICES_TABLE,
-    OWNERS_TABLE,
-    Device,
-    DeviceKind,
-    DeviceStore,
-    RegistrationOutcome,
-    device_id_for,
-)
+from shared.domain.devices import Device, DeviceKind, device_id_for
 from shared.domain.key_wrap import KeyWrapper
-from shared.renewal_schedule import (
+from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore, RegistrationOutcome
+from shared.storage.renewal_schedule import (
     RENEWALS_TABLE,
     ScheduleEntry,
     TableRenewalSchedule,
     bucket_for,
 )
-from shared.tables import Tables, round_trips
+from shared.storage.tables import Tables, round_trips
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
 from devtools.localhost.catalog import app_functions
 from shared import wiring
-from shared.devices import device_id_for
-from shared.tables import round_trips
+from shared.domain.devices import device_id_for
+from shared.storage.tables import round_trips
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 
 from devtools.azurite import Azurite
 from shared.edges.auth import AuthSource, Caller
-from shared.identities import TABLE, TableIdentityStore
-from shared.tables import Tables
+from shared.storage.identities import TABLE, TableIdentityStore
+from shared.storage.tables import Tables
 from shared.usecases.access_tokens import acs_user_for
 from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools.azurite import Azurite
-from shared.inbox import (
+from shared.storage.inbox import (
     CHUNK_CHARS,
     EMPTY,
     INBOX_ROW,
@@ -20,7 +20,7 @@ from shared.inbox import (
     change_inbox,
     encode_inbox,
 )
-from shared.tables import Tables, encode_key
+from shared.storage.tables import Tables, encode_key
 from tests.unit.chat_fakes import FakeInbox
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,12 @@ from devtools.azurite import Azurite
 from devtools.localhost.catalog import app_functions
 from devtools.localhost.timers import timer_request
 from shared import wiring
-from shared.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore, device_id_for
+from shared.domain.devices import device_id_for
 from shared.domain.key_wrap import KeyWrapper
-from shared.registry_purge import DAYS_TABLE, TableDeviceDays, day_key, purge_stale_devices
-from shared.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
-from shared.tables import Tables, round_trips
+from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
+from shared.storage.registry_purge import DAYS_TABLE, TableDeviceDays, day_key, purge_stale_devices
+from shared.storage.renewal_schedule import RENEWALS_TABLE, TableRenewalSchedule
+from shared.storage.tables import Tables, round_trips
 from shared.usecases.registration import RegistrationRules, register_device
 
 pytestmark = pytest.mark.integration

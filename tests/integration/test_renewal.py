@@ -26,10 +26,10 @@ from devtools.apns_simulator import ApnsSimulator, RequestRecord
 from devtools.azurite import Azurite
 from devtools.localhost import HostOptions, LocalHost, QueueOptions, import_app
 from devtools.settings_doc import defaults
-from shared.devices import device_id_for
-from shared.renewal_schedule import ScheduleEntry, bucket_for, bucket_start
-from shared.renewal_sweeps import ShardReport
-from shared.tables import round_trips
+from shared.domain.devices import device_id_for
+from shared.storage.renewal_schedule import ScheduleEntry, bucket_for, bucket_start
+from shared.storage.renewal_sweeps import ShardReport
+from shared.storage.tables import round_trips
 from shared.usecases.registration import register_device
 from shared.usecases.renewal import SweepResult, parse_shard, renew_shard, run_sweep
 from shared.wiring import Container

@@ -1,4 +1,4 @@
-"""shared.table_client against Azurite, and beside the azure-data-tables SDK on the same rows.
+"""shared.storage.table_client against Azurite, and beside azure-data-tables on the same rows.
 
 Azurite checks Shared Key signatures and answers with the service's formats, so a wrong escape,
 signature, annotation or multipart layout fails here. What each client writes the other reads
@@ -16,8 +16,8 @@ from azure.data.tables import EdmType, EntityProperty
 from azure.data.tables.aio import TableServiceClient
 
 from devtools.azurite import ACCOUNT, Azurite, free_port
-from shared import tables
-from shared.table_client import ClientOptions, SharedKey, TableClient, TableService
+from shared.storage import tables
+from shared.storage.table_client import ClientOptions, SharedKey, TableClient, TableService
 
 pytestmark = pytest.mark.integration
 

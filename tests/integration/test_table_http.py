@@ -1,5 +1,5 @@
-"""shared.table_http over real sockets: TLS with certificate checks, chunked and sized answers,
-keep-alive, and a server that hangs up, against an aiohttp web server on 127.0.0.1."""
+"""shared.storage.table_http over real sockets: TLS with certificate checks, chunked and sized
+answers, keep-alive, and a server that hangs up, against an aiohttp web server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from devtools.pki import issue_ca, issue_leaf, pem_key, subject_name
-from shared.table_http import HttpClient, NoAnswerError
+from shared.storage.table_http import HttpClient, NoAnswerError
 
 pytestmark = pytest.mark.integration
 

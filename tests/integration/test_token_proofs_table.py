@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devtools.azurite import Azurite
-from shared.tables import Tables
-from shared.token_proofs import PROOFS_TABLE, TableProofStore
+from shared.storage.tables import Tables
+from shared.storage.token_proofs import PROOFS_TABLE, TableProofStore
 from shared.usecases.token_proof import Challenge, code_hash
 
 pytestmark = pytest.mark.integration

@@ -192,16 +192,10 @@ async def store_devices(
 ) -> None:
     """Store (user rawId, token, with a live preview key) devices as registration would."""
     from shared.apns.notification import Environment
-    from shared.devices import (
-        DEVICES_TABLE,
-        OWNERS_TABLE,
-        Device,
-        DeviceKind,
-        DeviceStore,
-        device_id_for,
-    )
+    from shared.domain.devices import Device, DeviceKind, device_id_for
     from shared.domain.key_wrap import KeyWrapper
-    from shared.tables import Tables
+    from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore
+    from shared.storage.tables import Tables
 
     tables = Tables.connect(env["STORAGE_CONNECTION"], env["TABLE_PREFIX"])
     try:

@@ -37,7 +37,7 @@ from devtools.acs_identity_service import AcsIdentityService
 from devtools.apns_simulator import ApnsSimulator, Fault
 from devtools.azurite import Azurite
 from devtools.dev_identity_provider import DevIdentityProvider
-from shared.tables import encode_key
+from shared.storage.tables import encode_key
 from tests.reliability.conftest import (
     APP,
     EG_HEADERS,

@@ -44,7 +44,7 @@ from shared.edges.auth import Authenticator, AuthError, AuthUnavailableError
 from shared.edges.http_api import read_json_body, status_of
 from shared.errors import RefusalError
 from shared.settings import PreviewMode, load_settings
-from shared.tables import decode_key, encode_key
+from shared.storage.tables import decode_key, encode_key
 from shared.usecases.registration import InvalidFieldError, parse_device_request
 from tests.reliability.conftest import sample_event
 

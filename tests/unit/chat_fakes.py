@@ -20,7 +20,9 @@ from typing import Any
 from shared.apns.errors import ApnsError
 from shared.apns.notification import Environment, Notification
 from shared.apns.response import PushResult, Reason
-from shared.deliveries import (
+from shared.domain.devices import Device, DeviceKind, device_id_for
+from shared.settings import Settings, load_settings
+from shared.storage.deliveries import (
     ClaimSet,
     ClaimVerdict,
     DeliveryKey,
@@ -32,9 +34,7 @@ from shared.deliveries import (
     new_claim,
     verdict,
 )
-from shared.devices import Device, DeviceKind, device_id_for
-from shared.inbox import EMPTY, Inbox, InboxSnapshot, decode_inbox, encode_inbox
-from shared.settings import Settings, load_settings
+from shared.storage.inbox import EMPTY, Inbox, InboxSnapshot, decode_inbox, encode_inbox
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,13 +14,13 @@ import pytest
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import PushType
 from shared.apns.response import Reason
-from shared.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, DeliveryState
-from shared.devices import DeviceKind
+from shared.domain.devices import DeviceKind
 from shared.domain.events import IncomingCallEvent, parse_event
 from shared.domain.quiet_hours import parse_quiet_hours
-from shared.inbox import Preferences, change_inbox
 from shared.push.pipeline import PushSummary
 from shared.settings import Settings
+from shared.storage.deliveries import CALLS_THREAD, DeliveryKind, DeliveryRecord, DeliveryState
+from shared.storage.inbox import Preferences, change_inbox
 from shared.usecases.calls import (
     GIVEN_UP,
     QUIET,

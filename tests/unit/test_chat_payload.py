@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from shared.apns.errors import NotificationError
 from shared.apns.notification import Environment, Notification, Priority, PushType
-from shared.devices import Device, DeviceKind
 from shared.domain.chat_payload import (
     ELLIPSIS,
     ChatPayloadOptions,
@@ -29,6 +28,7 @@ from shared.domain.chat_payload import (
     shorten_to_fit,
     withdraw_notification,
 )
+from shared.domain.devices import Device, DeviceKind
 from shared.domain.events import ChatMessageEvent, IncomingCallEvent, MessageEventKind, parse_event
 from shared.domain.preview_crypto import PreviewKeyError
 from shared.settings import PreviewMode, load_settings

@@ -78,9 +78,9 @@ def test_indexing_the_functions_loads_none_of_them_either(probe: dict[str, list[
 # What the storage side of a first invocation loads: the adapters and a connected lean client.
 STORAGE_PROBE = """
 import json, sys
-from shared import deliveries, devices, identities, registry_purge, renewal_schedule, renewal_sweeps
-from shared import inbox, token_proofs
-from shared.tables import Tables
+from shared.storage import deliveries, devices, identities, registry_purge, renewal_schedule
+from shared.storage import inbox, renewal_sweeps, token_proofs
+from shared.storage.tables import Tables
 
 tables = Tables.connect("UseDevelopmentStorage=true", "probe")
 print(json.dumps(sorted(sys.modules)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.deliveries import (
+from shared.storage.deliveries import (
     MAX_PART_UNITS,
     ClaimVerdict,
     DeliveryKey,
@@ -31,7 +31,7 @@ from shared.deliveries import (
     tombstone_row,
     verdict,
 )
-from shared.tables import key_fits
+from shared.storage.tables import key_fits
 
 pytestmark = pytest.mark.unit
 

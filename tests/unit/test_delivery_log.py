@@ -6,11 +6,17 @@ from datetime import timedelta
 
 import pytest
 
-from shared.deliveries import DeliveryKey, DeliveryKind, DeliveryState, DeviceTarget, Outcome
 from shared.edges.auth import AuthSource, Caller
 from shared.edges.http_api import status_of
 from shared.errors import RefusalError
 from shared.settings import Settings
+from shared.storage.deliveries import (
+    DeliveryKey,
+    DeliveryKind,
+    DeliveryState,
+    DeviceTarget,
+    Outcome,
+)
 from shared.usecases.delivery_log import (
     LogQuery,
     answer_log_request,

@@ -15,7 +15,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 
 from devtools.settings_doc import sample_settings
-from shared.devices import DeviceKind
+from shared.domain.devices import DeviceKind
 from shared.domain.events import EventSource
 from shared.usecases.calls import handle_call_event
 from shared.usecases.chat import handle_chat_event

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.inbox import (
+from shared.storage.inbox import (
     FOREVER,
     IDLE_KEEP,
     MAX_THREAD_PREFERENCES,

@@ -18,8 +18,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 # module -> the shared modules it may import although its layer may not (docs/architecture.md).
 KNOWN_CROSSINGS = {
-    # The Device model still lives beside its Table adapter.
-    "shared.domain.chat_payload": {"shared.devices"},
     # Caller, the result of authentication, still lives with the code that authenticates.
     "shared.usecases.access_tokens": {"shared.edges.auth"},
     "shared.usecases.delivery_log": {"shared.edges.auth"},
@@ -31,8 +29,8 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def shared_imports(path: Path) -> set[str]:
-    """Every shared.* module the file imports, at any depth (lazy imports too)."""
+def imports(path: Path) -> set[str]:
+    """Every module the file imports, at any depth (lazy imports too)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -40,7 +38,12 @@ def shared_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "shared"}
+    return found
+
+
+def shared_imports(path: Path) -> set[str]:
+    """Every shared.* module the file imports."""
+    return {name for name in imports(path) if name.split(".")[0] == "shared"}
 
 
 def modules_in(folder: str) -> dict[str, set[str]]:
@@ -71,3 +74,28 @@ def test_use_cases_and_the_pipeline_never_import_edges_or_the_composition_root()
 def test_apns_imports_nothing_else_of_shared() -> None:
     for module, imports in modules_in("apns").items():
         assert {name for name in imports if not under(name, ("shared.apns",))} == set(), module
+
+
+# What talks to Table Storage itself: the SDK and our lean client (its wire format, its HTTP).
+STORAGE_CLIENTS = (
+    "azure.data.tables",
+    "shared.storage.table_client",
+    "shared.storage.table_http",
+    "shared.storage.table_wire",
+    "shared.storage.tables_sdk",
+)
+
+
+def test_only_storage_imports_the_tables_sdk_or_the_table_client() -> None:
+    outside = [
+        p for p in sorted(SHARED.rglob("*.py")) if "storage" not in p.relative_to(SHARED).parts[:1]
+    ]
+    assert outside
+    for path in outside:
+        reached = {name for name in imports(path) if under(name, STORAGE_CLIENTS)}
+        assert reached == set(), module_name(path)
+
+
+def test_domain_reads_no_storage() -> None:
+    for module, found in modules_in("domain").items():
+        assert {name for name in found if under(name, ("shared.storage",))} == set(), module

@@ -14,12 +14,12 @@ import pytest
 from shared.apns.errors import ApnsUnavailable, CredentialError
 from shared.apns.notification import Environment, PushType
 from shared.apns.response import PushResult, Reason
-from shared.deliveries import DeliveryKind, DeliveryState
-from shared.devices import Device, DeviceKind
+from shared.domain.devices import Device, DeviceKind
 from shared.push.outcomes import ConfigAlarm
 from shared.push.pipeline import PushSummary
 from shared.settings import Settings
-from shared.tables import StorageRejectedError
+from shared.storage.deliveries import DeliveryKind, DeliveryState
+from shared.storage.tables import StorageRejectedError
 from shared.usecases.chat import handle_chat_event
 from tests.unit.chat_fakes import (
     T0,

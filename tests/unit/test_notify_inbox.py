@@ -10,9 +10,10 @@ import pytest
 
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Priority, PushType
-from shared.deliveries import DeliveryKind, DeliveryState
 from shared.domain.quiet_hours import QuietHours, parse_quiet_hours
-from shared.inbox import (
+from shared.push.pipeline import PushSummary
+from shared.storage.deliveries import DeliveryKind, DeliveryState
+from shared.storage.inbox import (
     FOREVER,
     Alerts,
     Inbox,
@@ -20,8 +21,7 @@ from shared.inbox import (
     Preferences,
     change_inbox,
 )
-from shared.push.pipeline import PushSummary
-from shared.tables import StorageUnavailableError
+from shared.storage.tables import StorageUnavailableError
 from tests.unit.chat_fakes import T0, FakeInbox, FakeRegistry, device, sample
 from tests.unit.test_notify import MESSAGE, RECEIVED, THREAD, USER, World, event
 

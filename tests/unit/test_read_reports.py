@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from shared.apns.notification import Priority, PushType
-from shared.devices import DeviceKind
+from shared.domain.devices import DeviceKind
 from shared.edges.http_api import status_of
 from shared.errors import InvalidInputError
-from shared.inbox import Inbox, change_inbox
 from shared.settings import Settings
+from shared.storage.inbox import Inbox, change_inbox
 from shared.usecases.preferences import get_preferences, put_preferences, put_thread_preferences
 from shared.usecases.read_reports import (
     BadgeUpdates,

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from shared.apns.notification import Environment
-from shared.devices import DeviceKind, RegistrationOutcome, device_id_for
+from shared.domain.devices import DeviceKind, device_id_for
 from shared.edges.http_api import status_of
-from shared.renewal_schedule import ScheduleEntry, bucket_for
+from shared.storage.devices import RegistrationOutcome
+from shared.storage.renewal_schedule import ScheduleEntry, bucket_for
 from shared.usecases.registration import (
     DeviceNotFoundError,
     InvalidFieldError,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.devices import device_id_for
+from shared.domain.devices import device_id_for
 from shared.usecases.registration import RegistrationRules, list_devices, register_device
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 

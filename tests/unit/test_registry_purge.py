@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.devices import device_id_for
-from shared.registry_purge import DayEntry, day_key, purge_stale_devices
+from shared.domain.devices import device_id_for
+from shared.storage.registry_purge import DayEntry, day_key, purge_stale_devices
 from shared.usecases.registration import RegistrationRules, register_device
 from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
 from tests.token_fakes import FakeClock

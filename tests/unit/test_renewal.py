@@ -20,10 +20,10 @@ import pytest
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Environment, Notification, Priority, PushType
 from shared.apns.response import PushResult, Reason
-from shared.devices import Device, DeviceKind, device_id_for
+from shared.domain.devices import Device, DeviceKind, device_id_for
 from shared.push.budget import background_budget_allows, next_background_at
-from shared.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
-from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.storage.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
+from shared.storage.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from shared.usecases.registration import RegistrationRules, register_device
 from shared.usecases.renewal import (
     Decision,

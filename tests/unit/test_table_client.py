@@ -1,4 +1,4 @@
-"""shared.table_client without sockets: requests, retries and errors over a scripted session.
+"""shared.storage.table_client without sockets: requests, retries, errors over a scripted session.
 
 The transport fake answers each request with the next scripted answer (a status, headers and
 body, or no answer caused by an exception) and records what was sent. What each request looks
@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shared import tables
-from shared.table_client import (
+from shared.storage import tables
+from shared.storage.table_client import (
     DEVELOPMENT_KEY,
     AppServiceIdentity,
     ClientOptions,
@@ -27,7 +27,7 @@ from shared.table_client import (
     TableService,
     TokenAuth,
 )
-from shared.table_http import HttpAnswer, NoAnswerError
+from shared.storage.table_http import HttpAnswer, NoAnswerError
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""shared.table_http without sockets: answers parsed as bytes arrive, connections kept or dropped.
+"""shared.storage.table_http without sockets: answers parsed as bytes arrive, connections reused.
 
 A scripted transport stands in for the socket: each request written to it is answered with the
 next scripted bytes (or nothing, or a close), delivered to the protocol in pieces.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.table_http import HttpAnswer, HttpClient, NoAnswerError, _Connection
+from shared.storage.table_http import HttpAnswer, HttpClient, NoAnswerError, _Connection
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""shared.table_wire: signing, URLs, values, batches and errors, byte for byte.
+"""shared.storage.table_wire: signing, URLs, values, batches and errors, byte for byte.
 
 Known answers come from outside our code: signatures computed with ``openssl dgst -sha256 -mac
 HMAC`` over strings built by hand from the documented Shared Key rules, and requests the
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import table_wire as wire
-from shared.table_client import DEVELOPMENT_KEY, SharedKey
+from shared.storage import table_wire as wire
+from shared.storage.table_client import DEVELOPMENT_KEY, SharedKey
 
 pytestmark = pytest.mark.unit
 
@@ -194,7 +194,7 @@ def test_values_json_cannot_type_are_annotated() -> None:
 
 
 def test_enums_are_stored_as_their_values() -> None:
-    from shared.tables import UpdateMode
+    from shared.storage.tables import UpdateMode
 
     assert json.loads(wire.encode_entity({"mode": UpdateMode.MERGE})) == {"mode": "merge"}
 

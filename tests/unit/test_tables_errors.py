@@ -1,4 +1,4 @@
-"""shared.tables: library errors become ours (with their cause), and both ways to connect."""
+"""shared.storage.tables: library errors become ours (with their cause); both ways to connect."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared import tables
 from shared.errors import TransientError
+from shared.storage import tables
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Key encoding, batching and INT64 helpers of shared.tables (no storage)."""
+"""Key encoding, batching and INT64 helpers of shared.storage.tables (no storage)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from azure.data.tables import EdmType, EntityProperty
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import tables
+from shared.storage import tables
 
 pytestmark = pytest.mark.unit
 

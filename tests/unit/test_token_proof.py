@@ -17,8 +17,9 @@ import pytest
 from shared.apns.errors import ApnsUnavailable
 from shared.apns.notification import Priority, PushType
 from shared.apns.response import Reason
-from shared.devices import RegistrationOutcome, device_id_for
+from shared.domain.devices import device_id_for
 from shared.edges.http_api import status_of
+from shared.storage.devices import RegistrationOutcome
 from shared.usecases.registration import (
     RegisteredDevice,
     RegistrationRules,

@@ -10,7 +10,8 @@ budget that withdraw-on-delete pushes share (:mod:`shared.push.budget`).
 checkpoint through the bucket holding ``now`` (entries are already written at key expiry minus
 ``RENEWAL_LEAD_MINUTES``, so this is every device due before the next sweep), never further back
 than ``RENEWAL_CATCH_UP_HOURS``: buckets missed while the app was down are caught up, bounded.
-The checkpoint (``shared.renewal_sweeps``) is claimed under its ETag with a lease before reading,
+The checkpoint (``shared.storage.renewal_sweeps``) is claimed under its ETag with a lease before
+reading,
 so a timer that fires twice reads nothing the second time. Entries are grouped by device (a
 device due in several buckets is woken once, from its latest entry) and split into JSON shards
 of at most ``RENEWAL_SHARD_SIZE`` devices (fewer when a queue message would be too big), each
@@ -18,7 +19,7 @@ carrying what its entries carry: the queue messages. Buckets that have left the 
 get a purge message. The device table is never scanned.
 
 **Worker** (queue, :func:`renew_shard`). An entry carries what the worker needs
-(:class:`~shared.renewal_schedule.EntryState`: token, topic, environment, budget, and the
+(:class:`~shared.storage.renewal_schedule.EntryState`: token, topic, environment, budget, and the
 device's ETag when that was true), so a device is not read on the common path:
 
 1. decide on the carried state: over budget → a later entry; too many unanswered wakes → mark

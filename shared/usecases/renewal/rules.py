@@ -9,11 +9,17 @@ from typing import Final
 
 from shared.apns.notification import Notification, Priority, PushType
 from shared.apns.payload import background_payload, encode_payload
-from shared.devices import Device, DeviceKind
+from shared.domain.devices import Device, DeviceKind
 from shared.push.budget import BackgroundBudget, spend
 from shared.push.outcomes import OutcomeRules
-from shared.renewal_schedule import BUCKET_MINUTES, EntryState, bucket_for, bucket_start, due_at
 from shared.settings import Settings
+from shared.storage.renewal_schedule import (
+    BUCKET_MINUTES,
+    EntryState,
+    bucket_for,
+    bucket_start,
+    due_at,
+)
 
 BUCKET: Final = timedelta(minutes=BUCKET_MINUTES)
 

@@ -11,7 +11,7 @@ from typing import Final
 
 from shared.apns.notification import Environment
 from shared.errors import InputError
-from shared.renewal_schedule import EntryState, ScheduleEntry, bucket_start
+from shared.storage.renewal_schedule import EntryState, ScheduleEntry, bucket_start
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from shared.renewal_schedule import RenewalSchedule, bucket_for, bucket_start
-from shared.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.storage.renewal_schedule import RenewalSchedule, bucket_for, bucket_start
+from shared.storage.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
 from shared.usecases.renewal.rules import BUCKET, RenewalRules
 from shared.usecases.renewal.shards import Shard, group_entries, split_shards
 
@@ -19,7 +19,7 @@ PURGE_LOOKBACK: Final = timedelta(hours=24)  # how far below the window a purge 
 
 
 class SweepLog(Protocol):
-    """Port: the checkpoint and per-sweep records (``shared.renewal_sweeps.TableSweepLog``)."""
+    """Port: the checkpoint and per-sweep records (``storage.renewal_sweeps.TableSweepLog``)."""
 
     async def checkpoint(self) -> Checkpoint:
         """The checkpoint (empty before the first sweep)."""

@@ -17,13 +17,14 @@ from typing import Final, Protocol, TypeVar
 
 from shared.apns.errors import ApnsError
 from shared.apns.notification import Environment, Notification
-from shared.deliveries import DeliveryState
-from shared.devices import Device, Guarded
+from shared.domain.devices import Device
 from shared.errors import TransientError
 from shared.push.outcomes import Answered, ConfigAlarm, DeviceOutcomes, Settling, settle
 from shared.push.pipeline import Pushers, Route, send_all
-from shared.renewal_schedule import EntryState, RenewalSchedule, ScheduleEntry, bucket_for
-from shared.renewal_sweeps import ShardReport
+from shared.storage.deliveries import DeliveryState
+from shared.storage.devices import Guarded
+from shared.storage.renewal_schedule import EntryState, RenewalSchedule, ScheduleEntry, bucket_for
+from shared.storage.renewal_sweeps import ShardReport
 from shared.usecases.renewal.rules import (
     Decision,
     RenewalRules,
@@ -45,7 +46,7 @@ T = TypeVar("T")
 
 
 class RenewalDevices(DeviceOutcomes, Protocol):
-    """Port: the registry operations renewal needs (``shared.devices.DeviceStore``)."""
+    """Port: the registry operations renewal needs (``shared.storage.devices.DeviceStore``)."""
 
     async def get(self, user_id: str, device_id: str) -> Device | None:
         """One device, or None."""

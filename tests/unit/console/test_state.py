@@ -8,7 +8,7 @@ import pytest
 
 from devtools.console.sources import DeviceRow
 from devtools.console.state import ConsoleState, Rules
-from shared.deliveries import DeliveryRecord
+from shared.storage.deliveries import DeliveryRecord
 
 pytestmark = pytest.mark.unit
 

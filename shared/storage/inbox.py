@@ -30,7 +30,7 @@ it last changed. A thread with nothing unread and no preference is dropped
 :data:`IDLE_KEEP` after its last change, longer than Event Grid retries an event (24 hours at
 most), so a redelivery can never find its marker gone.
 
-Storage errors are :mod:`shared.tables`' (``StorageUnavailableError`` is transient).
+Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any, Final, Protocol
 
 from shared.domain.quiet_hours import QuietHours
 from shared.errors import ConflictError, PushRelayError, TransientError
-from shared.tables import (
+from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
@@ -531,10 +531,10 @@ async def change_inbox(
 
 
 class TableInboxStore:
-    """:class:`InboxStore` on an (already created) :class:`shared.tables.TableClient`.
+    """:class:`InboxStore` on an (already created) :class:`shared.storage.tables.TableClient`.
 
-    Raises :class:`~shared.tables.StorageUnavailableError` when storage does not answer,
-    :class:`~shared.tables.StorageRejectedError` on a request it refuses, and
+    Raises :class:`~shared.storage.tables.StorageUnavailableError` when storage does not answer,
+    :class:`~shared.storage.tables.StorageRejectedError` on a request it refuses, and
     :class:`UnreadableInboxError`.
     """
 

@@ -13,8 +13,9 @@ Keys (one table, three kinds of partition; ``|`` never occurs inside an encoded 
     i|<YYYYMMDD>        m|<user>|<thread>                       purge index: claimed that day
     c|purge             cursor                                  last day purged
 
-Each part is :func:`~shared.tables.encode_key`'d; a part longer than :data:`MAX_PART_UNITS` is
-replaced by ``%h`` and its SHA-256 (``%h`` never starts an encoded part), so a key stays within
+Each part is :func:`~shared.storage.tables.encode_key`'d; a part longer than
+:data:`MAX_PART_UNITS` is replaced by ``%h`` and its SHA-256 (``%h`` never starts an encoded
+part), so a key stays within
 Table Storage's 1 KiB however long an id an event carries: a 2,000-character messageId is logged
 and pushed like any other, not a 400 from storage that Event Grid retries for 24 hours.
 
@@ -29,7 +30,8 @@ with the claims (they carry ``claimedAt``).
   device, which costs a third of the CPU): round trips per event do not grow with the number
   of devices.
 - Whether a thread is muted (left, deleted, or by the user's choice) lives in the user's inbox
-  (:mod:`shared.inbox`); the ``!thread`` rows earlier versions wrote are deleted by the purge.
+  (:mod:`shared.storage.inbox`); the ``!thread`` rows earlier versions wrote are deleted by the
+  purge.
 - Table Storage has no TTL; the purge walks the per-day index partitions (never a full scan),
   deletes the claims older than the retention in each partition named there, then the index
   rows, then moves its cursor. The index names (user, thread) partitions, not messages, and a
@@ -42,7 +44,8 @@ thread is muted: no alert, at most a badge-only update). Claims are created with
 ``create_entity`` semantics (409: someone else has it) and changed with ETag-guarded updates
 (412: someone else changed it).
 
-Storage errors are :mod:`shared.tables`' (``StorageUnavailableError`` is transient: retry later).
+Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient: retry
+later).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from shared.errors import PushRelayError
-from shared.tables import (
+from shared.storage.tables import (
     MAX_BATCH,
     EntityChangedError,
     EntityExistsError,
@@ -453,10 +456,10 @@ def days_to_purge(cursor: date | None, now: datetime, retention: timedelta) -> l
 
 
 class TableDeliveryStore:
-    """:class:`DeliveryStore` on an (already created) :class:`shared.tables.TableClient`.
+    """:class:`DeliveryStore` on an (already created) :class:`shared.storage.tables.TableClient`.
 
-    Raises :class:`~shared.tables.StorageUnavailableError` when storage does not answer,
-    :class:`~shared.tables.StorageRejectedError` on a request it refuses, and
+    Raises :class:`~shared.storage.tables.StorageUnavailableError` when storage does not answer,
+    :class:`~shared.storage.tables.StorageRejectedError` on a request it refuses, and
     :class:`UnreadableRecordError`.
     """
 

@@ -8,7 +8,7 @@ per caller is described in ``shared.usecases.access_tokens``. Every change is co
 the rest (412 means the row changed); conflicts come back as None, never as exceptions.
 
 The row also carries the caller's token-issuing rate bucket (``rateTokens``, ``rateAt``).
-Raises ``shared.tables`` errors (StorageUnavailableError, StorageRejectedError) on outages.
+Raises ``shared.storage.tables`` errors (StorageUnavailableError, StorageRejectedError) on outages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from shared.tables import (
+from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,

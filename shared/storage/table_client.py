@@ -5,7 +5,7 @@ dozen policies), the generated operations layer and its serializers, and costs 2
 the same request made with aiohttp and a Shared Key signature (``bench/storage.py``; the numbers,
 and the SDK trimmed to the policies a request needs, are in ``docs/performance.md``). This client
 builds each request directly: one signature, one request on a kept-alive connection
-(:mod:`shared.table_http`), one JSON parse.
+(:mod:`shared.storage.table_http`), one JSON parse.
 
 - :class:`TableService` is the account (endpoint, credentials, connections, retries);
   :meth:`TableService.table` hands out a :class:`TableClient` per table.
@@ -23,7 +23,7 @@ builds each request directly: one signature, one request on a kept-alive connect
   usually a connection the server closed while idle), then after a jittered back-off. Like the
   SDK's retries, a retried create can meet its own first attempt (409) and a retried
   conditional write its own new ETag (412): callers already treat those as "re-read".
-- Errors are :mod:`shared.tables`' (404 EntityNotFoundError, 409 EntityExistsError, 412
+- Errors are :mod:`shared.storage.tables`' (404 EntityNotFoundError, 409 EntityExistsError, 412
   EntityChangedError, other 4xx StorageRejectedError; no answer, 408/429/5xx after the retries,
   401/403 StorageUnavailableError). Messages name the table, the operation and the service's
   error code, never a key (keys hold user ids). A delete of a missing entity succeeds, as with
@@ -46,8 +46,8 @@ from email.utils import formatdate
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from shared.table_http import HttpAnswer, HttpClient, NoAnswerError
-from shared.table_wire import (
+from shared.storage.table_http import HttpAnswer, HttpClient, NoAnswerError
+from shared.storage.table_wire import (
     API_VERSION,
     JSON_TYPE,
     MAX_BATCH_BYTES,
@@ -68,7 +68,7 @@ from shared.table_wire import (
     signature,
     substitute,
 )
-from shared.tables import (
+from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
@@ -310,7 +310,7 @@ class ClientOptions:
 
 
 class HttpTransport(Protocol):
-    """What the client sends requests on (:class:`shared.table_http.HttpClient`; fakes)."""
+    """What the client sends requests on (:class:`shared.storage.table_http.HttpClient`; fakes)."""
 
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None = None

@@ -10,7 +10,7 @@ No code and no rawId is stored in clear. At most one challenge row per device to
 ever contested, and one moved row per (claimant, previous owner, app); both are small and are
 overwritten in place, never accumulated. Every change of a challenge is conditional
 (``create_entity`` or ``If-Match``): a conflict comes back as None/False, never as an exception.
-Raises ``shared.tables`` errors (StorageUnavailableError, ...) on outages.
+Raises ``shared.storage.tables`` errors (StorageUnavailableError, ...) on outages.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from shared.tables import (
+from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,

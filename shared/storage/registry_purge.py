@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from shared.devices import DeviceKind, DeviceRegistry
-from shared.renewal_schedule import RenewalSchedule, due_at
+from shared.domain.devices import DeviceKind
 from shared.settings import Settings
-from shared.tables import (
+from shared.storage.devices import DeviceRegistry
+from shared.storage.renewal_schedule import RenewalSchedule, due_at
+from shared.storage.tables import (
     EntityNotFoundError,
     TableClient,
     UpdateMode,

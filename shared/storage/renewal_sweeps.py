@@ -15,7 +15,7 @@ rewritten, not doubled). ``~`` sorts after digits, so the cursor never shows up 
 
 The renewal rate of a sweep is ``count(c|<id>) / sum(woken of w|<id>)``: renewals are credited
 per device (an idempotent upsert), so a device read several times after it renewed counts once.
-Storage errors are :mod:`shared.tables`' (``StorageUnavailableError`` is transient).
+Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from shared.tables import (
+from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,

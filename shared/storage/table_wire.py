@@ -1,7 +1,8 @@
 """Table Storage's REST wire format, without I/O: signing, URLs, entities, batches, errors.
 
-Everything :mod:`shared.table_client` puts on the wire or reads from it, as pure functions, so the
-rules can be tested byte by byte. Sources (public): Microsoft's Table service REST reference
+Everything :mod:`shared.storage.table_client` puts on the wire or reads from it, as pure
+functions, so the rules can be tested byte by byte. Sources (public): Microsoft's Table service
+REST reference
 ("Authorize with Shared Key", "Payload format for Table service operations", "Query Entities",
 "Performing entity group transactions", "Table service error codes") and what the
 azure-data-tables SDK (Azure/azure-sdk-for-python, sdk/tables) sends, which works against the

@@ -6,8 +6,9 @@ builds on this module and on the :class:`TableClient` port it defines.
 - :class:`Tables` connects from ``STORAGE_CONNECTION`` (a connection string, e.g. Azurite's, or
   a table endpoint URL reached with the app's managed identity) and hands out table clients that
   share kept-alive connections. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once
-  per process. ``STORAGE_CLIENT`` picks the client: ``lean`` (:mod:`shared.table_client`, ours,
-  the default) or ``sdk`` (azure-data-tables, :mod:`shared.tables_sdk`); both answer the same
+  per process. ``STORAGE_CLIENT`` picks the client: ``lean``
+  (:mod:`shared.storage.table_client`, ours, the default) or ``sdk`` (azure-data-tables,
+  :mod:`shared.storage.tables_sdk`); both answer the same
   calls with the same results and errors.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
   characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
@@ -43,10 +44,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.errors import PushRelayError, TransientError
 from shared.settings import StorageClient
-from shared.table_wire import Edm, Entity, Typed
+from shared.storage.table_wire import Edm, Entity, Typed
 
 if TYPE_CHECKING:
-    from shared.table_client import ClientOptions
+    from shared.storage.table_client import ClientOptions
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class MatchConditions(enum.Enum):
 class TableClient(Protocol):
     """One table: the calls the adapters make, as both clients answer them.
 
-    Entities are read as :class:`~shared.table_wire.Entity` (``.metadata["etag"]``); writes
+    Entities are read as :class:`~shared.storage.table_wire.Entity` (``.metadata["etag"]``); writes
     return ``{"etag": ...}``; a transaction returns one such dict per operation. Raises the
     storage errors of this module.
     """
@@ -421,7 +422,7 @@ class Tables:
             log.info("storage connection string holds a SAS: using the SDK client")
             kind = StorageClient.SDK
         if kind is StorageClient.SDK:
-            from shared.tables_sdk import connect_sdk
+            from shared.storage.tables_sdk import connect_sdk
 
             return cls(connect_sdk(text, on_request=_ROUND_TRIPS.on_request), prefix, kind)
         return cls(_connect_lean(text), prefix, kind)
@@ -453,7 +454,7 @@ class Tables:
 
 def lean_options() -> ClientOptions:
     """The lean client's options: the timeouts, attempts and keep-alive above, counted."""
-    from shared.table_client import ClientOptions
+    from shared.storage.table_client import ClientOptions
 
     return ClientOptions(
         connect_timeout=CONNECT_TIMEOUT,
@@ -465,7 +466,7 @@ def lean_options() -> ClientOptions:
 
 
 def _connect_lean(text: str) -> TableBackend:
-    from shared.table_client import AppServiceIdentity, TableService, TokenAuth, TokenSource
+    from shared.storage.table_client import AppServiceIdentity, TableService, TokenAuth, TokenSource
 
     if _is_url(text):
         source: TokenSource | None = AppServiceIdentity.from_environment(os.environ)

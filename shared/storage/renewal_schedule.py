@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from shared.tables import (
+from shared.storage.tables import (
     EntityNotFoundError,
     TableClient,
     UpdateMode,
@@ -41,7 +41,7 @@ from shared.tables import (
 )
 
 if TYPE_CHECKING:
-    from shared.devices import Device
+    from shared.domain.devices import Device
 
 log = logging.getLogger(__name__)
 

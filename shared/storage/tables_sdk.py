@@ -1,11 +1,11 @@
-"""The azure-data-tables SDK behind the ``shared.tables.TableClient`` port (``STORAGE_CLIENT=sdk``).
+"""azure-data-tables behind the ``shared.storage.tables.TableClient`` port (``STORAGE_CLIENT=sdk``).
 
 The fallback client, and the baseline the storage benchmark measures the lean client against.
 It is what every adapter ran on before the lean client: the SDK's async ``TableClient`` on one
 shared aiohttp transport, 2 retries, the same timeouts and keep-alive. :class:`SdkTable` only
 translates our ``MatchConditions`` into azure-core's and hands entities back as
-:class:`~shared.table_wire.Entity`; values keep the SDK's types (Int64 as ``EntityProperty``,
-datetimes as its datetime subclass), which every adapter reads.
+:class:`~shared.storage.table_wire.Entity`; values keep the SDK's types (Int64 as
+``EntityProperty``, datetimes as its datetime subclass), which every adapter reads.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from azure.data.tables import UpdateMode as SdkMode
 from azure.data.tables.aio import TableClient as SdkTableClient
 from azure.data.tables.aio import TableServiceClient
 
-from shared.table_wire import Entity
-from shared.tables import (
+from shared.storage.table_wire import Entity
+from shared.storage.tables import (
     ATTEMPTS,
     CONNECT_TIMEOUT,
     IDLE_SECONDS,
@@ -40,7 +40,7 @@ _MATCH = {
 
 class _Transport(AioHttpTransport):
     """The SDK's aiohttp transport, closing idle connections before the server does
-    (``shared.tables.IDLE_SECONDS`` says why)."""
+    (``shared.storage.tables.IDLE_SECONDS`` says why)."""
 
     async def open(self) -> None:
         if self.session is None and self._session_owner:
@@ -69,7 +69,7 @@ def _options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SdkTable:
-    """One SDK table client, answering as :class:`shared.tables.TableClient`."""
+    """One SDK table client, answering as :class:`shared.storage.tables.TableClient`."""
 
     def __init__(self, client: SdkTableClient) -> None:
         self._client = client
