@@ -1,5 +1,6 @@
-"""The device registry and renewal schedule on Azurite: ownership, ETags, the 410 guard, batches,
-key encoding, and IDs that try to escape a filter."""
+"""The device registry's and renewal schedule's contract, held by the Azurite adapters (with each
+Table Storage client) and by the fakes the unit tests use: ownership, ETags, the 410 guard,
+batches, key encoding, and IDs that try to escape a filter."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import base64
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +24,9 @@ from shared.storage.renewal_schedule import (
     TableRenewalSchedule,
     bucket_for,
 )
-from shared.storage.tables import Tables, round_trips
+from shared.storage.tables import Tables, encode_key, round_trips
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
 
 pytestmark = pytest.mark.integration
 
@@ -35,35 +38,70 @@ KEK = "k1=" + base64.b64encode(b"\x07" * 32).decode()
 
 
 class Registry:
-    """The store plus raw access to its tables (to check what is really stored)."""
+    """The store and schedule under test, plus what the store really holds (the rows of the
+    tables, or of the fake): the contract below holds for the adapter and the fake alike."""
 
-    def __init__(self, tables: Tables, store: DeviceStore, schedule: TableRenewalSchedule) -> None:
-        self.tables = tables
+    def __init__(
+        self,
+        store: DeviceStore | FakeDeviceStore,
+        schedule: TableRenewalSchedule | FakeRenewalSchedule,
+        tables: Tables | None = None,
+    ) -> None:
         self.store = store
         self.schedule = schedule
+        self._tables = tables
+
+    @property
+    def tables(self) -> Tables:
+        """The adapter's tables (tests of storage details only, skipped for the fake)."""
+        self.adapter_only()
+        assert self._tables is not None
+        return self._tables
+
+    def adapter_only(self) -> None:
+        """Skip for the fake: the test checks how the adapter uses storage (round trips, bytes
+        at rest), which the fake has no counterpart of."""
+        if self._tables is None:
+            pytest.skip("a storage detail of the Table Storage adapter")
 
     async def raw_devices(self) -> list[dict[str, object]]:
+        if isinstance(self.store, FakeDeviceStore):
+            return [asdict(d) for d in self.store.rows.values()]
         table = await self.tables.table(DEVICES_TABLE)
         return [dict(e) async for e in table.list_entities()]
 
     async def owner(self, device_id: str) -> str | None:
+        if isinstance(self.store, FakeDeviceStore):
+            return self.store.owners.get(device_id)
         table = await self.tables.table(OWNERS_TABLE)
         rows = [e async for e in table.list_entities() if e["PartitionKey"] == device_id]
         return str(rows[0]["owner"]) if rows else None
 
+    async def lose_device_row(self, user_id: str, device_id: str) -> None:
+        """Delete a device row but not its owner row, as a crash mid-move leaves them."""
+        if isinstance(self.store, FakeDeviceStore):
+            del self.store.rows[(user_id, device_id)]
+            return
+        table = await self.tables.table(DEVICES_TABLE)
+        await table.delete_entity(encode_key(user_id), encode_key(device_id))
 
-@pytest.fixture
+
+@pytest.fixture(params=["lean", "sdk", "fake"])
 async def registry(
-    azurite: Azurite, table_prefix: str, storage_client: str
+    request: pytest.FixtureRequest, azurite: Azurite, table_prefix: str
 ) -> AsyncIterator[Registry]:
-    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
+    if request.param == "fake":
+        yield Registry(FakeDeviceStore(), FakeRenewalSchedule())
+        return
+    tables = Tables.connect(azurite.connection_string, table_prefix, str(request.param))
     try:
         store = DeviceStore(
             await tables.table(DEVICES_TABLE),
             await tables.table(OWNERS_TABLE),
             KeyWrapper.from_setting(KEK),
         )
-        yield Registry(tables, store, TableRenewalSchedule(await tables.table(RENEWALS_TABLE)))
+        schedule = TableRenewalSchedule(await tables.table(RENEWALS_TABLE))
+        yield Registry(store, schedule, tables)
     finally:
         await tables.aclose()
 
@@ -94,6 +132,7 @@ async def test_a_registered_device_reads_back_whole(registry: Registry) -> None:
 
 
 async def test_the_preview_key_is_stored_encrypted(registry: Registry) -> None:
+    registry.adapter_only()
     await registry.store.register(device())
     (row,) = await registry.raw_devices()
     stored = str(row["previewKey"])
@@ -178,9 +217,7 @@ async def test_a_token_whose_holders_row_is_gone_moves_despite_held_since(
     registry: Registry,
 ) -> None:
     await registry.store.register(device(ALICE))
-    table = await registry.tables.table(DEVICES_TABLE)
-    (row,) = await registry.raw_devices()
-    await table.delete_entity(str(row["PartitionKey"]), str(row["RowKey"]))  # a crash mid-move
+    await registry.lose_device_row(ALICE, device_id_for("a1" * 32))  # a crash mid-move
     result = await registry.store.register(device(BOB), held_since=NOW)
     assert result.outcome is RegistrationOutcome.MOVED
 
@@ -303,6 +340,8 @@ async def test_ids_with_quotes_and_operators_stay_inside_their_partition(
 
 
 async def test_round_trips_of_a_renewal_a_first_registration_and_a_move(registry: Registry) -> None:
+    registry.adapter_only()
+
     async def trips(d: Device) -> int:
         before = round_trips()
         await registry.store.register(d)
@@ -315,8 +354,7 @@ async def test_round_trips_of_a_renewal_a_first_registration_and_a_move(registry
 
 async def test_an_owner_row_left_without_its_device_is_reclaimed(registry: Registry) -> None:
     await registry.store.register(device())
-    devices = await registry.tables.table(DEVICES_TABLE)
-    await devices.delete_entity(ALICE, device_id_for("a1" * 32))
+    await registry.lose_device_row(ALICE, device_id_for("a1" * 32))
     result = await registry.store.register(device())
     assert result.outcome is RegistrationOutcome.CREATED
     assert len(await registry.store.list_for_user(ALICE)) == 1
@@ -328,6 +366,122 @@ async def test_concurrent_first_registrations_of_one_token_make_one_device(
     await asyncio.gather(*(registry.store.register(device()) for _ in range(3)))
     assert len(await registry.raw_devices()) == 1
     assert await registry.owner(device_id_for("a1" * 32)) == ALICE
+
+
+async def test_background_pushes_older_than_the_window_are_forgotten(registry: Registry) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    await registry.store.record_background_push(ALICE, device_id, NOW, renewal=False)
+    later = NOW + timedelta(hours=25)
+    got = await registry.store.record_background_push(ALICE, device_id, later, renewal=False)
+    assert got is not None
+    assert (got.background_sent, got.unanswered_wakes) == ((later,), 0)
+
+
+async def test_a_wake_claimed_under_the_current_etag_is_recorded(registry: Registry) -> None:
+    registered = await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    assert registered.etag is not None
+    sent, wake_at = NOW + timedelta(minutes=1), NOW + timedelta(hours=2)
+    claimed = await registry.store.claim_wake(
+        ALICE,
+        device_id,
+        registered.etag,
+        sent=[sent],
+        unanswered_wakes=1,
+        wake_at=wake_at,
+        wake_sweep="s1",
+    )
+    assert (claimed.etag is not None, claimed.gone) == (True, False)
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert (got.background_sent, got.unanswered_wakes, got.wake_at, got.wake_sweep) == (
+        (sent,),
+        1,
+        wake_at,
+        "s1",
+    )
+    assert got.etag == claimed.etag
+
+
+async def test_a_wake_claimed_under_a_stale_etag_writes_nothing(registry: Registry) -> None:
+    registered = await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    assert registered.etag is not None
+    await registry.store.record_result(ALICE, device_id, "200", bad_token=False, at=NOW)
+    before = await registry.raw_devices()
+    claimed = await registry.store.claim_wake(
+        ALICE,
+        device_id,
+        registered.etag,
+        sent=[NOW],
+        unanswered_wakes=1,
+        wake_at=None,
+        wake_sweep="s1",
+    )
+    assert (claimed.etag, claimed.gone) == (None, False)
+    assert await registry.raw_devices() == before
+
+
+async def test_a_wake_claimed_for_a_removed_device_reports_it_gone(registry: Registry) -> None:
+    registered = await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    assert registered.etag is not None
+    await registry.store.remove(ALICE, device_id)
+    claimed = await registry.store.claim_wake(
+        ALICE,
+        device_id,
+        registered.etag,
+        sent=[NOW],
+        unanswered_wakes=1,
+        wake_at=None,
+        wake_sweep=None,
+    )
+    assert (claimed.etag, claimed.gone) == (None, True)
+    assert await registry.raw_devices() == []
+
+
+async def test_renewal_pushes_replace_each_other_and_read_back_with_the_others(
+    registry: Registry,
+) -> None:
+    await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    pushed = await registry.store.record_background_push(ALICE, device_id, NOW, renewal=False)
+    assert pushed is not None and pushed.etag is not None
+    first, second = NOW + timedelta(minutes=5), NOW + timedelta(minutes=10)
+    claimed = await registry.store.claim_wake(
+        ALICE,
+        device_id,
+        pushed.etag,
+        sent=[first],
+        unanswered_wakes=1,
+        wake_at=None,
+        wake_sweep=None,
+    )
+    assert claimed.etag is not None
+    await registry.store.claim_wake(
+        ALICE,
+        device_id,
+        claimed.etag,
+        sent=[second],
+        unanswered_wakes=2,
+        wake_at=None,
+        wake_sweep=None,
+    )
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None
+    assert (got.background_sent, got.unanswered_wakes) == ((NOW, second), 2)
+
+
+async def test_marking_stale_under_a_stale_etag_writes_nothing(registry: Registry) -> None:
+    registered = await registry.store.register(device())
+    device_id = device_id_for("a1" * 32)
+    assert registered.etag is not None
+    await registry.store.record_result(ALICE, device_id, "200", bad_token=False, at=NOW)
+    assert await registry.store.mark_stale(ALICE, device_id, registered.etag) is False
+    got = await registry.store.get(ALICE, device_id)
+    assert got is not None and got.stale is False
+    assert await registry.store.mark_stale(ALICE, device_id, got.etag) is True
 
 
 # --- renewal schedule -----------------------------------------------------------------------------
@@ -354,6 +508,7 @@ async def test_unschedule_removes_the_entry(registry: Registry) -> None:
 async def test_removing_250_entries_of_one_bucket_takes_one_transaction_per_100_per_partition(
     registry: Registry,
 ) -> None:
+    registry.adapter_only()
     bucket = bucket_for(NOW)
     entries = [ScheduleEntry(bucket, f"8:acs:user{i:03}", f"{i:064x}") for i in range(250)]
     for e in entries:

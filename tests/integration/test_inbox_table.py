@@ -21,7 +21,7 @@ from shared.storage.inbox import (
     encode_inbox,
 )
 from shared.storage.tables import Tables, encode_key
-from tests.unit.chat_fakes import FakeInbox
+from tests.fakes.inbox import FakeInbox
 
 pytestmark = pytest.mark.integration
 

@@ -29,16 +29,10 @@ from shared.usecases.calls import (
     send_budget,
     worth_retrying,
 )
-from tests.unit.chat_fakes import (
-    Clock,
-    FakeApns,
-    FakeDeliveries,
-    FakeInbox,
-    FakeRegistry,
-    device,
-    sample,
-    settings,
-)
+from tests.fakes.deliveries import FakeDeliveries
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.inbox import FakeInbox
+from tests.unit.chat_fakes import Clock, FakeApns, device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -57,8 +51,8 @@ CP = "b3BhcXVlLWNhbGwtY29udGV4dC1mb3ItdGhlLWNhbGxpbmctc2RrLzAxMjM0NTY3ODk="
 class World:
     """The callee's two VoIP phones and one alert-only device; the call rang 2 s ago."""
 
-    registry: FakeRegistry = field(
-        default_factory=lambda: FakeRegistry(
+    registry: FakeDeviceStore = field(
+        default_factory=lambda: FakeDeviceStore(
             device(CALLEE, 1, kind=DeviceKind.VOIP),
             device(CALLEE, 2, kind=DeviceKind.VOIP),
             device(CALLEE, 3),
@@ -386,7 +380,7 @@ def test_call_age_is_measured_from_the_event_time() -> None:
 
 
 async def test_device_of_an_app_without_credentials_fails_without_retry(world: World) -> None:
-    world.registry = FakeRegistry(device(CALLEE, 5, kind=DeviceKind.VOIP, topic="com.example.x"))
+    world.registry = FakeDeviceStore(device(CALLEE, 5, kind=DeviceKind.VOIP, topic="com.example.x"))
     summary = await world.handle(CALL)
     assert (summary.failed, summary.retry_needed) == (1, False)
 
@@ -401,7 +395,7 @@ async def test_phone_callee_is_acknowledged_without_a_push(world: World, schema:
 
 
 async def test_callee_without_voip_devices_is_acknowledged(world: World) -> None:
-    world.registry = FakeRegistry(device(CALLEE, 3))
+    world.registry = FakeDeviceStore(device(CALLEE, 3))
     assert await world.handle(CALL) == PushSummary(note="no devices")
 
 

@@ -24,7 +24,8 @@ from shared.usecases.delivery_log import (
     parse_query,
     purge_deliveries,
 )
-from tests.unit.chat_fakes import T0, Clock, FakeDeliveries, settings
+from tests.fakes.deliveries import FakeDeliveries
+from tests.unit.chat_fakes import T0, Clock, settings
 
 pytestmark = pytest.mark.unit
 

@@ -19,16 +19,10 @@ from shared.domain.devices import DeviceKind
 from shared.domain.events import EventSource
 from shared.usecases.calls import handle_call_event
 from shared.usecases.chat import handle_chat_event
-from tests.unit.chat_fakes import (
-    Clock,
-    FakeApns,
-    FakeDeliveries,
-    FakeInbox,
-    FakeRegistry,
-    device,
-    sample,
-    settings,
-)
+from tests.fakes.deliveries import FakeDeliveries
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.inbox import FakeInbox
+from tests.unit.chat_fakes import Clock, FakeApns, device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +83,7 @@ async def test_a_chat_event_of_another_resource_pushes_nobody(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     user = RECEIVED["data"]["recipientCommunicationIdentifier"]["rawId"]
-    apns, registry = FakeApns(), FakeRegistry(device(user, 1))
+    apns, registry = FakeApns(), FakeDeviceStore(device(user, 1))
     forged = as_trigger_input(copy.deepcopy(RECEIVED) | {"topic": THEIRS})
     summary = await handle_chat_event(
         forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
@@ -101,7 +95,7 @@ async def test_a_chat_event_of_another_resource_pushes_nobody(
 
 async def test_a_chat_event_of_ours_still_pushes() -> None:
     user = RECEIVED["data"]["recipientCommunicationIdentifier"]["rawId"]
-    apns, registry = FakeApns(), FakeRegistry(device(user, 1))
+    apns, registry = FakeApns(), FakeDeviceStore(device(user, 1))
     summary = await handle_chat_event(
         as_trigger_input(RECEIVED), devices=registry, deliveries=FakeDeliveries(),
         inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=Clock(),
@@ -113,7 +107,7 @@ async def test_a_chat_event_of_ours_still_pushes() -> None:
 async def test_a_call_of_another_resource_rings_nobody() -> None:
     callee = CALL["data"]["to"]["rawId"]
     apns = FakeApns()
-    registry = FakeRegistry(device(callee, 1, kind=DeviceKind.VOIP))
+    registry = FakeDeviceStore(device(callee, 1, kind=DeviceKind.VOIP))
     forged = as_trigger_input(copy.deepcopy(CALL) | {"topic": THEIRS})
     ringing = Clock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
     summary = await handle_call_event(

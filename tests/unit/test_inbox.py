@@ -31,7 +31,7 @@ from shared.storage.inbox import (
     fit_inbox,
     message_order,
 )
-from tests.unit.chat_fakes import FakeInbox
+from tests.fakes.inbox import FakeInbox
 
 pytestmark = pytest.mark.unit
 

@@ -21,17 +21,10 @@ from shared.settings import Settings
 from shared.storage.deliveries import DeliveryKind, DeliveryState
 from shared.storage.tables import StorageRejectedError
 from shared.usecases.chat import handle_chat_event
-from tests.unit.chat_fakes import (
-    T0,
-    Clock,
-    FakeApns,
-    FakeDeliveries,
-    FakeInbox,
-    FakeRegistry,
-    device,
-    sample,
-    settings,
-)
+from tests.fakes.deliveries import FakeDeliveries
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.inbox import FakeInbox
+from tests.unit.chat_fakes import T0, Clock, FakeApns, device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -46,8 +39,8 @@ OTHER_APP = "com.example.other"
 class World:
     """The recipient's two alert devices and one VoIP device, and everything around them."""
 
-    registry: FakeRegistry = field(
-        default_factory=lambda: FakeRegistry(
+    registry: FakeDeviceStore = field(
+        default_factory=lambda: FakeDeviceStore(
             device(USER, 1), device(USER, 2), device(USER, 3, kind=DeviceKind.VOIP)
         )
     )
@@ -140,13 +133,13 @@ async def test_cloud_events_schema_is_pushed_too(world: World) -> None:
 
 async def test_push_goes_to_the_devices_environment(world: World) -> None:
     prod = device(USER, 4, environment=Environment.PRODUCTION)
-    world.registry = FakeRegistry(prod)
+    world.registry = FakeDeviceStore(prod)
     await world.handle(RECEIVED)
     assert [s.environment for s in world.apns.sent] == [Environment.PRODUCTION]
 
 
 async def test_each_device_is_pushed_with_its_apps_credentials(world: World) -> None:
-    world.registry = FakeRegistry(device(USER, 1), device(USER, 5, topic=OTHER_APP))
+    world.registry = FakeDeviceStore(device(USER, 1), device(USER, 5, topic=OTHER_APP))
     await world.handle(RECEIVED)
     assert [s.notification.topic for s in world.other_app.sent] == [OTHER_APP]
 
@@ -172,7 +165,7 @@ async def test_sends_share_the_retry_budget(world: World) -> None:
 
 
 async def test_recipient_without_devices_is_acknowledged(world: World) -> None:
-    world.registry = FakeRegistry()
+    world.registry = FakeDeviceStore()
     assert await world.handle(RECEIVED) == PushSummary(note="no devices")
 
 
@@ -286,13 +279,13 @@ async def test_deleted_push_counts_against_the_background_budget(world: World) -
 
 async def test_deleted_push_over_the_background_budget_is_skipped(world: World) -> None:
     spent = (T0 - timedelta(minutes=50), T0 - timedelta(minutes=25))
-    world.registry = FakeRegistry(device(USER, 1, background_sent=spent))
+    world.registry = FakeDeviceStore(device(USER, 1, background_sent=spent))
     await world.handle(sample("chat_message_deleted.eventgrid.json"))
     assert (world.apns.sent, world.states(DeliveryKind.DELETED)) == ([], [DeliveryState.SKIPPED])
 
 
 async def test_deleted_push_too_soon_after_another_is_skipped(world: World) -> None:
-    world.registry = FakeRegistry(device(USER, 1, background_sent=(T0 - timedelta(minutes=5),)))
+    world.registry = FakeDeviceStore(device(USER, 1, background_sent=(T0 - timedelta(minutes=5),)))
     await world.handle(sample("chat_message_deleted.eventgrid.json"))
     assert world.apns.sent == []
 
@@ -328,7 +321,7 @@ async def test_expired_token_device_is_removed(world: World) -> None:
 
 
 async def test_device_registered_again_after_the_410_is_kept(world: World) -> None:
-    world.registry = FakeRegistry(device(USER, 1, registered_at=T0))
+    world.registry = FakeDeviceStore(device(USER, 1, registered_at=T0))
     world.apns.answer(
         world.token(1), 410, Reason.UNREGISTERED, unregistered_at=T0 - timedelta(hours=1)
     )
@@ -372,7 +365,7 @@ async def test_device_token_not_for_topic_is_recorded(world: World) -> None:
 
 
 async def test_success_after_a_bad_token_resets_the_count(world: World) -> None:
-    world.registry = FakeRegistry(device(USER, 1, bad_token_count=2))
+    world.registry = FakeDeviceStore(device(USER, 1, bad_token_count=2))
     await world.handle(RECEIVED)
     assert world.devices()[0].bad_token_count == 0
 
@@ -383,7 +376,7 @@ async def test_many_devices_of_one_user_failing_together_are_dead_devices(world:
     world.settings = settings(
         config_error_threshold=3, bad_token_remove_after=1, max_devices_per_user=30
     )
-    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)))
+    world.registry = FakeDeviceStore(*(device(USER, n) for n in range(1, 21)))
     for n in range(1, 21):
         world.apns.answer(world.token(n), 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
@@ -396,7 +389,7 @@ async def test_one_users_fake_tokens_do_not_shield_another_users_dead_token(worl
     )
     world.alarm = ConfigAlarm(threshold=3, clock=world.clock)
     other = "8:acs:res_other"
-    world.registry = FakeRegistry(*(device(USER, n) for n in range(1, 21)), device(other, 21))
+    world.registry = FakeDeviceStore(*(device(USER, n) for n in range(1, 21)), device(other, 21))
     for n in range(1, 22):
         world.apns.answer(device(USER, n).token, 400, Reason.BAD_DEVICE_TOKEN)
     await world.handle(RECEIVED)
@@ -409,7 +402,7 @@ async def test_app_wide_failure_across_recipients_deletes_nothing(world: World) 
     world.settings = settings(config_error_threshold=3, bad_token_remove_after=1)
     world.alarm = ConfigAlarm(threshold=3, clock=world.clock)
     others = [f"8:acs:res_{n}" for n in range(3)]
-    world.registry = FakeRegistry(*(device(u, n) for n, u in enumerate(others, start=1)))
+    world.registry = FakeDeviceStore(*(device(u, n) for n, u in enumerate(others, start=1)))
     for n in range(1, 4):
         world.apns.answer(device(USER, n).token, 400, Reason.BAD_DEVICE_TOKEN)
     for u in others:
@@ -504,7 +497,7 @@ async def test_rejected_request_is_not_retried(world: World) -> None:
 
 
 async def test_device_of_an_app_without_credentials_fails_without_retry(world: World) -> None:
-    world.registry = FakeRegistry(device(USER, 1, topic="com.example.unknown"))
+    world.registry = FakeDeviceStore(device(USER, 1, topic="com.example.unknown"))
     summary = await world.handle(RECEIVED)
     assert (summary.failed, summary.retry_needed, world.apns.sent) == (1, False, [])
 
@@ -604,7 +597,7 @@ async def test_a_user_with_more_devices_than_the_limit_gets_only_the_freshest_pu
 ) -> None:
     """Rows from before MAX_DEVICES_PER_USER, or a registration race, never widen a fan-out."""
     world.settings = settings(max_devices_per_user=3)
-    world.registry = FakeRegistry(
+    world.registry = FakeDeviceStore(
         *(device(USER, n, registered_at=T0 - timedelta(hours=40 - n)) for n in range(1, 31))
     )
     await world.handle(RECEIVED)
@@ -658,15 +651,16 @@ async def test_an_edit_of_another_message_is_not_stopped_by_a_tombstone(world: W
 async def test_a_left_thread_says_so_in_the_delivery_log(world: World) -> None:
     await world.handle(sample("chat_participant_removed_from_thread_with_user.eventgrid.json"))
     await world.handle(RECEIVED)
-    assert details(world, DeliveryKind.RECEIVED) == [
-        "the recipient left the thread (or it was deleted)"
-    ] * 2
+    assert (
+        details(world, DeliveryKind.RECEIVED)
+        == ["the recipient left the thread (or it was deleted)"] * 2
+    )
 
 
 async def test_a_message_with_huge_metadata_reaches_every_device(world: World) -> None:
     keyed = [device(USER, n, preview_key=bytes(64), key_expires_at=T0 + timedelta(minutes=30))
              for n in (1, 2)]  # fmt: skip
-    world.registry = FakeRegistry(*keyed)
+    world.registry = FakeDeviceStore(*keyed)
     files = [{"name": f"f{n}.pdf", "url": "https://x.example/" + "u" * 400} for n in range(6)]
     metadata = {"fileSharingMetadata": json.dumps(files)}
     summary = await world.handle(event("chat_message_received.eventgrid.json", metadata=metadata))
@@ -677,7 +671,7 @@ async def test_a_message_with_huge_metadata_reaches_every_device(world: World) -
 async def test_a_push_refused_before_sending_is_not_logged_as_apns_rejecting_it(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world.registry = FakeRegistry(device(USER, 1, topic="com.example.unknown"))
+    world.registry = FakeDeviceStore(device(USER, 1, topic="com.example.unknown"))
     await world.handle(RECEIVED)
     text = caplog.text
     assert "push not sent" in text and "APNs rejected" not in text

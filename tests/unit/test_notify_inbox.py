@@ -22,7 +22,9 @@ from shared.storage.inbox import (
     change_inbox,
 )
 from shared.storage.tables import StorageUnavailableError
-from tests.unit.chat_fakes import T0, FakeInbox, FakeRegistry, device, sample
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.inbox import FakeInbox
+from tests.unit.chat_fakes import T0, device, sample
 from tests.unit.test_notify import MESSAGE, RECEIVED, THREAD, USER, World, event
 
 pytestmark = pytest.mark.unit
@@ -116,7 +118,7 @@ async def test_a_retry_after_a_failed_push_carries_the_same_count(world: World) 
 
 
 async def test_a_recipient_without_devices_is_not_counted(world: World) -> None:
-    world.registry = FakeRegistry()
+    world.registry = FakeDeviceStore()
     await world.handle(RECEIVED)
     assert world.inbox.writes == 0
 
@@ -324,7 +326,7 @@ async def test_quiet_hours_still_deliver_the_alert(world: World) -> None:
 
 async def test_a_second_user_is_counted_apart(world: World) -> None:
     other = "8:acs:res_bob"
-    world.registry = FakeRegistry(device(USER, 1), device(other, 2))
+    world.registry = FakeDeviceStore(device(USER, 1), device(other, 2))
     bob = {"rawId": other, "communicationUser": {"id": other}}
     await world.handle(event(RECEIVED_NAME, recipientCommunicationIdentifier=bob))
     await world.handle(RECEIVED)

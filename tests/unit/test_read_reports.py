@@ -22,7 +22,9 @@ from shared.usecases.read_reports import (
     report_read,
     unread_counts,
 )
-from tests.unit.chat_fakes import T0, Clock, FakeApns, FakeInbox, FakeRegistry, device, settings
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.inbox import FakeInbox
+from tests.unit.chat_fakes import T0, Clock, FakeApns, device, settings
 
 pytestmark = pytest.mark.unit
 
@@ -35,8 +37,8 @@ M = 1_772_366_400_000
 class World:
     """Alice's phone (1), tablet (2) and PushKit token (3), with unread messages in two threads."""
 
-    registry: FakeRegistry = field(
-        default_factory=lambda: FakeRegistry(
+    registry: FakeDeviceStore = field(
+        default_factory=lambda: FakeDeviceStore(
             device(USER, 1), device(USER, 2), device(USER, 3, kind=DeviceKind.VOIP)
         )
     )

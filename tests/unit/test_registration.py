@@ -25,7 +25,8 @@ from shared.usecases.registration import (
     register_device,
     remove_device,
 )
-from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,8 @@ import pytest
 
 from shared.domain.devices import device_id_for
 from shared.usecases.registration import RegistrationRules, list_devices, register_device
-from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
 
 pytestmark = pytest.mark.unit
 

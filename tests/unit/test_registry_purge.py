@@ -13,7 +13,8 @@ import pytest
 from shared.domain.devices import device_id_for
 from shared.storage.registry_purge import DayEntry, day_key, purge_stale_devices
 from shared.usecases.registration import RegistrationRules, register_device
-from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
 from tests.token_fakes import FakeClock
 
 pytestmark = pytest.mark.unit

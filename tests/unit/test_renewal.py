@@ -39,7 +39,8 @@ from shared.usecases.renewal import (
 from shared.usecases.renewal.rules import decide
 from shared.usecases.renewal.shards import MAX_MESSAGE_BYTES, group_entries, split_shards
 from shared.usecases.renewal.sweep import sweep_range
-from tests.registry_fakes import FakeDeviceStore, FakeRenewalSchedule
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
 from tests.unit.chat_fakes import T0, Clock, FakeApns
 
 pytestmark = pytest.mark.unit

@@ -39,7 +39,9 @@ from shared.usecases.token_proof import (
     VoipTokenHeldError,
     code_hash,
 )
-from tests.registry_fakes import FakeDeviceStore, FakeProofStore, FakeRenewalSchedule
+from tests.fakes.devices import FakeDeviceStore
+from tests.fakes.renewal_schedule import FakeRenewalSchedule
+from tests.fakes.token_proofs import FakeProofStore
 from tests.unit.chat_fakes import FakeApns
 
 pytestmark = pytest.mark.unit

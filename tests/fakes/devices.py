@@ -1,11 +1,11 @@
-"""In-memory fakes of the device registry and the renewal schedule.
+"""The device registry (``shared.storage.devices.DeviceStore``) in memory.
 
-``FakeDeviceStore`` follows ``shared.storage.devices.DeviceStore``'s rules: one row per (user,
-device), one owner per token (registering moves it, unless a holder renewed since ``held_since``), a
-renewal keeps the bookkeeping fields, removal is
-per user only, the 410 guard keeps a device renewed after the timestamp. Every call yields to the
-event loop so concurrent callers interleave as they do against storage. Usable by any use-case
-test that needs devices (chat push, renewal, outcomes).
+``FakeDeviceStore`` follows the adapter's rules: one row per (user, device), one owner per token
+(registering moves it, unless a holder renewed since ``held_since``), a renewal keeps the
+bookkeeping fields, removal is per user only, the 410 guard keeps a device renewed after the
+timestamp, every write gives the row a new ETag. Every call yields to the event loop so
+concurrent callers interleave as they do against storage. tests/integration/test_device_store.py
+holds it and the adapter to the same contract.
 """
 
 from __future__ import annotations
@@ -18,19 +18,25 @@ from datetime import datetime, timedelta
 
 from shared.domain.devices import Device
 from shared.storage.devices import BACKGROUND_KEEP, Guarded, Registered, RegistrationOutcome
-from shared.storage.renewal_schedule import EntryState, ScheduleEntry, bucket_for
-from shared.usecases.token_proof import Challenge
 
 
 class FakeDeviceStore:
-    """The devices and tokenowners tables in memory."""
+    """The devices and tokenowners tables in memory, optionally seeded with ``devices`` (each
+    stored as registered: its user owns its token)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *devices: Device) -> None:
         self.rows: dict[tuple[str, str], Device] = {}
         self.owners: dict[str, str] = {}
         self.calls = 0
         self.renewal_sent: dict[tuple[str, str], tuple[datetime, ...]] = {}
         self._etags = itertools.count(1)
+        for seeded in devices:
+            self.owners[seeded.device_id] = seeded.user_id
+            self._put(seeded)
+
+    def of(self, user_id: str) -> list[Device]:
+        """Every device of ``user_id``, read without a storage call (for assertions)."""
+        return [d for (user, _), d in self.rows.items() if user == user_id]
 
     async def _tick(self) -> None:
         self.calls += 1
@@ -80,7 +86,7 @@ class FakeDeviceStore:
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         await self._tick()
-        return [d for (user, _), d in self.rows.items() if user == user_id]
+        return self.of(user_id)
 
     async def get(self, user_id: str, device_id: str) -> Device | None:
         await self._tick()
@@ -181,82 +187,3 @@ class FakeDeviceStore:
             return False
         self._put(replace(device, stale=True))
         return True
-
-
-class FakeRenewalSchedule:
-    """The renewals table in memory: bucket -> set of (user, device)."""
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, set[tuple[str, str]]] = {}
-        self.states: dict[tuple[str, str, str], EntryState | None] = {}
-
-    async def schedule(
-        self, user_id: str, device_id: str, due: datetime, state: EntryState | None = None
-    ) -> None:
-        await asyncio.sleep(0)
-        self._put(ScheduleEntry(bucket_for(due), user_id, device_id, state))
-
-    def _put(self, e: ScheduleEntry) -> None:
-        self.buckets.setdefault(e.bucket, set()).add((e.user_id, e.device_id))
-        self.states[(e.bucket, e.user_id, e.device_id)] = e.state
-
-    async def put_many(self, entries: Sequence[ScheduleEntry]) -> None:
-        await asyncio.sleep(0)
-        for e in entries:
-            self._put(e)
-
-    async def unschedule(self, user_id: str, device_id: str, due: datetime) -> None:
-        await asyncio.sleep(0)
-        self.buckets.get(bucket_for(due), set()).discard((user_id, device_id))
-
-    async def read_due(self, from_bucket: str, to_bucket: str) -> list[ScheduleEntry]:
-        await asyncio.sleep(0)
-        return [
-            ScheduleEntry(bucket, user, device, self.states.get((bucket, user, device)))
-            for bucket in sorted(self.buckets)
-            if from_bucket <= bucket <= to_bucket
-            for user, device in sorted(self.buckets[bucket])
-        ]
-
-    async def remove(self, entries: Sequence[ScheduleEntry]) -> None:
-        await asyncio.sleep(0)
-        for e in entries:
-            self.buckets.get(e.bucket, set()).discard((e.user_id, e.device_id))
-
-    def entries(self) -> list[ScheduleEntry]:
-        """Every entry, in bucket order."""
-        return [
-            ScheduleEntry(bucket, user, device)
-            for bucket in sorted(self.buckets)
-            for user, device in sorted(self.buckets[bucket])
-        ]
-
-
-class FakeProofStore:
-    """The tokenproofs table in memory, with its conditional writes (``storage.token_proofs``)."""
-
-    def __init__(self) -> None:
-        self.challenges: dict[str, Challenge] = {}
-        self.moves: dict[tuple[str, str, str], datetime] = {}
-        self._etags = itertools.count(1)
-
-    async def read(self, device_id: str) -> Challenge | None:
-        await asyncio.sleep(0)
-        return self.challenges.get(device_id)
-
-    async def write(self, challenge: Challenge) -> Challenge | None:
-        await asyncio.sleep(0)
-        stored = self.challenges.get(challenge.device_id)
-        if (stored.etag if stored else None) != challenge.etag:
-            return None
-        written = replace(challenge, etag=f'W/"p{next(self._etags)}"')
-        self.challenges[challenge.device_id] = written
-        return written
-
-    async def note_move(self, claimant: str, previous: str, topic: str, at: datetime) -> None:
-        await asyncio.sleep(0)
-        self.moves[(claimant, previous, topic)] = at
-
-    async def moved_at(self, claimant: str, previous: str, topic: str) -> datetime | None:
-        await asyncio.sleep(0)
-        return self.moves.get((claimant, previous, topic))
