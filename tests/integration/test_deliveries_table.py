@@ -1,4 +1,5 @@
-"""The deliveries table on Azurite: claims, leases, outcomes, the log and the purge."""
+"""The delivery log's contract, held by the Azurite adapter (with each Table Storage client) and
+by the fake the unit tests use: claims, leases, outcomes, the log and the purge."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from shared.storage.deliveries import (
     DeliveryKey,
     DeliveryKind,
     DeliveryState,
+    DeliveryStore,
     DeviceTarget,
     Outcome,
     TableDeliveryStore,
     partition_key,
 )
 from shared.storage.tables import Tables
+from tests.fakes.deliveries import FakeDeliveries
 
 pytestmark = pytest.mark.integration
 
@@ -33,40 +36,50 @@ DELIVERED = Outcome(DeliveryState.DELIVERED, 200, None, "0a0a0a0a-0000-4000-8000
 RELEASED = Outcome(DeliveryState.RELEASED, 503, "ServiceUnavailable", None, 3)
 
 
-@pytest.fixture
+@pytest.fixture(params=["lean", "sdk", "fake"])
 async def store(
-    azurite: Azurite, table_prefix: str, storage_client: str
-) -> AsyncIterator[TableDeliveryStore]:
-    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
+    request: pytest.FixtureRequest, azurite: Azurite, table_prefix: str
+) -> AsyncIterator[DeliveryStore]:
+    if request.param == "fake":
+        yield FakeDeliveries()
+        return
+    tables = Tables.connect(azurite.connection_string, table_prefix, str(request.param))
     try:
         yield TableDeliveryStore(await tables.table("deliveries"))
     finally:
         await tables.aclose()
 
 
-async def claim(store: TableDeliveryStore, now: datetime = NOW, key: DeliveryKey = KEY):
+def adapter(store: DeliveryStore) -> TableDeliveryStore:
+    """The Table Storage adapter; skips for the fake (the test reads or writes raw rows)."""
+    if not isinstance(store, TableDeliveryStore):
+        pytest.skip("raw rows of the Table Storage adapter")
+    return store
+
+
+async def claim(store: DeliveryStore, now: datetime = NOW, key: DeliveryKey = KEY):
     return await store.claim(key, DEVICES, now=now, lease=LEASE, event_id="e1")
 
 
-async def test_first_delivery_claims_every_device(store: TableDeliveryStore) -> None:
+async def test_first_delivery_claims_every_device(store: DeliveryStore) -> None:
     got = await claim(store)
     assert sorted(r.device.device_id for r in got.claimed) == [d.device_id for d in DEVICES]
 
 
-async def test_redelivery_during_the_lease_claims_nothing(store: TableDeliveryStore) -> None:
+async def test_redelivery_during_the_lease_claims_nothing(store: DeliveryStore) -> None:
     await claim(store)
     again = await claim(store, NOW + timedelta(seconds=5))
     assert (len(again.claimed), len(again.in_flight)) == (0, 3)
 
 
-async def test_delivered_devices_are_done_on_redelivery(store: TableDeliveryStore) -> None:
+async def test_delivered_devices_are_done_on_redelivery(store: DeliveryStore) -> None:
     first = await claim(store)
     await store.complete([(r, DELIVERED) for r in first.claimed], NOW)
     again = await claim(store, NOW + timedelta(hours=1))
     assert (len(again.claimed), len(again.done)) == (0, 3)
 
 
-async def test_released_device_is_claimed_again_and_only_it(store: TableDeliveryStore) -> None:
+async def test_released_device_is_claimed_again_and_only_it(store: DeliveryStore) -> None:
     first = await claim(store)
     released, *delivered = first.claimed
     await store.complete([(released, RELEASED)] + [(r, DELIVERED) for r in delivered], NOW)
@@ -76,14 +89,14 @@ async def test_released_device_is_claimed_again_and_only_it(store: TableDelivery
     ]
 
 
-async def test_expired_lease_is_claimed_again(store: TableDeliveryStore) -> None:
+async def test_expired_lease_is_claimed_again(store: DeliveryStore) -> None:
     await claim(store)
     again = await claim(store, NOW + LEASE + timedelta(seconds=1))
     assert len(again.claimed) == 3
 
 
 async def test_outcome_after_a_takeover_does_not_overwrite_the_new_claim(
-    store: TableDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     first = await claim(store)
     late = NOW + LEASE + timedelta(seconds=1)
@@ -95,21 +108,21 @@ async def test_outcome_after_a_takeover_does_not_overwrite_the_new_claim(
 
 
 async def test_concurrent_claims_give_each_device_to_exactly_one(
-    store: TableDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     sets = await asyncio.gather(*(claim(store) for _ in range(6)))
     claimed = [r.device.device_id for s in sets for r in s.claimed]
     assert sorted(claimed) == [d.device_id for d in DEVICES]
 
 
-async def test_an_edit_is_a_new_delivery(store: TableDeliveryStore) -> None:
+async def test_an_edit_is_a_new_delivery(store: DeliveryStore) -> None:
     first = await claim(store)
     await store.complete([(r, DELIVERED) for r in first.claimed], NOW)
     edit = DeliveryKey(USER, THREAD, KEY.message_id, DeliveryKind.EDITED, KEY.version + 5)
     assert len((await claim(store, NOW, edit)).claimed) == 3
 
 
-async def test_history_tells_what_happened_to_the_message(store: TableDeliveryStore) -> None:
+async def test_history_tells_what_happened_to_the_message(store: DeliveryStore) -> None:
     first = await claim(store)
     other = DeliveryKey(USER, THREAD, "999", DeliveryKind.RECEIVED, 999)
     await claim(store, NOW, other)
@@ -120,13 +133,13 @@ async def test_history_tells_what_happened_to_the_message(store: TableDeliverySt
     ]
 
 
-async def test_history_of_another_user_is_empty(store: TableDeliveryStore) -> None:
+async def test_history_of_another_user_is_empty(store: DeliveryStore) -> None:
     await claim(store)
     assert await store.history("8:acs:res_other", THREAD, KEY.message_id) == []
 
 
 async def test_purge_removes_old_records_and_keeps_recent_ones(
-    store: TableDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     old = NOW - timedelta(days=10)
     await claim(store, old)
@@ -137,7 +150,7 @@ async def test_purge_removes_old_records_and_keeps_recent_ones(
     assert len(await store.history(USER, THREAD, "2000")) == 3
 
 
-async def test_purge_keeps_a_later_redelivery_of_an_old_message(store: TableDeliveryStore) -> None:
+async def test_purge_keeps_a_later_redelivery_of_an_old_message(store: DeliveryStore) -> None:
     old = NOW - timedelta(days=10)
     await claim(store, old)
     edit = DeliveryKey(USER, THREAD, KEY.message_id, DeliveryKind.EDITED, KEY.version + 1)
@@ -147,27 +160,28 @@ async def test_purge_keeps_a_later_redelivery_of_an_old_message(store: TableDeli
     assert kinds == {DeliveryKind.EDITED}
 
 
-async def test_second_purge_walks_no_day_twice(store: TableDeliveryStore) -> None:
+async def test_second_purge_walks_no_day_twice(store: DeliveryStore) -> None:
     await store.purge(now=NOW, retention=timedelta(days=7))
     report = await store.purge(now=NOW + timedelta(hours=1), retention=timedelta(days=7))
     assert report.days == 0
 
 
-async def test_purge_removes_the_mute_rows_of_earlier_versions(store: TableDeliveryStore) -> None:
+async def test_purge_removes_the_mute_rows_of_earlier_versions(store: DeliveryStore) -> None:
+    table = adapter(store)._table
     legacy = {"PartitionKey": partition_key(USER, THREAD), "RowKey": LEGACY_MUTE_ROW, "muted": True}
-    await store._table.create_entity(legacy)
+    await table.create_entity(legacy)
     await claim(store, NOW - timedelta(days=10))
     await store.purge(now=NOW, retention=timedelta(days=7))
-    rows = [e async for e in store._table.query_entities(
+    rows = [e async for e in table.query_entities(
         "PartitionKey eq @pk", parameters={"pk": partition_key(USER, THREAD)}
     )]  # fmt: skip
     assert rows == []
 
 
 async def test_purge_reaches_partitions_indexed_by_another_process(
-    store: TableDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
-    other_process = TableDeliveryStore(store._table)
+    other_process = TableDeliveryStore(adapter(store)._table)
     old = NOW - timedelta(days=10)
     await other_process.claim(KEY, DEVICES, now=old, lease=LEASE, event_id="e1")
     report = await store.purge(now=NOW, retention=timedelta(days=7))
@@ -186,7 +200,7 @@ async def test_purge_reaches_partitions_indexed_by_another_process(
     ],
 )
 async def test_ids_over_the_key_limit_are_claimed_and_logged(
-    store: TableDeliveryStore, thread: str, message: str
+    store: DeliveryStore, thread: str, message: str
 ) -> None:
     """Before: Azurite (and Azure) refused the key with a 400, and Event Grid retried for 24 h."""
     key = DeliveryKey(USER, thread, message, DeliveryKind.RECEIVED, 5)
@@ -200,33 +214,33 @@ async def test_ids_over_the_key_limit_are_claimed_and_logged(
     ] * 3
 
 
-async def test_long_ids_that_share_a_prefix_stay_apart(store: TableDeliveryStore) -> None:
+async def test_long_ids_that_share_a_prefix_stay_apart(store: DeliveryStore) -> None:
     a = DeliveryKey(USER, THREAD, "m" * 600 + "a", DeliveryKind.RECEIVED, 5)
     b = DeliveryKey(USER, THREAD, "m" * 600 + "b", DeliveryKind.RECEIVED, 5)
     await claim(store, NOW, a)
     assert len((await claim(store, NOW, b)).claimed) == 3
 
 
-async def test_a_tombstone_is_seen_by_that_message_only(store: TableDeliveryStore) -> None:
+async def test_a_tombstone_is_seen_by_that_message_only(store: DeliveryStore) -> None:
     await store.mark_deleted(USER, THREAD, KEY.message_id, at=NOW, event_id="d1")
     state = await store.message_state(USER, THREAD, KEY.message_id)
     other = await store.message_state(USER, THREAD, "999")
     assert (state.deleted_at, other.deleted_at) == (NOW, None)
 
 
-async def test_the_tombstone_of_a_long_message_id_is_found(store: TableDeliveryStore) -> None:
+async def test_the_tombstone_of_a_long_message_id_is_found(store: DeliveryStore) -> None:
     await store.mark_deleted(USER, THREAD, "m" * 900, at=NOW, event_id="d1")
     state = await store.message_state(USER, THREAD, "m" * 900)
     assert state.deleted_at == NOW
 
 
-async def test_a_tombstone_is_not_a_record_of_the_log(store: TableDeliveryStore) -> None:
+async def test_a_tombstone_is_not_a_record_of_the_log(store: DeliveryStore) -> None:
     await claim(store)
     await store.mark_deleted(USER, THREAD, KEY.message_id, at=NOW, event_id="d1")
     assert len(await store.history(USER, THREAD, KEY.message_id)) == 3
 
 
-async def test_tombstones_are_purged_with_the_claims(store: TableDeliveryStore) -> None:
+async def test_tombstones_are_purged_with_the_claims(store: DeliveryStore) -> None:
     old = NOW - timedelta(days=10)
     await store.mark_deleted(USER, THREAD, KEY.message_id, at=old, event_id="d1")
     await store.purge(now=NOW, retention=timedelta(days=7))
