@@ -20,6 +20,7 @@ from shared.domain.key_wrap import KeyWrapper
 from shared.storage.devices import DEVICES_TABLE, OWNERS_TABLE, DeviceStore, RegistrationOutcome
 from shared.storage.renewal_schedule import (
     RENEWALS_TABLE,
+    EntryState,
     ScheduleEntry,
     TableRenewalSchedule,
     bucket_for,
@@ -538,6 +539,81 @@ async def test_schedule_rows_round_trip_awkward_user_ids(registry: Registry) -> 
     assert await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW)) == [
         ScheduleEntry(bucket_for(NOW), user, "d1")
     ]
+
+
+def state(etag: str, **kw: object) -> EntryState:
+    fields: dict[str, object] = {
+        "token": "a1" * 32,
+        "topic": "com.example.chat",
+        "environment": "sandbox",
+        "etag": etag,
+        "at": NOW,
+        "sent": (NOW - timedelta(minutes=30), NOW),
+        "wakes": 2,
+        "wake_at": NOW,
+        "wake_sweep": "s1",
+        "bad_tokens": 1,
+        "last_result": "400 BadDeviceToken",
+        "last_result_at": NOW,
+    }
+    fields.update(kw)
+    return EntryState(**fields)  # type: ignore[arg-type]
+
+
+async def test_entries_carry_their_state_and_the_last_one_for_a_key_wins(
+    registry: Registry,
+) -> None:
+    bucket = bucket_for(NOW)
+    await registry.schedule.put_many(
+        [
+            ScheduleEntry(bucket, ALICE, "d1", state('W/"1"')),
+            ScheduleEntry(bucket, BOB, "d2"),
+            ScheduleEntry(bucket, ALICE, "d1", state('W/"2"', wake_at=None, wake_sweep=None)),
+        ]
+    )
+    got = {
+        (e.user_id, e.device_id): e.state for e in await registry.schedule.read_due(bucket, bucket)
+    }
+    assert got == {
+        (ALICE, "d1"): state('W/"2"', wake_at=None, wake_sweep=None),
+        (BOB, "d2"): None,
+    }
+
+
+async def test_a_state_reads_back_as_stored(registry: Registry) -> None:
+    await registry.schedule.schedule(ALICE, "d1", NOW, state('W/"1"', last_result="", sent=()))
+    await registry.schedule.schedule(BOB, "d2", NOW, state(""))
+    got = {
+        e.device_id: e.state
+        for e in await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW))
+    }
+    assert got == {"d1": state('W/"1"', last_result=None, sent=()), "d2": None}
+
+
+async def test_rescheduling_without_a_state_drops_the_state(registry: Registry) -> None:
+    await registry.schedule.schedule(ALICE, "d1", NOW, state('W/"1"'))
+    await registry.schedule.schedule(ALICE, "d1", NOW)
+    (entry,) = await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW))
+    assert entry.state is None
+
+
+async def test_a_removed_entry_scheduled_again_carries_only_its_new_state(
+    registry: Registry,
+) -> None:
+    bucket = bucket_for(NOW)
+    await registry.schedule.schedule(ALICE, "d1", NOW, state('W/"1"'))
+    await registry.schedule.remove([ScheduleEntry(bucket, ALICE, "d1")])
+    await registry.schedule.put_many([ScheduleEntry(bucket, ALICE, "d1")])
+    (entry,) = await registry.schedule.read_due(bucket, bucket)
+    assert entry.state is None
+
+
+@pytest.mark.parametrize("bucket", ["202603011203", "2026030112", "soon"])
+async def test_read_due_refuses_text_that_is_not_a_bucket(registry: Registry, bucket: str) -> None:
+    with pytest.raises(ValueError):
+        await registry.schedule.read_due(bucket, "202603011205")
+    with pytest.raises(ValueError):
+        await registry.schedule.read_due("202603011205", bucket)
 
 
 async def test_a_renewal_that_keeps_the_key_leaves_key_and_expiry_as_stored(
