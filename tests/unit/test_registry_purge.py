@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 from shared.domain.devices import device_id_for
 from shared.storage.registry_purge import DayEntry, day_key, purge_stale_devices
 from shared.usecases.registration import RegistrationRules, register_device
+from tests.fakes.device_days import FakeDeviceDays
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.renewal_schedule import FakeRenewalSchedule
 from tests.token_fakes import FakeClock
@@ -28,28 +27,6 @@ RULES = RegistrationRules(
     key_lifetime=timedelta(minutes=45),
     renewal_lead=timedelta(minutes=10),
 )
-
-
-class FakeDeviceDays:
-    """The devicedays table in memory; records which days were read."""
-
-    def __init__(self) -> None:
-        self.rows: set[DayEntry] = set()
-        self.reads: list[str] = []
-
-    async def note(self, user_id: str, device_id: str, now: datetime) -> None:
-        await asyncio.sleep(0)
-        self.rows.add(DayEntry(day_key(now), user_id, device_id))
-
-    async def read_before(self, day: str, limit: int) -> list[DayEntry]:
-        await asyncio.sleep(0)
-        self.reads.append(day)
-        ordered = sorted(self.rows, key=lambda e: (e.day, e.user_id, e.device_id))
-        return [e for e in ordered if e.day < day][:limit]
-
-    async def remove(self, entries: Sequence[DayEntry]) -> None:
-        await asyncio.sleep(0)
-        self.rows.difference_update(entries)
 
 
 class CountingStore(FakeDeviceStore):
