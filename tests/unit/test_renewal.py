@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -23,7 +22,7 @@ from shared.apns.response import PushResult, Reason
 from shared.domain.devices import Device, DeviceKind, device_id_for
 from shared.push.budget import background_budget_allows, next_background_at
 from shared.storage.renewal_schedule import LANES, EntryState, ScheduleEntry, bucket_for
-from shared.storage.renewal_sweeps import Checkpoint, ShardReport, SweepRecord
+from shared.storage.renewal_sweeps import Checkpoint, ShardReport
 from shared.usecases.registration import RegistrationRules, register_device
 from shared.usecases.renewal import (
     Decision,
@@ -41,6 +40,7 @@ from shared.usecases.renewal.shards import MAX_MESSAGE_BYTES, group_entries, spl
 from shared.usecases.renewal.sweep import sweep_range
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.renewal_schedule import FakeRenewalSchedule
+from tests.fakes.renewal_sweeps import FakeSweepLog
 from tests.unit.chat_fakes import T0, Clock, FakeApns
 
 pytestmark = pytest.mark.unit
@@ -64,47 +64,6 @@ REGISTRATION = RegistrationRules(frozenset({APP}), timedelta(minutes=45), RULES.
 
 def token(n: int) -> str:
     return f"{n:02x}" * 32
-
-
-class FakeSweepLog:
-    """The renewalsweeps table in memory: checkpoint under an ETag, records, shards, credits."""
-
-    def __init__(self) -> None:
-        self.cursor: Checkpoint | None = None
-        self.records: dict[str, SweepRecord] = {}
-        self.shards: dict[tuple[str, int], ShardReport] = {}
-        self.credits: dict[str, set[str]] = {}
-        self._etags = itertools.count(1)
-
-    async def checkpoint(self) -> Checkpoint:
-        await asyncio.sleep(0)
-        return self.cursor or Checkpoint()
-
-    async def claim(
-        self, seen: Checkpoint, through: str, lease_until: datetime
-    ) -> Checkpoint | None:
-        await asyncio.sleep(0)
-        if (self.cursor.etag if self.cursor else None) != seen.etag:
-            return None
-        self.cursor = Checkpoint(seen.done, through, lease_until, f"e{next(self._etags)}")
-        return self.cursor
-
-    async def finish(self, claimed: Checkpoint, record: SweepRecord) -> bool:
-        await asyncio.sleep(0)
-        if self.cursor is None or self.cursor.etag != claimed.etag:
-            return False
-        self.cursor = Checkpoint(record.to_bucket, record.to_bucket, record.at, "done")
-        self.records[record.sweep_id] = record
-        return True
-
-    async def record_shard(self, report: ShardReport, renewed: Mapping[str, Sequence[str]]) -> None:
-        await asyncio.sleep(0)
-        self.shards[(report.sweep_id, report.shard)] = report
-        for sweep_id, ids in renewed.items():
-            self.credits.setdefault(sweep_id, set()).update(ids)
-
-    def woken(self, sweep_id: str) -> int:
-        return sum(r.count("woken") for (s, _), r in self.shards.items() if s == sweep_id)
 
 
 @dataclass
