@@ -1,4 +1,5 @@
-"""The identities table on a real Azurite: conditional writes, and one identity per caller."""
+"""The identity store's contract, held by the Azurite adapter (with each Table Storage client) and
+by the fake the unit tests use: conditional writes, and one identity per caller."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from devtools.azurite import Azurite
 from shared.edges.auth import AuthSource, Caller
 from shared.storage.identities import TABLE, TableIdentityStore
 from shared.storage.tables import Tables
-from shared.usecases.access_tokens import acs_user_for
+from shared.usecases.access_tokens import IdentityStore, acs_user_for
+from tests.fakes.identities import FakeIdentityStore
 from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.integration
@@ -21,23 +23,26 @@ ALICE = Caller("https://idp.example", "alice", AuthSource.JWT)
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
+@pytest.fixture(params=["lean", "sdk", "fake"])
 async def store(
-    azurite: Azurite, table_prefix: str, storage_client: str
-) -> AsyncIterator[TableIdentityStore]:
-    tables = Tables.connect(azurite.connection_string, table_prefix, storage_client)
+    request: pytest.FixtureRequest, azurite: Azurite, table_prefix: str
+) -> AsyncIterator[IdentityStore]:
+    if request.param == "fake":
+        yield FakeIdentityStore()
+        return
+    tables = Tables.connect(azurite.connection_string, table_prefix, str(request.param))
     try:
         yield TableIdentityStore(await tables.table(TABLE))
     finally:
         await tables.aclose()
 
 
-async def test_second_reservation_of_a_caller_is_refused(store: TableIdentityStore) -> None:
+async def test_second_reservation_of_a_caller_is_refused(store: IdentityStore) -> None:
     assert await store.reserve(ALICE.key, NOW) is not None
     assert await store.reserve(ALICE.key, NOW) is None
 
 
-async def test_filled_in_row_reads_back_ready(store: TableIdentityStore) -> None:
+async def test_filled_in_row_reads_back_ready(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     await store.fill_in(mine, "8:acs:r_1")
@@ -45,7 +50,7 @@ async def test_filled_in_row_reads_back_ready(store: TableIdentityStore) -> None
     assert row is not None and row.acs_user_id == "8:acs:r_1"
 
 
-async def test_fill_in_after_a_take_over_is_refused(store: TableIdentityStore) -> None:
+async def test_fill_in_after_a_take_over_is_refused(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     theirs = await store.take_over(mine, NOW + timedelta(seconds=61))
@@ -55,14 +60,23 @@ async def test_fill_in_after_a_take_over_is_refused(store: TableIdentityStore) -
     assert row is not None and row.acs_user_id is None
 
 
-async def test_release_removes_an_unchanged_reservation(store: TableIdentityStore) -> None:
+async def test_of_two_take_overs_from_one_read_only_the_first_lands(store: IdentityStore) -> None:
+    mine = await store.reserve(ALICE.key, NOW)
+    assert mine is not None
+    later = NOW + timedelta(seconds=61)
+    assert await store.take_over(mine, later) is not None
+    assert await store.take_over(mine, later) is None
+    assert await store.get("https://idp.example|nobody") is None
+
+
+async def test_release_removes_an_unchanged_reservation(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     await store.release(mine)
     assert await store.get(ALICE.key) is None
 
 
-async def test_release_keeps_a_row_that_changed(store: TableIdentityStore) -> None:
+async def test_release_keeps_a_row_that_changed(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     await store.fill_in(mine, "8:acs:r_1")
@@ -71,7 +85,7 @@ async def test_release_keeps_a_row_that_changed(store: TableIdentityStore) -> No
     assert row is not None and row.acs_user_id == "8:acs:r_1"
 
 
-async def test_rate_bucket_round_trips(store: TableIdentityStore) -> None:
+async def test_rate_bucket_round_trips(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     filled = await store.fill_in(mine, "8:acs:r_1")
@@ -81,7 +95,7 @@ async def test_rate_bucket_round_trips(store: TableIdentityStore) -> None:
     assert row is not None and (row.rate_tokens, row.rate_at) == (2.5, NOW)
 
 
-async def test_stale_rate_write_is_refused(store: TableIdentityStore) -> None:
+async def test_stale_rate_write_is_refused(store: IdentityStore) -> None:
     mine = await store.reserve(ALICE.key, NOW)
     assert mine is not None
     filled = await store.fill_in(mine, "8:acs:r_1")
@@ -90,8 +104,8 @@ async def test_stale_rate_write_is_refused(store: TableIdentityStore) -> None:
     assert await store.save_rate(filled, 1.0, NOW) is None
 
 
-async def test_concurrent_first_calls_on_azurite_yield_one_identity(
-    store: TableIdentityStore,
+async def test_concurrent_first_calls_yield_one_identity(
+    store: IdentityStore,
 ) -> None:
     acs, clock = FakeAcs(), FakeClock(NOW)
     ids = await asyncio.gather(
@@ -102,7 +116,7 @@ async def test_concurrent_first_calls_on_azurite_yield_one_identity(
 
 
 async def test_keys_with_odata_characters_stay_in_their_own_row(
-    store: TableIdentityStore,
+    store: IdentityStore,
 ) -> None:
     odd = Caller("https://idp.example/'or'1'eq'1", "a/b#c?d' or PartitionKey ne '", AuthSource.JWT)
     acs, clock = FakeAcs(), FakeClock(NOW)

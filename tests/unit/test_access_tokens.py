@@ -18,7 +18,8 @@ from shared.usecases.access_tokens import (
     acs_user_for,
     issue_token,
 )
-from tests.token_fakes import FakeAcs, FakeClock, FakeIdentityStore, no_sleep
+from tests.fakes.identities import FakeIdentityStore
+from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.unit
 
