@@ -1,8 +1,8 @@
 """Renewal rules on an injected clock: the budget, the schedule, the sweep and the worker.
 
 Devices are registered through the real registration use case (which writes the schedule), on the
-in-memory registry and schedule of ``tests/registry_fakes.py``; APNs is ``FakeApns``; the sweep
-log is the in-memory one below. Tests assert what was pushed and what the stores hold.
+in-memory registry, schedule and sweep log of ``tests/fakes``; APNs is ``FakeApns``. Tests
+assert what was pushed and what the stores hold.
 """
 
 from __future__ import annotations
