@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from shared.settings import SETTINGS_TABLE
+from shared.settings import LOG_LEVELS, SETTINGS_TABLE
 
 LIBRARY_LOGGERS = ("azure", "httpx", "httpcore", "aiohttp", "h2", "hpack", "urllib3")
 SETTING = "LIBRARY_LOG_LEVEL"
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,11 @@ def _default() -> str:
 def library_log_level(env: Mapping[str, str]) -> int:
     """The level ``LIBRARY_LOG_LEVEL`` names; the default (WARNING) when unset or not a level."""
     raw = (env.get(SETTING) or "").strip().upper() or _default()
-    if raw not in LEVELS:
+    if raw not in LOG_LEVELS:
         # Never fail the import over this: a worker that cannot import the app serves nothing.
-        log.warning("%s=%r is not one of %s; using %s", SETTING, raw, ",".join(LEVELS), _default())
+        log.warning(
+            "%s=%r is not one of %s; using %s", SETTING, raw, ",".join(LOG_LEVELS), _default()
+        )
         raw = _default()
     return logging.getLevelNamesMapping()[raw]
 

@@ -331,6 +331,7 @@ def _kind_name(tp: object) -> str:
 
 SETTINGS_TABLE: Final[tuple[SettingSpec, ...]] = _specs()
 
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # LIBRARY_LOG_LEVEL's
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -378,7 +379,7 @@ def _check(s: Settings) -> None:
             raise SettingsError("setting APNS_APPS must be a JSON list") from None
         if not isinstance(apps, list) or not apps:
             raise SettingsError("setting APNS_APPS must be a non-empty JSON list")
-    if s.library_log_level.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if s.library_log_level.strip().upper() not in LOG_LEVELS:
         raise SettingsError(
             "setting LIBRARY_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )

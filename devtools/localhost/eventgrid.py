@@ -64,9 +64,6 @@ def parse_events(body: bytes) -> list[dict[str, Any]]:
         token = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEventsError(f"body is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        # The Functions host limits JSON depth and answers 400; so do we.
-        raise MalformedEventsError("body is nested too deeply") from exc
     events = token if isinstance(token, list) else [token]
     if not events or not all(isinstance(e, dict) for e in events):
         raise MalformedEventsError("body must be a JSON object or a non-empty array of objects")

@@ -359,7 +359,7 @@ def _easy_auth_caller(principal: str, idp: str | None) -> Caller:
         if nested_deeper_than(text, MAX_JSON_DEPTH):
             raise AuthError("malformed client principal")
         data = json.loads(text)
-    except (binascii.Error, ValueError, RecursionError):
+    except (binascii.Error, ValueError):
         raise AuthError("malformed client principal") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise AuthError("malformed client principal")

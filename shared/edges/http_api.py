@@ -149,8 +149,6 @@ def read_json_body(req: func.HttpRequest, limit: int) -> dict[str, Any]:
         raise InvalidInputError("body is nested too deeply")
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-    except RecursionError:
-        raise InvalidInputError("body is nested too deeply") from None
     except ValueError as exc:
         raise InvalidInputError(f"body is not valid JSON: {_short(exc)}") from None
     if not isinstance(value, dict):
@@ -208,21 +206,21 @@ def _short(exc: ValueError) -> str:
 
 
 def _check_tree(root: object) -> None:
-    """Reject deep nesting and strings that are not Unicode scalar values (lone surrogates)."""
-    stack: list[tuple[object, int]] = [(root, 1)]
+    """Reject strings that are not Unicode scalar values (lone surrogates).
+
+    Depth needs no check here: :func:`nested_deeper_than` refused deep bodies before parsing.
+    """
+    stack: list[object] = [root]
     while stack:
-        node, depth = stack.pop()
+        node = stack.pop()
         if isinstance(node, str):
             _check_text(node)
-            continue
-        if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
-            raise InvalidInputError("body is nested too deeply")
-        if isinstance(node, dict):
+        elif isinstance(node, dict):
             for key, child in node.items():
                 _check_text(key)
-                stack.append((child, depth + 1))
+                stack.append(child)
         elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+            stack.extend(node)
 
 
 def _check_text(text: str) -> None:
