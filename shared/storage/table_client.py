@@ -25,9 +25,9 @@ builds each request directly: one signature, one request on a kept-alive connect
   conditional write its own new ETag (412): callers already treat those as "re-read".
 - Errors are :mod:`shared.storage.tables`' (404 EntityNotFoundError, 409 EntityExistsError, 412
   EntityChangedError, other 4xx StorageRejectedError; no answer, 408/429/5xx after the retries,
-  401/403 StorageUnavailableError). Messages name the table, the operation and the service's
-  error code, never a key (keys hold user ids). A delete of a missing entity succeeds, as with
-  the SDK.
+  401/403, and 409 TableBeingDeleted StorageUnavailableError). Messages name the table, the
+  operation and the service's error code, never a key (keys hold user ids). A delete of a
+  missing entity succeeds, as with the SDK.
 """
 
 from __future__ import annotations
@@ -503,11 +503,19 @@ class TableService:
         await self._auth.aclose()
 
 
+TABLE_BEING_DELETED: Final = "TableBeingDeleted"
+"""409 code of every request to a table deleted less than about a minute ago (Azure only:
+Azurite drops a table at once). The table comes back when deletion ends: an outage, not a
+conflict, so it is StorageUnavailableError and callers retry later."""
+
+
 def failure(status: int, code: str, what: str) -> Exception:
     """Our storage error for an error status (``code`` is the service's error code)."""
     detail = f"{status} {code}".strip()
     if status == 404:
         return EntityNotFoundError(f"{what}: not found ({detail})")
+    if status == 409 and code == TABLE_BEING_DELETED:
+        return StorageUnavailableError(f"{what}: table being deleted, retry later ({detail})")
     if status == 409:
         return EntityExistsError(f"{what}: entity exists ({detail})")
     if status == 412:

@@ -25,7 +25,8 @@ builds on this module and on the :class:`TableClient` port it defines.
       ├── EntityNotFoundError           404 where the entity was required
       ├── StorageRejectedError          any other 4xx: a bug or oversized data; no retry helps
       └── TransientError
-          └── StorageUnavailableError   no answer, a 408/429/5xx, or credentials that failed
+          └── StorageUnavailableError   no answer, a 408/429/5xx, credentials that failed, or
+                                        a table still being deleted (409 TableBeingDeleted)
 
 - :func:`round_trips` counts the HTTP requests sent to storage by this process (retries
   included); benchmarks read it.
@@ -113,6 +114,10 @@ def _from_sdk(what: str, exc: BaseException) -> PushRelayError:
     from azure.core import exceptions as sdk
     from azure.data.tables import TableTransactionError
 
+    code = getattr(exc, "error_code", None)
+    if getattr(code, "value", code) == "TableBeingDeleted":
+        # Azure answers 409 for a minute or so after a table's deletion: an outage of that table.
+        return StorageUnavailableError(f"{what}: table being deleted, retry later (409)")
     if isinstance(exc, sdk.ResourceModifiedError):
         return EntityChangedError(f"{what}: entity changed (412)")
     if isinstance(exc, sdk.ResourceExistsError):

@@ -14,6 +14,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.data.tables import TableErrorCode
 
 from shared.errors import TransientError
 from shared.storage import tables
@@ -21,9 +22,10 @@ from shared.storage import tables
 pytestmark = pytest.mark.unit
 
 
-def http_error(status: int | None) -> HttpResponseError:
+def http_error(status: int | None, code: object = None) -> HttpResponseError:
     error = HttpResponseError(message="refused")
     error.status_code = status
+    error.error_code = code  # the SDK sets it on what it raises
     return error
 
 
@@ -40,6 +42,8 @@ def http_error(status: int | None) -> HttpResponseError:
         (http_error(429), tables.StorageUnavailableError),
         (http_error(None), tables.StorageUnavailableError),
         (http_error(409), tables.EntityExistsError),
+        # The SDK raises a plain HttpResponseError for this code (azure-data-tables _error.py).
+        (http_error(409, TableErrorCode.TABLE_BEING_DELETED), tables.StorageUnavailableError),
         (http_error(412), tables.EntityChangedError),
         (http_error(400), tables.StorageRejectedError),
         (http_error(413), tables.StorageRejectedError),
