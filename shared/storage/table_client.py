@@ -504,9 +504,9 @@ class TableService:
 
 
 TABLE_BEING_DELETED: Final = "TableBeingDeleted"
-"""409 code of every request to a table deleted less than about a minute ago (Azure only:
-Azurite drops a table at once). The table comes back when deletion ends: an outage, not a
-conflict, so it is StorageUnavailableError and callers retry later."""
+"""409 code of every request to a table while Azure deletes it, "at least 40 seconds" by the
+Delete Table reference (Azurite drops a table at once). The name is usable again when deletion
+ends: an outage, not a conflict, so it is StorageUnavailableError and callers retry later."""
 
 
 def failure(status: int, code: str, what: str) -> Exception:

@@ -116,7 +116,7 @@ def _from_sdk(what: str, exc: BaseException) -> PushRelayError:
 
     code = getattr(exc, "error_code", None)
     if getattr(code, "value", code) == "TableBeingDeleted":
-        # Azure answers 409 for a minute or so after a table's deletion: an outage of that table.
+        # Azure answers 409 for 40 s or more after a table's deletion: an outage of that table.
         return StorageUnavailableError(f"{what}: table being deleted, retry later (409)")
     if isinstance(exc, sdk.ResourceModifiedError):
         return EntityChangedError(f"{what}: entity changed (412)")
