@@ -203,12 +203,17 @@ class _ChatPush:
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return PushSummary(note="recipient is not an ACS user")
-        edited = event.kind is MessageEventKind.EDITED
-        listed, snapshot, deleted = await asyncio.gather(
-            fan.devices.list_for_user(event.recipient_id),
-            self._recipient_inbox(),
-            self._tombstoned() if edited else _unknown(),
-        )
+        deleted: bool | None = None
+        if event.kind is MessageEventKind.EDITED:
+            listed, snapshot, deleted = await asyncio.gather(
+                fan.devices.list_for_user(event.recipient_id),
+                self._recipient_inbox(),
+                self._tombstoned(),
+            )
+        else:
+            listed, snapshot = await asyncio.gather(
+                fan.devices.list_for_user(event.recipient_id), self._recipient_inbox()
+            )
         listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
@@ -395,7 +400,3 @@ def _as_muted(outcome: Outcome) -> Outcome:
 
 async def _uncounted() -> Presentation:
     return Presentation(badge=None)
-
-
-async def _unknown() -> bool | None:
-    return None
