@@ -352,7 +352,8 @@ def _deltas(keys: Iterable[int]) -> list[int]:
 def _undelta(values: object) -> tuple[int, ...]:
     if not isinstance(values, list):
         raise TypeError("not a list")
-    keys, last = [], 0
+    keys: list[int] = []
+    last = 0
     for value in values:
         if type(value) is not int:  # bool is an int subclass, and not a key
             raise TypeError("not an integer")

@@ -58,6 +58,7 @@ from shared.domain.events import (
     describe,
     parse_event,
 )
+from shared.overlap import both, result
 from shared.push.budget import BackgroundBudget
 from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
 from shared.push.pipeline import (
@@ -211,9 +212,10 @@ class _ChatPush:
                 self._tombstoned(),
             )
         else:
-            listed, snapshot = await asyncio.gather(
+            found, read = await both(
                 fan.devices.list_for_user(event.recipient_id), self._recipient_inbox()
             )
+            listed, snapshot = result(found), result(read)
         listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
@@ -314,10 +316,9 @@ class _ChatPush:
         counting = (
             _uncounted() if snapshot is None else note_message(self.inbox, event, snapshot, now)
         )
-        shown, claimed = await asyncio.gather(
-            counting, fan.claim(self._key(), alert, now=now, event_id=event.event_id),
-            return_exceptions=True,
-        )  # fmt: skip
+        claimed, shown = await both(
+            fan.claim(self._key(), alert, now=now, event_id=event.event_id), counting
+        )
         if isinstance(shown, BaseException):
             if isinstance(claimed, Claimed) and claimed.mine:
                 released = Outcome(DeliveryState.RELEASED, detail="counting failed: released")
