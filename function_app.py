@@ -24,13 +24,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 @app.event_grid_trigger(arg_name="event")
 async def on_chat_event(event: func.EventGridEvent) -> None:
     """An ACS chat event: one push per device of its recipient; raises so Event Grid redelivers."""
+    from shared.edges.event_grid import event_json
     from shared.push.pipeline import PushIncompleteError
     from shared.usecases.chat import handle_chat_event
     from shared.wiring import container, utc_now
 
     c = container()
     summary = await handle_chat_event(
-        event,
+        event_json(event),
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
         inbox=await c.inbox(),
@@ -48,13 +49,14 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
 @app.event_grid_trigger(arg_name="event")
 async def on_call_event(event: func.EventGridEvent) -> None:
     """An ACS IncomingCall: a VoIP push to each of the callee's PushKit devices while it rings."""
+    from shared.edges.event_grid import event_json
     from shared.push.pipeline import PushIncompleteError
     from shared.usecases.calls import handle_call_event
     from shared.wiring import container, utc_now
 
     c = container()
     summary = await handle_call_event(
-        event,
+        event_json(event),
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
         inbox=await c.inbox(),

@@ -17,6 +17,7 @@ from azure.functions.meta import Datum
 from devtools.settings_doc import sample_settings
 from shared.domain.devices import DeviceKind
 from shared.domain.events import EventSource
+from shared.edges.event_grid import event_json
 from shared.usecases.calls import handle_call_event
 from shared.usecases.chat import handle_chat_event
 from tests.fakes.deliveries import FakeDeliveries
@@ -37,13 +38,14 @@ RECEIVED_CE = sample("chat_message_received.cloudevents.json")
 CALL = sample("incoming_call.eventgrid.json")
 
 
-def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-    """The event as the worker hands it to the function (its own converter, either schema)."""
+def as_trigger_input(event: dict[str, Any]) -> dict[str, object]:
+    """The event as the trigger passes it on: decoded by the worker's own converter (either
+    schema), then turned back into its JSON by the edge."""
     datum = Datum(json.dumps(event), "json")
     decoded: func.EventGridEvent | func.CloudEvent = EventGridEventInConverter.decode(
         datum, trigger_metadata={}
     )
-    return decoded
+    return event_json(decoded)
 
 
 def sample_files() -> list[str]:

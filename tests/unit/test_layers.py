@@ -96,6 +96,16 @@ def test_only_storage_imports_the_tables_sdk_or_the_table_client() -> None:
         assert reached == set(), module_name(path)
 
 
+def test_only_the_edges_import_azure_functions() -> None:
+    # The worker's request and event objects are decoded at the edge (shared/edges/http_api.py,
+    # shared/edges/event_grid.py); the layers inside get plain data.
+    inner = [p for p in sorted(SHARED.rglob("*.py")) if p.relative_to(SHARED).parts[0] != "edges"]
+    assert inner
+    for path in inner:
+        reached = {name for name in imports(path) if under(name, ("azure.functions",))}
+        assert reached == set(), module_name(path)
+
+
 def test_domain_reads_no_storage() -> None:
     for module, found in modules_in("domain").items():
         assert {name for name in found if under(name, ("shared.storage",))} == set(), module
