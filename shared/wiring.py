@@ -21,9 +21,10 @@ from shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from shared.acs.identity import AcsIdentityClient
     from shared.apns_apps import AppClients
+    from shared.domain.callers import Caller
     from shared.domain.events import EventSource
     from shared.domain.key_wrap import KeyWrapper
-    from shared.edges.auth import Authenticator, Caller
+    from shared.edges.auth import Authenticator
     from shared.push.outcomes import ConfigAlarm
     from shared.storage.deliveries import TableDeliveryStore
     from shared.storage.devices import DeviceStore

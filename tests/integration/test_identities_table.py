@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devtools.azurite import Azurite
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.storage.identities import TABLE, TableIdentityStore
 from shared.storage.tables import Tables
 from shared.usecases.access_tokens import IdentityStore, acs_user_for

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from shared.acs.identity import AcsUnavailableError
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.edges.http_api import error_response
 from shared.usecases.access_tokens import (
     IdentityPendingError,

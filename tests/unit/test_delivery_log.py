@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.edges.http_api import status_of
 from shared.errors import RefusalError
 from shared.settings import Settings
