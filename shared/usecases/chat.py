@@ -56,14 +56,13 @@ from shared.domain.events import (
     describe,
 )
 from shared.push.budget import BackgroundBudget
-from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes, Settled
 from shared.push.pipeline import (
     Attempt,
     Claimed,
     FanOut,
     Pushers,
     PushSummary,
-    Settlement,
     freshest,
 )
 from shared.settings import Settings
@@ -315,7 +314,7 @@ class _ChatPush:
 
     async def _push_all(
         self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime, shown: Presentation
-    ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
+    ) -> tuple[Settled[DeliveryRecord], tuple[tuple[DeliveryRecord, Outcome], ...]]:
         ready: list[tuple[DeliveryRecord, Device, Notification, str]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []
