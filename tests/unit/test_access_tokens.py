@@ -18,8 +18,9 @@ from shared.usecases.access_tokens import (
     acs_user_for,
     issue_token,
 )
+from tests.fakes.acs_identity import FakeAcs
+from tests.fakes.clock import FakeClock, no_sleep
 from tests.fakes.identities import FakeIdentityStore
-from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.unit
 

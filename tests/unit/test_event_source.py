@@ -20,10 +20,12 @@ from shared.domain.events import EventSource
 from shared.edges.event_grid import event_json
 from shared.usecases.calls import handle_call_event
 from shared.usecases.chat import handle_chat_event
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import FakeClock
 from tests.fakes.deliveries import FakeDeliveries
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import Clock, FakeApns, device, sample, settings
+from tests.unit.chat_fakes import device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +91,8 @@ async def test_a_chat_event_of_another_resource_pushes_nobody(
     forged = as_trigger_input(copy.deepcopy(RECEIVED) | {"topic": THEIRS})
     summary = await handle_chat_event(
         forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
-        pushers={apns.topic: apns}, settings=settings(), clock=Clock(), source=EventSource(OURS),
+        pushers={apns.topic: apns}, settings=settings(), clock=FakeClock(),
+        source=EventSource(OURS),
     )  # fmt: skip
     assert (apns.sent, summary.note) == ([], "another source")
     assert "someone-elses" in caplog.text and RECEIVED["id"] in caplog.text
@@ -100,7 +103,7 @@ async def test_a_chat_event_of_ours_still_pushes() -> None:
     apns, registry = FakeApns(), FakeDeviceStore(device(user, 1))
     summary = await handle_chat_event(
         as_trigger_input(RECEIVED), devices=registry, deliveries=FakeDeliveries(),
-        inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=Clock(),
+        inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=FakeClock(),
         source=EventSource(OURS),
     )  # fmt: skip
     assert (len(apns.sent), summary.delivered) == (1, 1)
@@ -111,7 +114,7 @@ async def test_a_call_of_another_resource_rings_nobody() -> None:
     apns = FakeApns()
     registry = FakeDeviceStore(device(callee, 1, kind=DeviceKind.VOIP))
     forged = as_trigger_input(copy.deepcopy(CALL) | {"topic": THEIRS})
-    ringing = Clock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
+    ringing = FakeClock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
     summary = await handle_call_event(
         forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
         pushers={apns.topic: apns}, settings=settings(), clock=ringing, source=EventSource(OURS),

@@ -9,8 +9,9 @@ from shared.apns.response import PushResult, Reason
 from shared.push.outcomes import Answered, OutcomeRules, settle
 from shared.push.pipeline import settling_of
 from shared.storage.deliveries import DeliveryState
+from tests.fakes.clock import T0
 from tests.fakes.devices import FakeDeviceStore
-from tests.unit.chat_fakes import T0, device
+from tests.unit.chat_fakes import device
 
 pytestmark = pytest.mark.unit
 
