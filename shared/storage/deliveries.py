@@ -278,9 +278,10 @@ class DeliveryStore(Protocol):
 
 
 def _part(text: str) -> str:
-    """One key component: Table-safe, never containing the ``|`` separator, and at most
-    :data:`MAX_PART_UNITS` long (a longer one is ``%h`` and the SHA-256 of the text)."""
-    part = encode_key(text).replace("|", "%7C")
+    """One key component: Table-safe, never containing the ``|`` separator (encode_key escapes
+    it), and at most :data:`MAX_PART_UNITS` long (a longer one is ``%h`` and the SHA-256 of the
+    text)."""
+    part = encode_key(text)
     if key_units(part) <= MAX_PART_UNITS:
         return part
     return "%h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

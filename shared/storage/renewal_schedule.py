@@ -1,7 +1,7 @@
 """The renewal schedule: which devices are due for a wake-up push, indexed by time (renewals table).
 
     PartitionKey  due bucket ``YYYYMMDDHHMM`` (the UTC start of a 5-minute bucket) + "-" + lane
-    RowKey        encode_key(rawId) + "~" + deviceId
+    RowKey        pair_key(rawId, deviceId): encode_key(rawId) + "~" + encode_key(deviceId)
 
 A bucket is spread over ``LANES`` partitions (the lane is a hash of the deviceId): every device
 due in one 5 minutes lands in one bucket, and one partition takes about 2,000 entities/s in
@@ -34,8 +34,8 @@ from shared.storage.tables import (
     EntityNotFoundError,
     TableClient,
     UpdateMode,
-    decode_key,
-    encode_key,
+    pair_key,
+    split_pair_key,
     storage_errors,
     submit_batches,
 )
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 RENEWALS_TABLE: Final = "renewals"
 BUCKET_MINUTES: Final = 5
 _FORMAT: Final = "%Y%m%d%H%M"
-_SEPARATOR: Final = "~"
 LANES: Final = 16
 
 
@@ -80,7 +79,7 @@ def due_at(key_expires_at: datetime, lead: timedelta) -> datetime:
 
 def row_key(user_id: str, device_id: str) -> str:
     """The schedule RowKey of one device."""
-    return encode_key(user_id) + _SEPARATOR + encode_key(device_id)
+    return pair_key(user_id, device_id)
 
 
 def _times(text: str) -> tuple[datetime, ...]:
@@ -190,12 +189,10 @@ class ScheduleEntry:
     @classmethod
     def from_keys(cls, partition: str, row: str) -> ScheduleEntry:
         """Parse stored keys. Raises ValueError for a row this module did not write."""
-        user, sep, device = row.rpartition(_SEPARATOR)
-        if not sep:
-            raise ValueError("not a schedule row")
+        user, device = split_pair_key(row)
         bucket = partition.partition("-")[0]
         bucket_start(bucket)
-        return cls(bucket, decode_key(user), decode_key(device))
+        return cls(bucket, user, device)
 
     @property
     def partition(self) -> str:

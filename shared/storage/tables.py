@@ -143,13 +143,18 @@ def _from_status(what: str, status: int | None, text: str) -> PushRelayError:
 # --- keys -----------------------------------------------------------------------------------------
 
 # Forbidden in keys: / \ # ? and the control characters U+0000-U+001F and U+007F-U+009F
-# (learn.microsoft.com "Understanding the Table service data model"). '%' is the escape itself.
-_ESCAPED: Final = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
+# (learn.microsoft.com "Understanding the Table service data model"). '%' is the escape itself;
+# '~' and '|' separate the parts of our composite keys (PAIR_SEPARATOR; the deliveries table's
+# keys), so no encoded part may hold one. Hex ids and ACS rawIds hold none of these, so their
+# keys are the ids themselves, as they were before '~' and '|' were escaped here.
+_ESCAPED: Final = re.compile(r"[/\\#?%~|\x00-\x1f\x7f-\x9f]")
 _ESCAPE: Final = re.compile(r"%([0-9A-F]{2})")
+PAIR_SEPARATOR: Final = "~"
 
 
 def encode_key(text: str) -> str:
-    """Encode ``text`` for use in a PartitionKey or RowKey (percent-escapes what Tables forbids)."""
+    """Encode ``text`` for use in a PartitionKey or RowKey, or as one part of a composite key
+    (percent-escapes what Tables forbids and the separators ``~`` and ``|``)."""
     return _ESCAPED.sub(lambda m: f"%{ord(m.group()):02X}", text)
 
 
@@ -175,6 +180,19 @@ def decode_key(key: str) -> str:
     if encode_key(text) != key:
         raise ValueError("not an encoded key: forbidden character or non-canonical escape")
     return text
+
+
+def pair_key(first: str, second: str) -> str:
+    """One key of two texts (a user and a device): each encoded, joined by ``~``."""
+    return encode_key(first) + PAIR_SEPARATOR + encode_key(second)
+
+
+def split_pair_key(key: str) -> tuple[str, str]:
+    """Invert :func:`pair_key`. Raises ValueError on a key pair_key cannot produce."""
+    first, separator, second = key.partition(PAIR_SEPARATOR)
+    if not separator:
+        raise ValueError(f"not a pair key: no {PAIR_SEPARATOR!r}")
+    return decode_key(first), decode_key(second)
 
 
 # --- values ---------------------------------------------------------------------------------------
