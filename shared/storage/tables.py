@@ -11,8 +11,10 @@ builds on this module and on the :class:`TableClient` port it defines.
   :mod:`shared.storage.tables_sdk`); both answer the same
   calls with the same results and errors.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
-  characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
-  round-trips. :func:`key_fits`: a key is at most 1 KiB (:data:`MAX_KEY_UNITS`).
+  characters in PartitionKey and RowKey; we escape them (and ``%``, and ``~`` and ``|``, the
+  separators of our composite keys) percent-style, so any text round-trips.
+  :func:`pair_key` / :func:`split_pair_key`: a (user, device) key. :func:`key_fits`: a key is at
+  most 1 KiB (:data:`MAX_KEY_UNITS`).
 - :func:`batches` / :func:`submit_batches`: a transaction holds at most 100 operations of one
   partition (Azurite does not reject larger ones cleanly).
 - :func:`int64` / :func:`read_int`: integers at or above 2**31 need an explicit ``Edm.Int64``.
