@@ -51,8 +51,10 @@ from shared.storage.tables import (
     decode_key,
     encode_key,
     int_property,
+    read_entity,
     read_int,
     storage_errors,
+    write_if_unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -268,12 +270,10 @@ class DeviceStore:
 
     async def get(self, user_id: str, device_id: str) -> Device | None:
         """One device of ``user_id``, or None. Raises StorageUnavailableError."""
-        try:
-            with storage_errors("read device"):
-                entity = await self._devices.get_entity(encode_key(user_id), encode_key(device_id))
-        except EntityNotFoundError:
-            return None
-        return self._to_device(entity)
+        entity = await read_entity(
+            self._devices, encode_key(user_id), encode_key(device_id), what="read device"
+        )
+        return None if entity is None else self._to_device(entity)
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query). Raises StorageUnavailableError."""
@@ -346,10 +346,10 @@ class DeviceStore:
         return str(meta.get("etag") or "")
 
     async def _owner(self, device_id: str) -> tuple[str | None, str | None]:
-        try:
-            with storage_errors("read token owner"):
-                entity = await self._owners.get_entity(encode_key(device_id), OWNER_ROW)
-        except EntityNotFoundError:
+        entity = await read_entity(
+            self._owners, encode_key(device_id), OWNER_ROW, what="read token owner"
+        )
+        if entity is None:
             return None, None
         return str(entity["owner"]), entity.metadata["etag"]
 
@@ -361,16 +361,7 @@ class DeviceStore:
             "owner": device.user_id,
             "since": device.renewed_at,
         }
-        with storage_errors("claim token"):
-            if etag is None:
-                await self._owners.create_entity(entity)
-            else:
-                await self._owners.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+        await write_if_unchanged(self._owners, entity, etag, what="claim token")
 
     async def _delete_row(self, user_id: str, device_id: str, etag: str | None = None) -> None:
         """Delete one device row (absent is fine). Raises EntityChangedError on a stale ETag."""

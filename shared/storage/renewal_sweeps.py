@@ -29,14 +29,15 @@ from typing import Any, Final
 from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
-    EntityNotFoundError,
     MatchConditions,
     TableClient,
     UpdateMode,
     encode_key,
+    read_entity,
     read_int,
     storage_errors,
     submit_batches,
+    write_if_unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,10 @@ class TableSweepLog:
 
     async def checkpoint(self) -> Checkpoint:
         """The checkpoint (empty before the first sweep). Raises StorageUnavailableError."""
-        try:
-            with storage_errors("read sweep checkpoint"):
-                e = await self._table.get_entity(SWEEPS_PARTITION, CURSOR_ROW)
-        except EntityNotFoundError:
+        e = await read_entity(
+            self._table, SWEEPS_PARTITION, CURSOR_ROW, what="read sweep checkpoint"
+        )
+        if e is None:
             return Checkpoint()
         lease = e.get("leaseUntil")
         return Checkpoint(
@@ -173,16 +174,7 @@ class TableSweepLog:
             "leaseUntil": lease_until,
         }
         try:
-            with storage_errors("claim sweep"):
-                if seen.etag is None:
-                    meta = await self._table.create_entity(entity)
-                else:
-                    meta = await self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=seen.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+            meta = await write_if_unchanged(self._table, entity, seen.etag, what="claim sweep")
         except (EntityExistsError, EntityChangedError):
             return None
         return Checkpoint(seen.done, through, lease_until, str(meta["etag"]))

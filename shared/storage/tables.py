@@ -327,6 +327,37 @@ class TableBackend(Protocol):
         ...
 
 
+async def read_entity(
+    table: TableClient, partition_key: str, row_key: str, *, what: str
+) -> Entity | None:
+    """One point read; None when the entity is absent. Raises as :func:`storage_errors`."""
+    try:
+        with storage_errors(what):
+            return await table.get_entity(partition_key, row_key)
+    except EntityNotFoundError:
+        return None
+
+
+async def write_if_unchanged(
+    table: TableClient, entity: Mapping[str, Any], etag: str | None, *, what: str
+) -> dict[str, Any]:
+    """Write what was read back, only if nobody wrote it since: create ``entity`` when the read
+    found nothing (``etag`` None), else replace it under ``etag``; its new ETag.
+
+    Raises EntityExistsError (created meanwhile), EntityChangedError (changed since),
+    EntityNotFoundError (deleted since), or as :func:`storage_errors`.
+    """
+    with storage_errors(what):
+        if etag is None:
+            return await table.create_entity(entity)
+        return await table.update_entity(
+            entity,
+            mode=UpdateMode.REPLACE,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
+
 # --- batches --------------------------------------------------------------------------------------
 
 Operation = tuple[Any, ...]

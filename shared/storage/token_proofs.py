@@ -24,12 +24,13 @@ from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
-    MatchConditions,
     TableClient,
     UpdateMode,
     int_property,
+    read_entity,
     read_int,
     storage_errors,
+    write_if_unchanged,
 )
 from shared.usecases.token_proof import Challenge, user_key
 
@@ -62,12 +63,8 @@ class TableProofStore:
 
     async def read(self, device_id: str) -> Challenge | None:
         """The token's challenge row, or None (one point read)."""
-        try:
-            with storage_errors("read token proof"):
-                entity = await self._table.get_entity(device_id, CHALLENGE_ROW)
-        except EntityNotFoundError:
-            return None
-        return _challenge(device_id, entity)
+        entity = await read_entity(self._table, device_id, CHALLENGE_ROW, what="read token proof")
+        return None if entity is None else _challenge(device_id, entity)
 
     async def write(self, challenge: Challenge) -> Challenge | None:
         """Create the row (no ETag) or replace it under its ETag; None on a conflict."""
@@ -82,16 +79,9 @@ class TableProofStore:
         if challenge.expires_at is not None:
             entity["expiresAt"] = challenge.expires_at
         try:
-            with storage_errors("write token proof"):
-                if challenge.etag is None:
-                    meta = await self._table.create_entity(entity)
-                else:
-                    meta = await self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=challenge.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+            meta = await write_if_unchanged(
+                self._table, entity, challenge.etag, what="write token proof"
+            )
         except (EntityExistsError, EntityChangedError, EntityNotFoundError):
             return None
         return Challenge(
@@ -116,14 +106,10 @@ class TableProofStore:
 
     async def moved_at(self, claimant: str, previous: str, topic: str) -> datetime | None:
         """When ``claimant`` last proved holding a phone of ``previous`` for ``topic``."""
-        try:
-            with storage_errors("read proven move"):
-                entity = await self._table.get_entity(
-                    user_key(claimant), _moved_row(previous, topic)
-                )
-        except EntityNotFoundError:
-            return None
-        return _utc(entity.get("at"))
+        entity = await read_entity(
+            self._table, user_key(claimant), _moved_row(previous, topic), what="read proven move"
+        )
+        return None if entity is None else _utc(entity.get("at"))
 
 
 def _challenge(device_id: str, entity: Mapping[str, Any]) -> Challenge:
