@@ -81,7 +81,7 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         identities, acs = await c.identities(), await c.acs_identity()
         issued = await issue(caller, identities, acs, c.token_policy(), known=c.known_identities())
     except PushRelayError as exc:
@@ -101,7 +101,7 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         rules = c.registration_rules()
         # Validate before mapping the caller: a bad body creates no identity, touches no storage.
         body = read_json_body(req, c.settings.max_request_body_bytes)
@@ -278,7 +278,7 @@ async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         body = await answer_log_request(req.params, caller, c.settings, await c.deliveries())
     except PushRelayError as exc:
         return error_response(exc)
