@@ -35,9 +35,11 @@ from shared.storage.tables import (
     TableClient,
     UpdateMode,
     pair_key,
+    read_times,
     split_pair_key,
     storage_errors,
     submit_batches,
+    times_text,
 )
 
 if TYPE_CHECKING:
@@ -80,14 +82,6 @@ def due_at(key_expires_at: datetime, lead: timedelta) -> datetime:
 def row_key(user_id: str, device_id: str) -> str:
     """The schedule RowKey of one device."""
     return pair_key(user_id, device_id)
-
-
-def _times(text: str) -> tuple[datetime, ...]:
-    return tuple(datetime.fromisoformat(t) for t in text.split(",")) if text else ()
-
-
-def _time_text(times: Sequence[datetime]) -> str:
-    return ",".join(t.astimezone(UTC).isoformat() for t in times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +135,14 @@ class EntryState:
             "topic": self.topic,
             "environment": self.environment,
             "etag": self.etag,
-            "at": _time_text([self.at]),
-            "sent": _time_text(self.sent),
+            "at": times_text([self.at]),
+            "sent": times_text(self.sent),
             "wakes": self.wakes,
-            "wakeAt": _time_text([self.wake_at] if self.wake_at else []),
+            "wakeAt": times_text([self.wake_at] if self.wake_at else []),
             "wakeSweep": self.wake_sweep or "",
             "badTokens": self.bad_tokens,
             "lastResult": self.last_result or "",
-            "lastResultAt": _time_text([self.last_result_at] if self.last_result_at else []),
+            "lastResultAt": times_text([self.last_result_at] if self.last_result_at else []),
         }
 
     @classmethod
@@ -157,15 +151,15 @@ class EntryState:
         try:
             if not entity.get("etag"):
                 return None
-            wake_at = _times(str(entity.get("wakeAt") or ""))
-            result_at = _times(str(entity.get("lastResultAt") or ""))
+            wake_at = read_times(entity.get("wakeAt"))
+            result_at = read_times(entity.get("lastResultAt"))
             return cls(
                 token=str(entity["token"]),
                 topic=str(entity["topic"]),
                 environment=str(entity["environment"]),
                 etag=str(entity["etag"]),
-                at=_times(str(entity["at"]))[0],
-                sent=_times(str(entity.get("sent") or "")),
+                at=read_times(str(entity["at"]))[0],
+                sent=read_times(entity.get("sent")),
                 wakes=int(entity.get("wakes") or 0),
                 wake_at=wake_at[0] if wake_at else None,
                 wake_sweep=str(entity.get("wakeSweep") or "") or None,

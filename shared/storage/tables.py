@@ -40,8 +40,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.errors import PushRelayError, TransientError
@@ -220,6 +221,36 @@ def read_int(value: object, default: int = 0) -> int:
 def int_property(value: int) -> int | Typed:
     """``value`` as Int32 when it fits, else explicitly Int64."""
     return value if -_INT32_MAX - 1 <= value <= _INT32_MAX else int64(value)
+
+
+def read_time(value: object) -> datetime:
+    """A datetime property as read back (either client), as a plain aware UTC datetime.
+
+    Raises TypeError for anything but a datetime.
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime property, got {type(value).__name__}")
+    # The SDK returns a datetime subclass; normalise to a plain aware UTC datetime.
+    v = value.astimezone(UTC)
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
+
+
+def read_text(entity: Mapping[str, Any], name: str) -> str | None:
+    """A text property; None when it is absent or empty."""
+    value = entity.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def times_text(times: Iterable[datetime]) -> str:
+    """Times as one text property: UTC ISO 8601, comma-separated ("" for none)."""
+    return ",".join(t.astimezone(UTC).isoformat() for t in times)
+
+
+def read_times(text: object) -> tuple[datetime, ...]:
+    """Invert :func:`times_text`; () when absent or empty. Raises ValueError on other text."""
+    if not isinstance(text, str) or not text:
+        return ()
+    return tuple(datetime.fromisoformat(part) for part in text.split(","))
 
 
 # --- the table port -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from shared.storage.tables import (
@@ -29,7 +29,10 @@ from shared.storage.tables import (
     int_property,
     read_entity,
     read_int,
+    read_time,
+    read_times,
     storage_errors,
+    times_text,
     write_if_unchanged,
 )
 from shared.usecases.token_proof import Challenge, user_key
@@ -42,17 +45,8 @@ def _moved_row(previous: str, topic: str) -> str:
     return "moved-" + hashlib.sha256(f"{previous}\0{topic}".encode()).hexdigest()
 
 
-def _utc(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    v = value.astimezone(UTC)
-    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
-
-
-def _times(text: object) -> tuple[datetime, ...]:
-    if not isinstance(text, str) or not text:
-        return ()
-    return tuple(datetime.fromisoformat(part) for part in text.split(","))
+def _time_or_none(value: object) -> datetime | None:
+    return read_time(value) if isinstance(value, datetime) else None
 
 
 class TableProofStore:
@@ -74,7 +68,7 @@ class TableProofStore:
             "claimant": challenge.claimant,
             "codeHash": challenge.code_hash,
             "wrong": int_property(challenge.wrong),
-            "sent": ",".join(t.astimezone(UTC).isoformat() for t in challenge.sent),
+            "sent": times_text(challenge.sent),
         }
         if challenge.expires_at is not None:
             entity["expiresAt"] = challenge.expires_at
@@ -109,7 +103,7 @@ class TableProofStore:
         entity = await read_entity(
             self._table, user_key(claimant), _moved_row(previous, topic), what="read proven move"
         )
-        return None if entity is None else _utc(entity.get("at"))
+        return None if entity is None else _time_or_none(entity.get("at"))
 
 
 def _challenge(device_id: str, entity: Mapping[str, Any]) -> Challenge:
@@ -118,8 +112,8 @@ def _challenge(device_id: str, entity: Mapping[str, Any]) -> Challenge:
         device_id=device_id,
         claimant=str(entity.get("claimant") or ""),
         code_hash=str(entity.get("codeHash") or ""),
-        expires_at=_utc(entity.get("expiresAt")),
+        expires_at=_time_or_none(entity.get("expiresAt")),
         wrong=read_int(entity.get("wrong")),
-        sent=_times(entity.get("sent")),
+        sent=read_times(entity.get("sent")),
         etag=metadata.get("etag"),
     )

@@ -1,8 +1,9 @@
-"""Key encoding, batching and INT64 helpers of shared.storage.tables (no storage)."""
+"""Key encoding, batching and the property readers of shared.storage.tables (no storage)."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from azure.data.tables import EdmType, EntityProperty
@@ -158,3 +159,28 @@ def test_the_int64_value_has_the_shape_the_sdk_serializes() -> None:
 )
 def test_integers_read_back_whatever_their_wire_type(stored: object, expected: int) -> None:
     assert tables.read_int(stored) == expected
+
+
+class _SdkDatetime(datetime):
+    """The SDK reads times back as a datetime subclass (TablesEntityDatetime)."""
+
+
+def test_a_time_property_reads_back_as_a_plain_utc_datetime() -> None:
+    stored = _SdkDatetime(2026, 3, 1, 13, 0, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+    got = tables.read_time(stored)
+    assert (type(got), got) == (datetime, datetime(2026, 3, 1, 12, 0, 0, 5, tzinfo=UTC))
+
+
+def test_a_time_property_that_is_not_a_time_is_refused() -> None:
+    with pytest.raises(TypeError, match="datetime"):
+        tables.read_time("2026-03-01T12:00:00+00:00")
+
+
+@given(st.lists(st.datetimes(timezones=st.just(UTC)), max_size=5))
+def test_times_round_trip_through_one_text_property(times: list[datetime]) -> None:
+    assert tables.read_times(tables.times_text(times)) == tuple(times)
+
+
+@pytest.mark.parametrize("absent", [None, ""])
+def test_absent_or_empty_text_properties_read_as_nothing(absent: object) -> None:
+    assert (tables.read_times(absent), tables.read_text({"p": absent}, "p")) == ((), None)
