@@ -41,6 +41,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check --exclude "*.md" .
 echo "== mypy --strict shared/"
 .venv/bin/mypy
 echo "== pytest"

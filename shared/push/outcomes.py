@@ -237,12 +237,11 @@ async def settle(
     """
     config = configuration_failures(answered, rules.config_error_threshold, rules.alarm)
     remove_after = rules.bad_token_remove_after
-    decided = await asyncio.gather(
-        *(
-            _settle_one(a, devices, now, remove_after, a.device.device_id in config)
-            for a in answered
-        )
-    )
+    settling = [
+        _settle_one(a, devices, now, remove_after, a.device.device_id in config) for a in answered
+    ]
+    # One device (the common chat event) is settled in place: gather would wrap it in a task.
+    decided = [await settling[0]] if len(settling) == 1 else await asyncio.gather(*settling)
     counts: Counter[str] = Counter()
     for a, (outcome, removed) in zip(answered, decided, strict=True):
         counts[outcome.state.value] += 1

@@ -482,16 +482,30 @@ class TableDeliveryStore:
         if not devices:
             return ClaimSet()
         fresh = [new_claim(key, d, now=now, lease=lease, event_id=event_id) for d in devices]
-        created, indexed = await asyncio.gather(
-            self._create_all(fresh), self._touch_index(key, now), return_exceptions=True
-        )
-        if isinstance(indexed, BaseException):
-            raise indexed
+        created: list[DeliveryRecord] | BaseException
+        if self._index_needed(key, now):
+            created, indexed = await asyncio.gather(
+                self._create_all(fresh), self._touch_index(key, now), return_exceptions=True
+            )
+            if isinstance(indexed, BaseException):
+                raise indexed
+        else:
+            # The partition is in today's index already (every message of a conversation but
+            # its first of the day): the claim is awaited in place, without gather's two tasks.
+            try:
+                created = await self._create_all(fresh)
+            except EntityExistsError as exc:
+                created = exc
         if isinstance(created, EntityExistsError):
             return await self._claim_existing(key, devices, now=now, lease=lease, event_id=event_id)
         if isinstance(created, BaseException):
             raise created
         return ClaimSet(claimed=tuple(created))
+
+    def _index_needed(self, key: DeliveryKey, now: datetime) -> bool:
+        """Whether this process has not yet named the claim's partition in today's index."""
+        day, seen = self._indexed
+        return day != now.date() or index_row(key) not in seen
 
     async def _touch_index(self, key: DeliveryKey, now: datetime) -> None:
         """Name the claim's partition in today's purge index (once a day per process)."""

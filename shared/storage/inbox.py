@@ -38,10 +38,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import itertools
 import json
 import logging
+import operator
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -340,26 +342,26 @@ class Inbox:
 # --- the stored form ---------------------------------------------------------------------------
 
 
-def _deltas(keys: Iterable[int]) -> list[int]:
-    out, last = [], 0
-    for key in keys:
-        out.append(key - last)
-        last = key
-    return out
+def _deltas(keys: tuple[int, ...]) -> list[int]:
+    """Ascending keys as their first value and the steps between them (what the row stores)."""
+    return list(map(operator.sub, keys, (0, *keys[:-1])))
 
 
 def _undelta(values: object) -> tuple[int, ...]:
-    if not isinstance(values, list):
+    """The keys of :func:`_deltas`' list. Raises TypeError/ValueError on anything else.
+
+    Every chat event reads and rewrites the whole inbox, so this runs over every id the row
+    holds (up to MAX_TRACKED_PER_THREAD per thread): each step is one C-level pass (map, min,
+    accumulate) rather than a Python loop per id, several times faster for a thread holding
+    hundreds.
+    """
+    if type(values) is not list:
         raise TypeError("not a list")
-    keys, last = [], 0
-    for value in values:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError("not an integer")
-        last += value
-        keys.append(last)
-    if keys != sorted(set(keys)):
-        raise ValueError("keys out of order")
-    return tuple(keys)
+    if not set(map(type, values)) <= {int}:  # bool is an int subclass, and not a key
+        raise TypeError("not an integer")
+    if min(values[1:], default=1) <= 0:
+        raise ValueError("keys out of order")  # strictly ascending: every step positive
+    return tuple(itertools.accumulate(values))
 
 
 def _thread_json(state: ThreadState) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from shared.domain.events import (
     ThreadEvent,
     describe,
 )
+from shared.overlap import both, result
 from shared.push.budget import BackgroundBudget
 from shared.push.outcomes import ConfigAlarm, DeviceOutcomes, Settled
 from shared.push.pipeline import (
@@ -193,12 +194,18 @@ class _ChatPush:
         if not event.recipient_is_acs_user:
             log.info("chat event for a non-ACS recipient acknowledged: %s", fan.tag)
             return PushSummary(note="recipient is not an ACS user")
-        edited = event.kind is MessageEventKind.EDITED
-        listed, snapshot, deleted = await asyncio.gather(
-            fan.devices.list_for_user(event.recipient_id),
-            self._recipient_inbox(),
-            self._tombstoned() if edited else _unknown(),
-        )
+        deleted: bool | None = None
+        if event.kind is MessageEventKind.EDITED:
+            listed, snapshot, deleted = await asyncio.gather(
+                fan.devices.list_for_user(event.recipient_id),
+                self._recipient_inbox(),
+                self._tombstoned(),
+            )
+        else:
+            found, read = await both(
+                fan.devices.list_for_user(event.recipient_id), self._recipient_inbox()
+            )
+            listed, snapshot = result(found), result(read)
         listed = freshest(listed, fan.settings.max_devices_per_user)
         alert = [d for d in listed if d.kind is DeviceKind.ALERT]
         if not alert:
@@ -299,10 +306,9 @@ class _ChatPush:
         counting = (
             _uncounted() if snapshot is None else note_message(self.inbox, event, snapshot, now)
         )
-        shown, claimed = await asyncio.gather(
-            counting, fan.claim(self._key(), alert, now=now, event_id=event.event_id),
-            return_exceptions=True,
-        )  # fmt: skip
+        claimed, shown = await both(
+            fan.claim(self._key(), alert, now=now, event_id=event.event_id), counting
+        )
         if isinstance(shown, BaseException):
             if isinstance(claimed, Claimed) and claimed.mine:
                 released = Outcome(DeliveryState.RELEASED, detail="counting failed: released")
@@ -385,7 +391,3 @@ def _as_muted(outcome: Outcome) -> Outcome:
 
 async def _uncounted() -> Presentation:
     return Presentation(badge=None)
-
-
-async def _unknown() -> bool | None:
-    return None

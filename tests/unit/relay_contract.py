@@ -80,8 +80,10 @@ class ContractServer:
                 self.send(token, {"aps": {"content-available": 1},
                                   "pushrelay": {"tokenProof": code}})  # fmt: skip
                 expires = (now + timedelta(minutes=5)).isoformat()
-                return httpx.Response(202, json={"status": "proofRequired",
-                                                 "deviceId": device_id, "expiresAt": expires})
+                return httpx.Response(
+                    202,
+                    json={"status": "proofRequired", "deviceId": device_id, "expiresAt": expires},
+                )
             expected = self.codes.get(token)
             if expected is None or expected[:2] != (proof, subject) or expected[2] <= now:
                 return httpx.Response(403, json={"error": "token_proof_invalid"})

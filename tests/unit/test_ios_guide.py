@@ -288,7 +288,7 @@ def test_the_guide_states_what_the_server_does_with_keys_and_large_messages() ->
         "absent `key`** keeps the stored key and its expiry",
         "`keyExpiresAt`** is in the answer only when the `PUT` carried a key",
         "`📎 a.pdf, b.png`",
-        "`senderDisplayName` ends with \"…\"",
+        '`senderDisplayName` ends with "…"',
         "**do not rely on push metadata**",
         "**generic alert alone**: no `data`",
         "**not pushed**",

@@ -492,6 +492,24 @@ async def test_send_past_the_budget_is_released(
     )
 
 
+async def test_a_lone_device_past_the_budget_is_released(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One device is sent in place rather than as a task: the deadline must still hold.
+    monkeypatch.setattr("shared.push.pipeline.SEND_GRACE_SECONDS", 0.0)
+    world.settings = settings(apns_retry_budget_seconds=0.01)
+    world.registry = FakeDeviceStore(device(USER, 1))
+
+    async def never(n: Any) -> PushResult:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    world.apns.script = {world.token(1): never}
+    # The outer wait only keeps a broken deadline from hanging the suite.
+    summary = await asyncio.wait_for(world.handle(RECEIVED), 30)
+    assert (summary.retry_needed, world.states()) == (True, [DeliveryState.RELEASED])
+
+
 async def test_rejected_request_is_not_retried(world: World) -> None:
     world.apns.answer(world.token(1), 413, Reason.PAYLOAD_TOO_LARGE)
     summary = await world.handle(RECEIVED)
