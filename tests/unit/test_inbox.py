@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.quiet_hours import CallsInQuietHours, QuietHours
 from shared.storage.inbox import (
     FOREVER,
     IDLE_KEEP,
@@ -24,12 +25,14 @@ from shared.storage.inbox import (
     InboxFullError,
     InboxSnapshot,
     Preferences,
+    ThreadState,
     UnreadableInboxError,
     change_inbox,
     decode_inbox,
     encode_inbox,
     fit_inbox,
     message_order,
+    size_bound,
 )
 from tests.fakes.inbox import FakeInbox
 
@@ -385,3 +388,71 @@ def test_the_inbox_cannot_tell_below_its_oldest_kept_tombstone() -> None:
         None,
         True,
     )
+
+
+# --- the size bound that spares fit_inbox an encode ---------------------------------------------
+
+ORDER = st.integers(1, 2**63 - 1)
+BIG = st.integers(0, 2**63 - 1)
+threads = st.builds(
+    ThreadState,
+    unread=st.lists(ORDER, unique=True, max_size=30).map(lambda k: tuple(sorted(k))),
+    folded=BIG,
+    folded_up_to=BIG,
+    read_up_to=BIG,
+    deleted=st.lists(ORDER, unique=True, max_size=10).map(lambda k: tuple(sorted(k))),
+    left=st.booleans(),
+    membership_at=BIG,
+    alerts=st.sampled_from(list(Alerts)),
+    muted_until=st.one_of(
+        st.none(),
+        st.just(FOREVER),
+        st.datetimes(
+            min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+        ),
+    ),
+    touched=st.integers(-(2**40), 2**40),
+)
+quiet = st.one_of(
+    st.none(),
+    st.builds(
+        QuietHours,
+        start=st.times(),
+        end=st.times(),
+        time_zone=st.text(max_size=60),
+        calls=st.sampled_from(list(CallsInQuietHours)),
+    ),
+)
+inboxes = st.builds(
+    Inbox,
+    preferences=st.builds(Preferences, count_muted=st.booleans(), quiet_hours=quiet),
+    threads=st.dictionaries(st.text(max_size=80), threads, max_size=6),
+)
+
+
+@given(inboxes)
+def test_the_size_bound_is_never_below_the_stored_size(box: Inbox) -> None:
+    assert len(encode_inbox(box)) <= size_bound(box)
+
+
+def test_the_size_bound_holds_for_the_largest_values_and_escaped_ids() -> None:
+    top = 2**63 - 1
+    state = ThreadState(
+        unread=(1, top), folded=top, folded_up_to=top, read_up_to=top, deleted=(2, top - 1),
+        left=True, membership_at=top, alerts=Alerts.NONE, muted_until=FOREVER, touched=-(2**40),
+    )  # fmt: skip
+    zone = QuietHours(datetime.min.time(), datetime.max.time(), '\x00"' * 30)
+    box = Inbox(Preferences(True, zone), {'\x01"\\' * 20: state})
+    assert len(encode_inbox(box)) <= size_bound(box)
+
+
+def test_an_inbox_surely_within_the_limit_is_not_encoded_to_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    box = Inbox().received(T1, M, NOW).received(T2, M + 1, NOW)
+
+    def refuse(_: Inbox) -> str:
+        raise AssertionError("encoded")
+
+    monkeypatch.setattr("shared.storage.inbox.encode_inbox", refuse)
+    assert fit_inbox(box, NOW) is box
