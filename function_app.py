@@ -24,13 +24,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 @app.event_grid_trigger(arg_name="event")
 async def on_chat_event(event: func.EventGridEvent) -> None:
     """An ACS chat event: one push per device of its recipient; raises so Event Grid redelivers."""
+    from shared.edges.event_grid import event_json
     from shared.push.pipeline import PushIncompleteError
     from shared.usecases.chat import handle_chat_event
     from shared.wiring import container, utc_now
 
     c = container()
     summary = await handle_chat_event(
-        event,
+        event_json(event),
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
         inbox=await c.inbox(),
@@ -48,13 +49,14 @@ async def on_chat_event(event: func.EventGridEvent) -> None:
 @app.event_grid_trigger(arg_name="event")
 async def on_call_event(event: func.EventGridEvent) -> None:
     """An ACS IncomingCall: a VoIP push to each of the callee's PushKit devices while it rings."""
+    from shared.edges.event_grid import event_json
     from shared.push.pipeline import PushIncompleteError
     from shared.usecases.calls import handle_call_event
     from shared.wiring import container, utc_now
 
     c = container()
     summary = await handle_call_event(
-        event,
+        event_json(event),
         devices=await c.device_registry(),
         deliveries=await c.deliveries(),
         inbox=await c.inbox(),
@@ -79,7 +81,7 @@ async def issue_token(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         identities, acs = await c.identities(), await c.acs_identity()
         issued = await issue(caller, identities, acs, c.token_policy(), known=c.known_identities())
     except PushRelayError as exc:
@@ -99,7 +101,7 @@ async def put_device(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         rules = c.registration_rules()
         # Validate before mapping the caller: a bad body creates no identity, touches no storage.
         body = read_json_body(req, c.settings.max_request_body_bytes)
@@ -276,7 +278,7 @@ async def delivery_log(req: func.HttpRequest) -> func.HttpResponse:
 
     c = container()
     try:
-        caller = await (await c.authenticator()).authenticate(dict(req.headers))
+        caller = await c.caller(dict(req.headers))
         body = await answer_log_request(req.params, caller, c.settings, await c.deliveries())
     except PushRelayError as exc:
         return error_response(exc)

@@ -21,9 +21,10 @@ from shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from shared.acs.identity import AcsIdentityClient
     from shared.apns_apps import AppClients
+    from shared.domain.callers import Caller
     from shared.domain.events import EventSource
     from shared.domain.key_wrap import KeyWrapper
-    from shared.edges.auth import Authenticator, Caller
+    from shared.edges.auth import Authenticator
     from shared.push.outcomes import ConfigAlarm
     from shared.storage.deliveries import TableDeliveryStore
     from shared.storage.devices import DeviceStore
@@ -107,13 +108,16 @@ class Container:
 
         return await self._once("acs_identity", build)
 
+    async def caller(self, headers: Mapping[str, str]) -> Caller:
+        """Authenticate the request's caller. Raises AuthError (401), AuthUnavailableError."""
+        return await (await self.authenticator()).authenticate(headers)
+
     async def caller_acs_user(self, headers: Mapping[str, str]) -> str:
         """Authenticate the request's caller; their ACS rawId (the identity made on first use).
 
         Raises AuthError (401), AuthUnavailableError and the identity mapping's errors.
         """
-        caller = await (await self.authenticator()).authenticate(headers)
-        return await self.acs_user(caller)
+        return await self.acs_user(await self.caller(headers))
 
     async def acs_user(self, caller: Caller) -> str:
         """The ACS rawId of an authenticated caller (the identity made on first use).

@@ -21,7 +21,7 @@ import httpx
 
 from shared.storage.deliveries import DELIVERIES_TABLE, DeliveryRecord, TableDeliveryStore
 from shared.storage.devices import DEVICES_TABLE
-from shared.storage.renewal_schedule import RENEWALS_TABLE, bucket_start
+from shared.storage.renewal_schedule import RENEWALS_TABLE, ScheduleEntry, bucket_start
 from shared.storage.tables import Tables, decode_key, read_int
 
 log = logging.getLogger(__name__)
@@ -151,13 +151,11 @@ class AppTables:
         table = await self._tables.table(RENEWALS_TABLE)
         latest: dict[tuple[str, str], datetime] = {}
         async for e in table.list_entities(select=["PartitionKey", "RowKey"]):
-            bucket, _, _lane = str(e["PartitionKey"]).partition("-")
-            user, _, device = str(e["RowKey"]).rpartition("~")
             try:
-                due = bucket_start(bucket)
+                entry = ScheduleEntry.from_keys(str(e["PartitionKey"]), str(e["RowKey"]))
             except ValueError:
                 continue
-            key = (decode_key(user), decode_key(device))
+            key, due = (entry.user_id, entry.device_id), bucket_start(entry.bucket)
             if key not in latest or latest[key] < due:
                 latest[key] = due
         return latest

@@ -1,10 +1,12 @@
-"""ACS events as the Functions worker hands them to us, parsed into small frozen values.
+"""ACS events as Event Grid delivers them (JSON), parsed into small frozen values.
 
 One event in, one value out: :class:`ChatMessageEvent` (a message received, edited or deleted,
 for one recipient), :class:`ThreadEvent` (a per-user thread event), :class:`IncomingCallEvent`,
 or :class:`Ignored` (thread-level and unknown types, which are acknowledged and logged). Both
 schemas arrive: Event Grid (``eventType``, ``eventTime``) and CloudEvents 1.0 (``type``,
-``time``), as ``func.EventGridEvent``, ``func.CloudEvent`` or a plain dict.
+``time``), each as a dict of its JSON. The worker hands a trigger ``func.EventGridEvent`` or
+``func.CloudEvent`` objects; :func:`shared.edges.event_grid.event_json` turns them back into that
+JSON, so this module knows nothing of Azure Functions.
 
 Raises :class:`MalformedEvent` (an :class:`~shared.errors.InputError`) naming the event id and the
 field for anything a retry cannot fix, and nothing else.
@@ -27,15 +29,13 @@ from html.parser import HTMLParser
 from types import MappingProxyType
 from typing import Final
 
-import azure.functions as func
-
 from shared.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 # The event types are the strings Azure documents (Event Grid's Azure Communication Services
 # schemas). azure-eventgrid's SystemEventNames has them too, but is not a dependency: the trigger
-# hands us azure.functions' EventGridEvent, so the SDK would be installed and imported (with its
+# gets azure.functions' own event objects, so the SDK would be installed and imported (with its
 # models, on the cold path) for these constants alone.
 _NS: Final = "Microsoft.Communication."
 CHAT_MESSAGE_RECEIVED: Final = _NS + "ChatMessageReceived"
@@ -137,7 +137,7 @@ class EventSource:
     resource_id: str
 
     def admits(self, event: object) -> bool:
-        """Whether ``event`` (as the trigger gets it, or a dict) came from our resource."""
+        """Whether ``event`` (a dict of its JSON, either schema) came from our resource."""
         expected = self.resource_id.strip()
         if not expected:
             return True
@@ -154,15 +154,9 @@ class EventSource:
 
 def _origin(event: object) -> tuple[str, str]:
     """The event's id and topic/source ("" for what is missing or not text)."""
-    raw_id: object = ""
-    raw_origin: object = ""
-    if isinstance(event, func.EventGridEvent):
-        raw_id, raw_origin = event.id, event.topic
-    elif isinstance(event, func.CloudEvent):
-        raw_id, raw_origin = event.id, event.source
-    elif isinstance(event, Mapping):
-        cloud = "eventType" not in event and ("specversion" in event or "type" in event)
-        raw_id, raw_origin = event.get("id"), event.get("source" if cloud else "topic")
+    if not isinstance(event, Mapping):
+        return "", ""
+    raw_id, raw_origin = event.get("id"), event.get("source" if _is_cloud(event) else "topic")
     return _text_or_empty(raw_id), _text_or_empty(raw_origin)
 
 
@@ -275,7 +269,7 @@ class _Envelope:
 
 
 def parse_event(event: object) -> ParsedEvent:
-    """Parse one event (``func.EventGridEvent``, ``func.CloudEvent`` or a dict of either schema).
+    """Parse one event: a dict of its JSON, in either schema.
 
     Raises :class:`MalformedEvent` naming the event id and field when the event cannot be used.
     """
@@ -317,31 +311,21 @@ _THREAD_KINDS: Final[Mapping[str, ThreadEventKind]] = {
 
 
 def _envelope(event: object) -> _Envelope:
-    if isinstance(event, func.EventGridEvent):
-        eid = _envelope_id(event.id)
-        return _Envelope(
-            eid, _envelope_type(eid, event.event_type), _aware(event.event_time), event.get_json()
-        )
-    if isinstance(event, func.CloudEvent):
-        eid = _envelope_id(event.id)
-        return _Envelope(
-            eid, _envelope_type(eid, event.type, "type"), _aware(event.time), event.get_json()
-        )
-    if isinstance(event, Mapping):
-        return _envelope_from_dict(event)
-    raise MalformedEvent("", "event", f"expected an event object, got {type(event).__name__}")
-
-
-def _envelope_from_dict(event: Mapping[object, object]) -> _Envelope:
+    if not isinstance(event, Mapping):
+        raise MalformedEvent("", "event", f"expected an event object, got {type(event).__name__}")
     eid = _envelope_id(event.get("id"))
-    cloud = "eventType" not in event and (
-        "specversion" in event or "specVersion" in event or "type" in event
-    )
-    type_key, time_key = ("type", "time") if cloud else ("eventType", "eventTime")
+    type_key, time_key = ("type", "time") if _is_cloud(event) else ("eventType", "eventTime")
     event_type = _envelope_type(eid, event.get(type_key), type_key)
     raw_time = event.get(time_key)
     event_time = None if raw_time is None else _parse_time(eid, time_key, raw_time)
     return _Envelope(eid, event_type, event_time, event.get("data"))
+
+
+def _is_cloud(event: Mapping[object, object]) -> bool:
+    """Whether the JSON is a CloudEvent (else Event Grid schema, which always has eventType)."""
+    return "eventType" not in event and (
+        "specversion" in event or "specVersion" in event or "type" in event
+    )
 
 
 def _envelope_id(value: object) -> str:
@@ -354,12 +338,6 @@ def _envelope_type(eid: str, value: object, key: str = "eventType") -> str:
     if not isinstance(value, str) or not value:
         raise MalformedEvent(eid, key, "missing or not a string")
     return value
-
-
-def _aware(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # --- typed readers (each raises MalformedEvent naming the field) -----------------------------

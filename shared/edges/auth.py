@@ -1,6 +1,6 @@
 """Caller authentication: a bearer JWT from the app's identity provider, or Easy Auth's principal.
 
-A caller is (issuer, subject). Two ways in:
+A caller (:class:`shared.domain.callers.Caller`) is (issuer, subject). Two ways in:
 
 - ``Authorization: Bearer <JWT>`` signed by the app's identity provider. The key comes from its
   JWKS (fetched over HTTP, cached, chosen by ``kid``); the algorithm must be in
@@ -24,21 +24,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import enum
-import hashlib
 import json
 import logging
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import jwt
 from jwt import PyJWK
 
+from shared.domain.callers import AuthSource, Caller
 from shared.edges.http_api import MAX_JSON_DEPTH, nested_deeper_than
 from shared.errors import SettingsError, TransientError, UnauthenticatedError
 from shared.settings import Settings
@@ -64,35 +62,6 @@ _SUBJECT_CLAIMS: Final = (
     "sub",
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
 )
-
-
-class AuthSource(enum.StrEnum):
-    """How the caller proved who they are."""
-
-    JWT = "jwt"
-    EASY_AUTH = "easyauth"
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """An authenticated app user: the identity provider's issuer and subject."""
-
-    issuer: str
-    subject: str
-    source: AuthSource
-    # Entra ID's ``oid`` when the token or principal carries one: extra, not part of who the
-    # caller is (that is issuer and subject), so equality ignores it.
-    object_id: str = field(default="", compare=False)
-
-    @property
-    def key(self) -> str:
-        """The caller's stable key: SHA-256 hex of issuer, NUL, subject."""
-        return caller_key(self.issuer, self.subject)
-
-
-def caller_key(issuer: str, subject: str) -> str:
-    """SHA-256 hex of ``issuer + "\\0" + subject`` (NUL cannot occur in either)."""
-    return hashlib.sha256(f"{issuer}\0{subject}".encode()).hexdigest()
 
 
 class AuthError(UnauthenticatedError):

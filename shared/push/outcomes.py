@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 from shared.apns.errors import ApnsError, ApnsUnavailable, CredentialError
 from shared.apns.response import PushResult
@@ -41,6 +41,8 @@ from shared.storage.deliveries import DeliveryState, Outcome
 log = logging.getLogger(__name__)
 
 BAD_TOKEN_SPACING: Final = timedelta(minutes=10)
+
+T = TypeVar("T")
 
 
 class Disposition(enum.StrEnum):
@@ -108,19 +110,26 @@ class DeviceOutcomes(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Answered:
-    """One device's push: the device as settling sees it, and what its send came back with."""
+class Answered(Generic[T]):
+    """One device's push: what it was for, the device as settling sees it, and what its send
+    came back with.
 
+    ``item`` is what the caller wants each outcome beside, carried through untouched: the
+    delivery-log claim (chat and calls), the device (badge updates), the schedule key (renewal).
+    """
+
+    item: T
     device: Settling
     answer: PushResult | ApnsError
     note: str = ""  # what the delivery log adds about the payload (given up to fit, substituted)
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
-    """The outcome of each answer (in the order given) and how many ended each way."""
+class Settled(Generic[T]):
+    """How settling ended: each answer's item beside its outcome (in the order given), and how
+    many ended each way."""
 
-    outcomes: tuple[Outcome, ...] = ()
+    outcomes: tuple[tuple[T, Outcome], ...] = ()
     delivered: int = 0
     failed: int = 0
     released: int = 0
@@ -188,7 +197,7 @@ def _reason_text(answer: PushResult | ApnsError) -> str:
 
 
 def configuration_failures(
-    answered: Sequence[Answered], threshold: int, alarm: ConfigAlarm | None = None
+    answered: Sequence[Answered[T]], threshold: int, alarm: ConfigAlarm | None = None
 ) -> set[str]:
     """Device ids whose token/topic failures look like configuration, not dead devices: those
     of ``threshold`` or more distinct users of one app failing with one reason."""
@@ -215,13 +224,13 @@ def configuration_failures(
 
 
 async def settle(
-    answered: Sequence[Answered],
+    answered: Sequence[Answered[T]],
     *,
     devices: DeviceOutcomes,
     now: datetime,
     rules: OutcomeRules,
     correlation: str = "",
-) -> Settled:
+) -> Settled[T]:
     """Decide each answer's outcome and apply it to the registry (concurrently).
 
     Raises TransientError subclasses when the registry does not answer.
@@ -239,7 +248,9 @@ async def settle(
         counts["removed"] += int(removed)
         _log_outcome(correlation, a.device, outcome)
     return Settled(
-        outcomes=tuple(outcome for outcome, _ in decided),
+        outcomes=tuple(
+            (a.item, outcome) for a, (outcome, _) in zip(answered, decided, strict=True)
+        ),
         delivered=counts[DeliveryState.DELIVERED.value],
         failed=counts[DeliveryState.FAILED.value],
         released=counts[DeliveryState.RELEASED.value],
@@ -248,7 +259,7 @@ async def settle(
 
 
 async def _settle_one(
-    a: Answered, devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
+    a: Answered[T], devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
 ) -> tuple[Outcome, bool]:
     outcome, removed = await _settle_answer(a, devices, now, remove_after, configuration)
     if a.note:
@@ -258,7 +269,7 @@ async def _settle_one(
 
 
 async def _settle_answer(
-    a: Answered, devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
+    a: Answered[T], devices: DeviceOutcomes, now: datetime, remove_after: int, configuration: bool
 ) -> tuple[Outcome, bool]:
     kind = Disposition.CONFIGURATION if configuration else classify(a.answer)
     device = a.device
@@ -301,7 +312,7 @@ async def _settle_answer(
 
 
 async def _unregistered(
-    a: Answered, devices: DeviceOutcomes, now: datetime
+    a: Answered[T], devices: DeviceOutcomes, now: datetime
 ) -> tuple[Outcome, bool]:
     answer = a.answer
     when = answer.unregistered_at if isinstance(answer, PushResult) else None
@@ -326,7 +337,7 @@ def counts_again(device: Settling, reason: str, now: datetime) -> bool:
 
 
 async def _bad_token(
-    a: Answered, answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
+    a: Answered[T], answer: PushResult, devices: DeviceOutcomes, now: datetime, remove_after: int
 ) -> tuple[Outcome, bool]:
     device = a.device
     reason = _reason_text(answer)

@@ -37,6 +37,7 @@ from shared.push.outcomes import (
     ConfigAlarm,
     DeviceOutcomes,
     OutcomeRules,
+    Settled,
     Settling,
     settle,
 )
@@ -46,7 +47,6 @@ from shared.storage.deliveries import (
     DeliveryRecord,
     DeliveryStore,
     DeviceTarget,
-    Outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -154,22 +154,6 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Settlement:
-    """The outcomes of one fan-out, ready for the delivery log, and whether to retry."""
-
-    outcomes: tuple[tuple[DeliveryRecord, Outcome], ...] = ()
-    delivered: int = 0
-    failed: int = 0
-    released: int = 0
-    removed: int = 0
-
-    @property
-    def retry_needed(self) -> bool:
-        """True when a claim was released: the invocation must fail so Event Grid redelivers."""
-        return self.released > 0
-
-
-@dataclass(frozen=True, slots=True)
 class FanOut(Generic[D]):
     """One event's collaborators and the claim, send and settle steps chat and calls take."""
 
@@ -206,21 +190,15 @@ class FanOut(Generic[D]):
         routed = [(Route(d.topic, d.environment), n) for d, n in items]
         return await send_all(routed, self.pushers, budget=budget, tag=self.tag)
 
-    async def settle(self, attempts: Sequence[Attempt]) -> Settlement:
-        """Settle the answers now (:func:`shared.push.outcomes.settle`); raises TransientError."""
-        settled = await settle(
-            [Answered(settling_of(a.device), a.answer, a.note) for a in attempts],
+    async def settle(self, attempts: Sequence[Attempt]) -> Settled[DeliveryRecord]:
+        """Settle the answers now (:func:`shared.push.outcomes.settle`), each outcome beside
+        its claim, ready for the delivery log; raises TransientError."""
+        return await settle(
+            [Answered(a.record, settling_of(a.device), a.answer, a.note) for a in attempts],
             devices=self.devices,
             now=self.clock(),
             rules=outcome_rules(self.settings, self.alarm),
             correlation=self.tag,
-        )
-        return Settlement(
-            outcomes=tuple(zip((a.record for a in attempts), settled.outcomes, strict=True)),
-            delivered=settled.delivered,
-            failed=settled.failed,
-            released=settled.released,
-            removed=settled.removed,
         )
 
 

@@ -69,6 +69,7 @@ from shared.storage.tables import (
     UpdateMode,
     encode_key,
     key_units,
+    read_entity,
     storage_errors,
 )
 
@@ -278,9 +279,10 @@ class DeliveryStore(Protocol):
 
 
 def _part(text: str) -> str:
-    """One key component: Table-safe, never containing the ``|`` separator, and at most
-    :data:`MAX_PART_UNITS` long (a longer one is ``%h`` and the SHA-256 of the text)."""
-    part = encode_key(text).replace("|", "%7C")
+    """One key component: Table-safe, never containing the ``|`` separator (encode_key escapes
+    it), and at most :data:`MAX_PART_UNITS` long (a longer one is ``%h`` and the SHA-256 of the
+    text)."""
+    part = encode_key(text)
     if key_units(part) <= MAX_PART_UNITS:
         return part
     return "%h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -657,14 +659,13 @@ class TableDeliveryStore:
 
     async def message_state(self, user_id: str, thread_id: str, message_id: str) -> MessageState:
         """The message's tombstone: one point read."""
-        try:
-            with storage_errors("read a message's tombstone"):
-                row = await self._table.get_entity(
-                    partition_key(user_id, thread_id), tombstone_row(message_id)
-                )
-        except EntityNotFoundError:
-            return MessageState()
-        return MessageState(deleted_at=_utc(row["claimedAt"]))
+        row = await read_entity(
+            self._table,
+            partition_key(user_id, thread_id),
+            tombstone_row(message_id),
+            what="read a message's tombstone",
+        )
+        return MessageState() if row is None else MessageState(deleted_at=_utc(row["claimedAt"]))
 
     async def mark_deleted(
         self, user_id: str, thread_id: str, message_id: str, *, at: datetime, event_id: str
@@ -743,10 +744,10 @@ class TableDeliveryStore:
             pass
 
     async def _cursor(self) -> date | None:
-        try:
-            with storage_errors("read the purge cursor"):
-                row = await self._table.get_entity(CURSOR_PARTITION, CURSOR_ROW)
-        except EntityNotFoundError:
+        row = await read_entity(
+            self._table, CURSOR_PARTITION, CURSOR_ROW, what="read the purge cursor"
+        )
+        if row is None:
             return None
         return datetime.strptime(str(row["day"]), "%Y%m%d").replace(tzinfo=UTC).date()
 

@@ -34,7 +34,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from shared.apns.notification import Environment
@@ -51,8 +51,14 @@ from shared.storage.tables import (
     decode_key,
     encode_key,
     int_property,
+    read_entity,
     read_int,
+    read_text,
+    read_time,
+    read_times,
     storage_errors,
+    times_text,
+    write_if_unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -141,32 +147,6 @@ class DeviceRegistry(Protocol):
         ...
 
 
-# --- entity mapping -------------------------------------------------------------------------------
-
-
-def _utc(value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime property, got {type(value).__name__}")
-    # The SDK returns a datetime subclass; normalise to a plain aware UTC datetime.
-    v = value.astimezone(UTC)
-    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
-
-
-def _text(entity: Mapping[str, Any], name: str) -> str | None:
-    value = entity.get(name)
-    return str(value) if value not in (None, "") else None
-
-
-def _times(text: str | None) -> tuple[datetime, ...]:
-    if not text:
-        return ()
-    return tuple(datetime.fromisoformat(part) for part in text.split(","))
-
-
-def _times_text(times: Sequence[datetime]) -> str:
-    return ",".join(t.astimezone(UTC).isoformat() for t in times)
-
-
 class DeviceStore:
     """The device registry on Table Storage (devices + tokenowners tables)."""
 
@@ -213,7 +193,7 @@ class DeviceStore:
     def _to_device(self, entity: Mapping[str, Any]) -> Device:
         user_id = decode_key(str(entity["PartitionKey"]))
         device_id = decode_key(str(entity["RowKey"]))
-        renewed = _utc(entity["renewedAt"])
+        renewed = read_time(entity["renewedAt"])
         key, expires = self._unwrap(entity, user_id, device_id)
         metadata = getattr(entity, "metadata", {})
         last_at = entity.get("lastResultAt")
@@ -224,34 +204,34 @@ class DeviceStore:
             kind=DeviceKind(entity["kind"]),
             topic=str(entity["topic"]),
             environment=Environment(entity["environment"]),
-            registered_at=_utc(entity.get("registeredAt") or entity["renewedAt"]),
+            registered_at=read_time(entity.get("registeredAt") or entity["renewedAt"]),
             renewed_at=renewed,
             preview_key=key,
             key_expires_at=expires,
-            app_version=_text(entity, "appVersion"),
-            locale=_text(entity, "locale"),
+            app_version=read_text(entity, "appVersion"),
+            locale=read_text(entity, "locale"),
             stale=bool(entity.get("stale", False)),
             bad_token_count=read_int(entity.get("badTokenCount")),
-            last_result=_text(entity, "lastResult"),
+            last_result=read_text(entity, "lastResult"),
             background_sent=tuple(
                 sorted(
                     {
-                        *_times(_text(entity, "backgroundSent")),
-                        *_times(_text(entity, "renewalSent")),
+                        *read_times(entity.get("backgroundSent")),
+                        *read_times(entity.get("renewalSent")),
                     }
                 )
             ),
             unanswered_wakes=read_int(entity.get("unansweredWakes")),
             etag=metadata.get("etag"),
-            last_result_at=_utc(last_at) if last_at is not None else None,
-            wake_at=next(iter(_times(_text(entity, "wakeAt"))), None),
-            wake_sweep=_text(entity, "wakeSweep"),
+            last_result_at=read_time(last_at) if last_at is not None else None,
+            wake_at=next(iter(read_times(entity.get("wakeAt"))), None),
+            wake_sweep=read_text(entity, "wakeSweep"),
         )
 
     def _unwrap(
         self, entity: Mapping[str, Any], user_id: str, device_id: str
     ) -> tuple[bytes | None, datetime | None]:
-        text = _text(entity, "previewKey")
+        text = read_text(entity, "previewKey")
         if text is None:
             return None, None
         try:
@@ -262,18 +242,16 @@ class DeviceStore:
             # A retired KEK or a damaged row: push with the generic text until the next renewal.
             log.warning("preview key of device %s unusable: %s", device_id, exc)
             return None, None
-        return key, _utc(entity["keyExpiresAt"])
+        return key, read_time(entity["keyExpiresAt"])
 
     # --- reads ------------------------------------------------------------------------------------
 
     async def get(self, user_id: str, device_id: str) -> Device | None:
         """One device of ``user_id``, or None. Raises StorageUnavailableError."""
-        try:
-            with storage_errors("read device"):
-                entity = await self._devices.get_entity(encode_key(user_id), encode_key(device_id))
-        except EntityNotFoundError:
-            return None
-        return self._to_device(entity)
+        entity = await read_entity(
+            self._devices, encode_key(user_id), encode_key(device_id), what="read device"
+        )
+        return None if entity is None else self._to_device(entity)
 
     async def list_for_user(self, user_id: str) -> list[Device]:
         """Every device of ``user_id`` (one partition query). Raises StorageUnavailableError."""
@@ -346,10 +324,10 @@ class DeviceStore:
         return str(meta.get("etag") or "")
 
     async def _owner(self, device_id: str) -> tuple[str | None, str | None]:
-        try:
-            with storage_errors("read token owner"):
-                entity = await self._owners.get_entity(encode_key(device_id), OWNER_ROW)
-        except EntityNotFoundError:
+        entity = await read_entity(
+            self._owners, encode_key(device_id), OWNER_ROW, what="read token owner"
+        )
+        if entity is None:
             return None, None
         return str(entity["owner"]), entity.metadata["etag"]
 
@@ -361,16 +339,7 @@ class DeviceStore:
             "owner": device.user_id,
             "since": device.renewed_at,
         }
-        with storage_errors("claim token"):
-            if etag is None:
-                await self._owners.create_entity(entity)
-            else:
-                await self._owners.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+        await write_if_unchanged(self._owners, entity, etag, what="claim token")
 
     async def _delete_row(self, user_id: str, device_id: str, etag: str | None = None) -> None:
         """Delete one device row (absent is fine). Raises EntityChangedError on a stale ETag."""
@@ -512,7 +481,7 @@ class DeviceStore:
             recent = [t for t in device.background_sent if t > at - window] + [at]
             recent = recent[-BACKGROUND_KEEP:]
             wakes = device.unanswered_wakes + (1 if renewal else 0)
-            fields = {"backgroundSent": _times_text(recent), "unansweredWakes": wakes}
+            fields = {"backgroundSent": times_text(recent), "unansweredWakes": wakes}
             try:
                 written = await self._merge_guarded(device, fields)
             except EntityNotFoundError:
@@ -546,9 +515,9 @@ class DeviceStore:
         fields = {
             "PartitionKey": encode_key(user_id),
             "RowKey": encode_key(device_id),
-            "renewalSent": _times_text(list(sent)[-BACKGROUND_KEEP:]),
+            "renewalSent": times_text(list(sent)[-BACKGROUND_KEEP:]),
             "unansweredWakes": int_property(unanswered_wakes),
-            "wakeAt": _times_text([wake_at] if wake_at is not None else []),
+            "wakeAt": times_text([wake_at] if wake_at is not None else []),
             "wakeSweep": wake_sweep or "",
         }
         return await self._guarded(fields, etag)

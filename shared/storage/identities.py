@@ -26,6 +26,7 @@ from shared.storage.tables import (
     TableClient,
     UpdateMode,
     encode_key,
+    read_entity,
     storage_errors,
 )
 from shared.usecases.access_tokens import IdentityRecord, with_rate
@@ -46,12 +47,8 @@ class TableIdentityStore:
 
     async def get(self, caller_key: str) -> IdentityRecord | None:
         """The caller's row, or None (one point read)."""
-        try:
-            with storage_errors("read identity"):
-                entity = await self._table.get_entity(encode_key(caller_key), ROW)
-        except EntityNotFoundError:
-            return None
-        return _record(caller_key, entity)
+        entity = await read_entity(self._table, encode_key(caller_key), ROW, what="read identity")
+        return None if entity is None else _record(caller_key, entity)
 
     async def reserve(self, caller_key: str, now: datetime) -> IdentityRecord | None:
         """Create the caller's row as a reservation; None if a row exists (409)."""

@@ -54,10 +54,9 @@ from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
-    MatchConditions,
-    UpdateMode,
     encode_key,
-    storage_errors,
+    read_entity,
+    write_if_unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -545,10 +544,10 @@ class TableInboxStore:
 
     async def read(self, user_id: str) -> InboxSnapshot:
         """One point read."""
-        try:
-            with storage_errors("read an inbox"):
-                entity = await self._table.get_entity(encode_key(user_id), INBOX_ROW)
-        except EntityNotFoundError:
+        entity = await read_entity(
+            self._table, encode_key(user_id), INBOX_ROW, what="read an inbox"
+        )
+        if entity is None:
             return EMPTY
         return InboxSnapshot(decode_inbox(_joined(entity)), _etag_of(entity))
 
@@ -556,16 +555,9 @@ class TableInboxStore:
         """Create the row, or replace it under ``prior``'s ETag: one round trip."""
         entity = _entity(user_id, encode_inbox(inbox))
         try:
-            with storage_errors("write an inbox"):
-                if prior.etag is None:
-                    answer = await self._table.create_entity(entity)
-                else:
-                    answer = await self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=prior.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+            answer = await write_if_unchanged(
+                self._table, entity, prior.etag, what="write an inbox"
+            )
         except (EntityExistsError, EntityChangedError, EntityNotFoundError):
             return None
         etag = answer.get("etag") if isinstance(answer, Mapping) else None

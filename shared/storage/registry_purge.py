@@ -7,7 +7,7 @@ so finding old rows there would be a full scan. Instead, a small index says on w
 each device was (re-)registered (table ``devicedays``)::
 
     PartitionKey  UTC day ``YYYYMMDD`` of a registration or renewal
-    RowKey        encode_key(rawId) + "~" + encode_key(deviceId)
+    RowKey        pair_key(rawId, deviceId): encode_key(rawId) + "~" + encode_key(deviceId)
 
 - :meth:`TableDeviceDays.note` writes today's entry of a device, once a day per process (an app
   renews every ~45 minutes; only the first renewal of the day pays the write). It cannot share a
@@ -43,8 +43,8 @@ from shared.storage.tables import (
     EntityNotFoundError,
     TableClient,
     UpdateMode,
-    decode_key,
-    encode_key,
+    pair_key,
+    split_pair_key,
     storage_errors,
     submit_batches,
 )
@@ -56,7 +56,6 @@ PAGE: Final = 500  # index entries handled per round of the purge
 CONCURRENCY: Final = 16  # device removals in flight at once
 DEFAULT_BUDGET: Final = timedelta(minutes=2)  # the purge timer shares functionTimeout (5 min)
 _FORMAT: Final = "%Y%m%d"
-_SEPARATOR: Final = "~"
 
 Clock = Callable[[], datetime]
 
@@ -70,7 +69,7 @@ def day_key(when: datetime) -> str:
 
 def index_row(user_id: str, device_id: str) -> str:
     """The index RowKey of one device of one user."""
-    return encode_key(user_id) + _SEPARATOR + encode_key(device_id)
+    return pair_key(user_id, device_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +83,10 @@ class DayEntry:
     @classmethod
     def from_keys(cls, partition_key: str, row_key: str) -> DayEntry:
         """Parse stored keys. Raises ValueError for a row this module did not write."""
-        user, sep, device = row_key.rpartition(_SEPARATOR)
-        if not sep or len(partition_key) != 8 or not partition_key.isdigit():
+        if len(partition_key) != 8 or not partition_key.isdigit():
             raise ValueError("not a device-day row")
-        return cls(partition_key, decode_key(user), decode_key(device))
+        user, device = split_pair_key(row_key)
+        return cls(partition_key, user, device)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The renewal schedule: which devices are due for a wake-up push, indexed by time (renewals table).
 
     PartitionKey  due bucket ``YYYYMMDDHHMM`` (the UTC start of a 5-minute bucket) + "-" + lane
-    RowKey        encode_key(rawId) + "~" + deviceId
+    RowKey        pair_key(rawId, deviceId): encode_key(rawId) + "~" + encode_key(deviceId)
 
 A bucket is spread over ``LANES`` partitions (the lane is a hash of the deviceId): every device
 due in one 5 minutes lands in one bucket, and one partition takes about 2,000 entities/s in
@@ -34,10 +34,12 @@ from shared.storage.tables import (
     EntityNotFoundError,
     TableClient,
     UpdateMode,
-    decode_key,
-    encode_key,
+    pair_key,
+    read_times,
+    split_pair_key,
     storage_errors,
     submit_batches,
+    times_text,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ log = logging.getLogger(__name__)
 RENEWALS_TABLE: Final = "renewals"
 BUCKET_MINUTES: Final = 5
 _FORMAT: Final = "%Y%m%d%H%M"
-_SEPARATOR: Final = "~"
 LANES: Final = 16
 
 
@@ -80,15 +81,7 @@ def due_at(key_expires_at: datetime, lead: timedelta) -> datetime:
 
 def row_key(user_id: str, device_id: str) -> str:
     """The schedule RowKey of one device."""
-    return encode_key(user_id) + _SEPARATOR + encode_key(device_id)
-
-
-def _times(text: str) -> tuple[datetime, ...]:
-    return tuple(datetime.fromisoformat(t) for t in text.split(",")) if text else ()
-
-
-def _time_text(times: Sequence[datetime]) -> str:
-    return ",".join(t.astimezone(UTC).isoformat() for t in times)
+    return pair_key(user_id, device_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +135,14 @@ class EntryState:
             "topic": self.topic,
             "environment": self.environment,
             "etag": self.etag,
-            "at": _time_text([self.at]),
-            "sent": _time_text(self.sent),
+            "at": times_text([self.at]),
+            "sent": times_text(self.sent),
             "wakes": self.wakes,
-            "wakeAt": _time_text([self.wake_at] if self.wake_at else []),
+            "wakeAt": times_text([self.wake_at] if self.wake_at else []),
             "wakeSweep": self.wake_sweep or "",
             "badTokens": self.bad_tokens,
             "lastResult": self.last_result or "",
-            "lastResultAt": _time_text([self.last_result_at] if self.last_result_at else []),
+            "lastResultAt": times_text([self.last_result_at] if self.last_result_at else []),
         }
 
     @classmethod
@@ -158,15 +151,15 @@ class EntryState:
         try:
             if not entity.get("etag"):
                 return None
-            wake_at = _times(str(entity.get("wakeAt") or ""))
-            result_at = _times(str(entity.get("lastResultAt") or ""))
+            wake_at = read_times(entity.get("wakeAt"))
+            result_at = read_times(entity.get("lastResultAt"))
             return cls(
                 token=str(entity["token"]),
                 topic=str(entity["topic"]),
                 environment=str(entity["environment"]),
                 etag=str(entity["etag"]),
-                at=_times(str(entity["at"]))[0],
-                sent=_times(str(entity.get("sent") or "")),
+                at=read_times(str(entity["at"]))[0],
+                sent=read_times(entity.get("sent")),
                 wakes=int(entity.get("wakes") or 0),
                 wake_at=wake_at[0] if wake_at else None,
                 wake_sweep=str(entity.get("wakeSweep") or "") or None,
@@ -190,12 +183,10 @@ class ScheduleEntry:
     @classmethod
     def from_keys(cls, partition: str, row: str) -> ScheduleEntry:
         """Parse stored keys. Raises ValueError for a row this module did not write."""
-        user, sep, device = row.rpartition(_SEPARATOR)
-        if not sep:
-            raise ValueError("not a schedule row")
+        user, device = split_pair_key(row)
         bucket = partition.partition("-")[0]
         bucket_start(bucket)
-        return cls(bucket, decode_key(user), decode_key(device))
+        return cls(bucket, user, device)
 
     @property
     def partition(self) -> str:

@@ -23,20 +23,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
-    EntityNotFoundError,
     MatchConditions,
     TableClient,
     UpdateMode,
     encode_key,
+    read_entity,
     read_int,
+    read_text,
+    read_time,
     storage_errors,
     submit_batches,
+    write_if_unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -114,22 +117,10 @@ class SweepRate:
         return self.renewed_after / self.woken if self.woken else None
 
 
-def _utc(value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime property, got {type(value).__name__}")
-    v = value.astimezone(UTC)
-    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
-
-
-def _opt(entity: Mapping[str, Any], name: str) -> str | None:
-    value = entity.get(name)
-    return str(value) if value not in (None, "") else None
-
-
 def _record(entity: Mapping[str, Any]) -> SweepRecord:
     return SweepRecord(
         sweep_id=str(entity["RowKey"]),
-        at=_utc(entity["at"]),
+        at=read_time(entity["at"]),
         from_bucket=str(entity["fromBucket"]),
         to_bucket=str(entity["toBucket"]),
         devices=read_int(entity.get("devices")),
@@ -145,16 +136,16 @@ class TableSweepLog:
 
     async def checkpoint(self) -> Checkpoint:
         """The checkpoint (empty before the first sweep). Raises StorageUnavailableError."""
-        try:
-            with storage_errors("read sweep checkpoint"):
-                e = await self._table.get_entity(SWEEPS_PARTITION, CURSOR_ROW)
-        except EntityNotFoundError:
+        e = await read_entity(
+            self._table, SWEEPS_PARTITION, CURSOR_ROW, what="read sweep checkpoint"
+        )
+        if e is None:
             return Checkpoint()
         lease = e.get("leaseUntil")
         return Checkpoint(
-            done=_opt(e, "done"),
-            claimed=_opt(e, "claimed"),
-            lease_until=_utc(lease) if lease is not None else None,
+            done=read_text(e, "done"),
+            claimed=read_text(e, "claimed"),
+            lease_until=read_time(lease) if lease is not None else None,
             etag=e.metadata["etag"],
         )
 
@@ -173,16 +164,7 @@ class TableSweepLog:
             "leaseUntil": lease_until,
         }
         try:
-            with storage_errors("claim sweep"):
-                if seen.etag is None:
-                    meta = await self._table.create_entity(entity)
-                else:
-                    meta = await self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=seen.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+            meta = await write_if_unchanged(self._table, entity, seen.etag, what="claim sweep")
         except (EntityExistsError, EntityChangedError):
             return None
         return Checkpoint(seen.done, through, lease_until, str(meta["etag"]))

@@ -12,8 +12,10 @@ builds on this module and on the :class:`TableClient` port it defines.
   :mod:`shared.storage.tables_sdk`); both answer the same
   calls with the same results and errors.
 - :func:`encode_key` / :func:`decode_key`: Table Storage forbids ``/ \\ # ?`` and control
-  characters in PartitionKey and RowKey; we escape them (and ``%``) percent-style, so any text
-  round-trips. :func:`key_fits`: a key is at most 1 KiB (:data:`MAX_KEY_UNITS`).
+  characters in PartitionKey and RowKey; we escape them (and ``%``, and ``~`` and ``|``, the
+  separators of our composite keys) percent-style, so any text round-trips.
+  :func:`pair_key` / :func:`split_pair_key`: a (user, device) key. :func:`key_fits`: a key is at
+  most 1 KiB (:data:`MAX_KEY_UNITS`).
 - :func:`batches` / :func:`submit_batches`: a transaction holds at most 100 operations of one
   partition (Azurite does not reject larger ones cleanly).
 - :func:`int64` / :func:`read_int`: integers at or above 2**31 need an explicit ``Edm.Int64``.
@@ -42,8 +44,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.errors import PushRelayError, TransientError
@@ -201,13 +204,18 @@ def _from_status(what: str, status: int | None, text: str) -> PushRelayError:
 # --- keys -----------------------------------------------------------------------------------------
 
 # Forbidden in keys: / \ # ? and the control characters U+0000-U+001F and U+007F-U+009F
-# (learn.microsoft.com "Understanding the Table service data model"). '%' is the escape itself.
-_ESCAPED: Final = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
+# (learn.microsoft.com "Understanding the Table service data model"). '%' is the escape itself;
+# '~' and '|' separate the parts of our composite keys (PAIR_SEPARATOR; the deliveries table's
+# keys), so no encoded part may hold one. Hex ids and ACS rawIds hold none of these, so their
+# keys are the ids themselves, as they were before '~' and '|' were escaped here.
+_ESCAPED: Final = re.compile(r"[/\\#?%~|\x00-\x1f\x7f-\x9f]")
 _ESCAPE: Final = re.compile(r"%([0-9A-F]{2})")
+PAIR_SEPARATOR: Final = "~"
 
 
 def encode_key(text: str) -> str:
-    """Encode ``text`` for use in a PartitionKey or RowKey (percent-escapes what Tables forbids)."""
+    """Encode ``text`` for use in a PartitionKey or RowKey, or as one part of a composite key
+    (percent-escapes what Tables forbids and the separators ``~`` and ``|``)."""
     return _ESCAPED.sub(lambda m: f"%{ord(m.group()):02X}", text)
 
 
@@ -235,6 +243,19 @@ def decode_key(key: str) -> str:
     return text
 
 
+def pair_key(first: str, second: str) -> str:
+    """One key of two texts (a user and a device): each encoded, joined by ``~``."""
+    return encode_key(first) + PAIR_SEPARATOR + encode_key(second)
+
+
+def split_pair_key(key: str) -> tuple[str, str]:
+    """Invert :func:`pair_key`. Raises ValueError on a key pair_key cannot produce."""
+    first, separator, second = key.partition(PAIR_SEPARATOR)
+    if not separator:
+        raise ValueError(f"not a pair key: no {PAIR_SEPARATOR!r}")
+    return decode_key(first), decode_key(second)
+
+
 # --- values ---------------------------------------------------------------------------------------
 
 
@@ -258,6 +279,36 @@ def read_int(value: object, default: int = 0) -> int:
 def int_property(value: int) -> int | Typed:
     """``value`` as Int32 when it fits, else explicitly Int64."""
     return value if -_INT32_MAX - 1 <= value <= _INT32_MAX else int64(value)
+
+
+def read_time(value: object) -> datetime:
+    """A datetime property as read back (either client), as a plain aware UTC datetime.
+
+    Raises TypeError for anything but a datetime.
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime property, got {type(value).__name__}")
+    # The SDK returns a datetime subclass; normalise to a plain aware UTC datetime.
+    v = value.astimezone(UTC)
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
+
+
+def read_text(entity: Mapping[str, Any], name: str) -> str | None:
+    """A text property; None when it is absent or empty."""
+    value = entity.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def times_text(times: Iterable[datetime]) -> str:
+    """Times as one text property: UTC ISO 8601, comma-separated ("" for none)."""
+    return ",".join(t.astimezone(UTC).isoformat() for t in times)
+
+
+def read_times(text: object) -> tuple[datetime, ...]:
+    """Invert :func:`times_text`; () when absent or empty. Raises ValueError on other text."""
+    if not isinstance(text, str) or not text:
+        return ()
+    return tuple(datetime.fromisoformat(part) for part in text.split(","))
 
 
 # --- the table port -------------------------------------------------------------------------------
@@ -363,6 +414,37 @@ class TableBackend(Protocol):
     async def aclose(self) -> None:
         """Close the transport and credential."""
         ...
+
+
+async def read_entity(
+    table: TableClient, partition_key: str, row_key: str, *, what: str
+) -> Entity | None:
+    """One point read; None when the entity is absent. Raises as :func:`storage_errors`."""
+    try:
+        with storage_errors(what):
+            return await table.get_entity(partition_key, row_key)
+    except EntityNotFoundError:
+        return None
+
+
+async def write_if_unchanged(
+    table: TableClient, entity: Mapping[str, Any], etag: str | None, *, what: str
+) -> dict[str, Any]:
+    """Write what was read back, only if nobody wrote it since: create ``entity`` when the read
+    found nothing (``etag`` None), else replace it under ``etag``; its new ETag.
+
+    Raises EntityExistsError (created meanwhile), EntityChangedError (changed since),
+    EntityNotFoundError (deleted since), or as :func:`storage_errors`.
+    """
+    with storage_errors(what):
+        if etag is None:
+            return await table.create_entity(entity)
+        return await table.update_entity(
+            entity,
+            mode=UpdateMode.REPLACE,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
 
 
 # --- batches --------------------------------------------------------------------------------------

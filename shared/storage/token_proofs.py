@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from shared.storage.tables import (
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
-    MatchConditions,
     TableClient,
     UpdateMode,
     int_property,
+    read_entity,
     read_int,
+    read_time,
+    read_times,
     storage_errors,
+    times_text,
+    write_if_unchanged,
 )
 from shared.usecases.token_proof import Challenge, user_key
 
@@ -41,17 +45,8 @@ def _moved_row(previous: str, topic: str) -> str:
     return "moved-" + hashlib.sha256(f"{previous}\0{topic}".encode()).hexdigest()
 
 
-def _utc(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    v = value.astimezone(UTC)
-    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, UTC)
-
-
-def _times(text: object) -> tuple[datetime, ...]:
-    if not isinstance(text, str) or not text:
-        return ()
-    return tuple(datetime.fromisoformat(part) for part in text.split(","))
+def _time_or_none(value: object) -> datetime | None:
+    return read_time(value) if isinstance(value, datetime) else None
 
 
 class TableProofStore:
@@ -62,12 +57,8 @@ class TableProofStore:
 
     async def read(self, device_id: str) -> Challenge | None:
         """The token's challenge row, or None (one point read)."""
-        try:
-            with storage_errors("read token proof"):
-                entity = await self._table.get_entity(device_id, CHALLENGE_ROW)
-        except EntityNotFoundError:
-            return None
-        return _challenge(device_id, entity)
+        entity = await read_entity(self._table, device_id, CHALLENGE_ROW, what="read token proof")
+        return None if entity is None else _challenge(device_id, entity)
 
     async def write(self, challenge: Challenge) -> Challenge | None:
         """Create the row (no ETag) or replace it under its ETag; None on a conflict."""
@@ -77,21 +68,14 @@ class TableProofStore:
             "claimant": challenge.claimant,
             "codeHash": challenge.code_hash,
             "wrong": int_property(challenge.wrong),
-            "sent": ",".join(t.astimezone(UTC).isoformat() for t in challenge.sent),
+            "sent": times_text(challenge.sent),
         }
         if challenge.expires_at is not None:
             entity["expiresAt"] = challenge.expires_at
         try:
-            with storage_errors("write token proof"):
-                if challenge.etag is None:
-                    meta = await self._table.create_entity(entity)
-                else:
-                    meta = await self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=challenge.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+            meta = await write_if_unchanged(
+                self._table, entity, challenge.etag, what="write token proof"
+            )
         except (EntityExistsError, EntityChangedError, EntityNotFoundError):
             return None
         return Challenge(
@@ -116,14 +100,10 @@ class TableProofStore:
 
     async def moved_at(self, claimant: str, previous: str, topic: str) -> datetime | None:
         """When ``claimant`` last proved holding a phone of ``previous`` for ``topic``."""
-        try:
-            with storage_errors("read proven move"):
-                entity = await self._table.get_entity(
-                    user_key(claimant), _moved_row(previous, topic)
-                )
-        except EntityNotFoundError:
-            return None
-        return _utc(entity.get("at"))
+        entity = await read_entity(
+            self._table, user_key(claimant), _moved_row(previous, topic), what="read proven move"
+        )
+        return None if entity is None else _time_or_none(entity.get("at"))
 
 
 def _challenge(device_id: str, entity: Mapping[str, Any]) -> Challenge:
@@ -132,8 +112,8 @@ def _challenge(device_id: str, entity: Mapping[str, Any]) -> Challenge:
         device_id=device_id,
         claimant=str(entity.get("claimant") or ""),
         code_hash=str(entity.get("codeHash") or ""),
-        expires_at=_utc(entity.get("expiresAt")),
+        expires_at=_time_or_none(entity.get("expiresAt")),
         wrong=read_int(entity.get("wrong")),
-        sent=_times(entity.get("sent")),
+        sent=read_times(entity.get("sent")),
         etag=metadata.get("etag"),
     )

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from shared.edges.auth import Caller
+from shared.domain.callers import Caller
 from shared.errors import PushRelayError, RateLimitedError, TransientError
 
 log = logging.getLogger(__name__)

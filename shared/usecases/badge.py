@@ -76,7 +76,7 @@ async def update_badges(
     items = [(Route(d.topic, d.environment), badge_notification(d, count)) for d in targets]
     answers = await send_all(items, pushers, budget=settings.apns_retry_budget_seconds, tag=tag)
     settled = await settle(
-        [Answered(settling_of(d), a) for d, a in zip(targets, answers, strict=True)],
+        [Answered(d, settling_of(d), a) for d, a in zip(targets, answers, strict=True)],
         devices=registry,
         now=now,
         rules=outcome_rules(settings, None),

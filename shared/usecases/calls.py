@@ -52,9 +52,7 @@ from shared.domain.devices import Device, DeviceKind
 from shared.domain.events import (
     EventSource,
     IncomingCallEvent,
-    MalformedEvent,
     describe,
-    parse_event,
 )
 from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
 from shared.push.pipeline import Attempt, FanOut, Pushers, PushSummary, freshest
@@ -69,6 +67,7 @@ from shared.storage.deliveries import (
     Outcome,
 )
 from shared.storage.inbox import EMPTY, InboxSnapshot, InboxStore, UnreadableInboxError
+from shared.usecases.event_intake import parsed_or_acknowledged
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +143,14 @@ async def handle_call_event(
     alarm: ConfigAlarm | None = None,
     source: EventSource | None = None,
 ) -> PushSummary:
-    """Handle one event of the calls subscription (raw from the trigger, or parsed).
+    """Handle one event of the calls subscription (its delivered JSON, or already parsed).
 
     See the module doc; ``source`` as for chat events (``shared.usecases.chat.handle_chat_event``).
     Raises TransientError subclasses when storage does not answer.
     """
-    if source is not None and not source.admits(event):
-        return PushSummary(note="another source")
-    try:
-        parsed = event if isinstance(event, IncomingCallEvent) else parse_event(event)
-    except MalformedEvent as exc:
-        log.warning("malformed call event %s acknowledged: %s", exc.event_id or "(no id)", exc)
-        return PushSummary(note="malformed")
+    parsed = parsed_or_acknowledged(event, source=source, what="call", log=log)
+    if isinstance(parsed, PushSummary):
+        return parsed
     if not isinstance(parsed, IncomingCallEvent):
         log.warning("non-call event on the calls subscription acknowledged: %s", describe(parsed))
         return PushSummary(note="not an IncomingCall")

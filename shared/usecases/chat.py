@@ -50,24 +50,20 @@ from shared.domain.devices import Device, DeviceKind
 from shared.domain.events import (
     ChatMessageEvent,
     EventSource,
-    Ignored,
     IncomingCallEvent,
-    MalformedEvent,
     MessageEventKind,
     ThreadEvent,
     describe,
-    parse_event,
 )
 from shared.overlap import both, result
 from shared.push.budget import BackgroundBudget
-from shared.push.outcomes import ConfigAlarm, DeviceOutcomes
+from shared.push.outcomes import ConfigAlarm, DeviceOutcomes, Settled
 from shared.push.pipeline import (
     Attempt,
     Claimed,
     FanOut,
     Pushers,
     PushSummary,
-    Settlement,
     freshest,
 )
 from shared.settings import Settings
@@ -88,6 +84,7 @@ from shared.storage.inbox import (
 )
 from shared.storage.tables import StorageRejectedError
 from shared.usecases.badge import badge_notification, update_badges
+from shared.usecases.event_intake import parsed_or_acknowledged
 from shared.usecases.unread import Presentation, membership_change, note_message
 
 log = logging.getLogger(__name__)
@@ -129,18 +126,14 @@ async def handle_chat_event(
     alarm: ConfigAlarm | None = None,
     source: EventSource | None = None,
 ) -> PushSummary:
-    """Handle one chat event (raw from the trigger, or already parsed); see the module doc.
+    """Handle one chat event (its delivered JSON, or already parsed); see the module doc.
 
     ``source``: the ACS resource events must come from; others are acknowledged and logged.
     Raises TransientError subclasses when storage does not answer.
     """
-    if source is not None and not source.admits(event):
-        return PushSummary(note="another source")
-    try:
-        parsed = event if isinstance(event, _PARSED) else parse_event(event)
-    except MalformedEvent as exc:
-        log.warning("malformed chat event %s acknowledged: %s", exc.event_id or "(no id)", exc)
-        return PushSummary(note="malformed")
+    parsed = parsed_or_acknowledged(event, source=source, what="chat", log=log)
+    if isinstance(parsed, PushSummary):
+        return parsed
     if isinstance(parsed, ChatMessageEvent | ThreadEvent):
         fan = FanOut(devices, deliveries, pushers, settings, clock, alarm, describe(parsed))
         if isinstance(parsed, ThreadEvent):
@@ -156,9 +149,6 @@ async def handle_chat_event(
         return PushSummary(note="call event on the chat function")
     log.info("chat event acknowledged, nothing to do: %s", describe(parsed))
     return PushSummary(note=parsed.reason)
-
-
-_PARSED: Final = (ChatMessageEvent, ThreadEvent, IncomingCallEvent, Ignored)
 
 
 async def _thread_event(
@@ -330,7 +320,7 @@ class _ChatPush:
 
     async def _push_all(
         self, mine: Sequence[tuple[DeliveryRecord, Device]], now: datetime, shown: Presentation
-    ) -> tuple[Settlement, tuple[tuple[DeliveryRecord, Outcome], ...]]:
+    ) -> tuple[Settled[DeliveryRecord], tuple[tuple[DeliveryRecord, Outcome], ...]]:
         ready: list[tuple[DeliveryRecord, Device, Notification, str]] = []
         early: list[Attempt] = []
         skipped: list[tuple[DeliveryRecord, Outcome]] = []

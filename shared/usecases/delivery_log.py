@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.edges.auth import Caller
+from shared.domain.callers import Caller
 from shared.errors import ForbiddenError, InvalidInputError
 from shared.settings import Settings
 from shared.storage.deliveries import DeliveryRecord, DeliveryStore, PurgeReport

@@ -16,7 +16,8 @@ import jwt
 import pytest
 
 from devtools.dev_identity_provider import DevIdentityProvider
-from shared.edges.auth import Authenticator, AuthSource, AuthUnavailableError, Caller, HttpJwks
+from shared.domain.callers import AuthSource, Caller
+from shared.edges.auth import Authenticator, AuthUnavailableError, HttpJwks
 from shared.settings import load_settings
 
 pytestmark = pytest.mark.integration

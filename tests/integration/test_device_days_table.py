@@ -88,12 +88,30 @@ async def test_read_before_refuses_text_that_is_not_a_day(days: DeviceDays, day:
         await days.read_before(day, 10)
 
 
-@pytest.mark.parametrize(
-    "evil", ["x' or PartitionKey ne 'x", "a~b~c", "8:acs:res_1 / # ? % \\ \t", "🧵" * 10]
-)
+EVIL = ["x' or PartitionKey ne 'x", "a~b~c", "8:acs:res_1 / # ? % \\ \t", "🧵" * 10, "a|b"]
+
+
+@pytest.mark.parametrize("evil", EVIL)
 async def test_user_ids_with_separators_quotes_and_operators_round_trip(
     days: DeviceDays, evil: str
 ) -> None:
-    # Device IDs are SHA-256 hex (device_id_for): only the user ID can carry such characters.
     await days.note(evil, DEVICE, NOW)
     assert await days.read_before(TOMORROW, 10) == [DayEntry(TODAY, evil, DEVICE)]
+
+
+@pytest.mark.parametrize("evil", EVIL)
+async def test_device_ids_with_separators_quotes_and_operators_round_trip(
+    days: DeviceDays, evil: str
+) -> None:
+    # Ours are SHA-256 hex (device_id_for), but the index must not depend on it.
+    await days.note(ALICE, evil, NOW)
+    assert await days.read_before(TOMORROW, 10) == [DayEntry(TODAY, ALICE, evil)]
+
+
+async def test_ids_holding_the_row_separator_stay_two_entries(days: DeviceDays) -> None:
+    # The RowKey joins user and device with "~": escaped inside each, neither pair takes the
+    # other's row.
+    await days.note("8:acs:a", "b~c", NOW)
+    await days.note("8:acs:a~b", "c", NOW)
+    got = {(e.user_id, e.device_id) for e in await days.read_before(TOMORROW, 10)}
+    assert got == {("8:acs:a", "b~c"), ("8:acs:a~b", "c")}

@@ -500,6 +500,17 @@ async def test_read_due_returns_the_entries_of_the_bucket_range(registry: Regist
     ]
 
 
+async def test_ids_holding_the_row_separator_stay_two_entries_and_read_back_whole(
+    registry: Registry,
+) -> None:
+    # The RowKey joins user and device with "~": escaped inside each, neither pair takes the
+    # other's row.
+    await registry.schedule.schedule("8:acs:a", "b~c", NOW)
+    await registry.schedule.schedule("8:acs:a~b", "c", NOW)
+    got = await registry.schedule.read_due(bucket_for(NOW), bucket_for(NOW))
+    assert sorted((e.user_id, e.device_id) for e in got) == [("8:acs:a", "b~c"), ("8:acs:a~b", "c")]
+
+
 async def test_unschedule_removes_the_entry(registry: Registry) -> None:
     await registry.schedule.schedule(ALICE, "d1", NOW)
     await registry.schedule.unschedule(ALICE, "d1", NOW)

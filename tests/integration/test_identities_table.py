@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devtools.azurite import Azurite
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.storage.identities import TABLE, TableIdentityStore
 from shared.storage.tables import Tables
 from shared.usecases.access_tokens import IdentityStore, acs_user_for
+from tests.fakes.acs_identity import FakeAcs
+from tests.fakes.clock import FakeClock, no_sleep
 from tests.fakes.identities import FakeIdentityStore
-from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.integration
 

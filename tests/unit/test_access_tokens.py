@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from shared.acs.identity import AcsUnavailableError
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.edges.http_api import error_response
 from shared.usecases.access_tokens import (
     IdentityPendingError,
@@ -18,8 +18,9 @@ from shared.usecases.access_tokens import (
     acs_user_for,
     issue_token,
 )
+from tests.fakes.acs_identity import FakeAcs
+from tests.fakes.clock import FakeClock, no_sleep
 from tests.fakes.identities import FakeIdentityStore
-from tests.token_fakes import FakeAcs, FakeClock, no_sleep
 
 pytestmark = pytest.mark.unit
 

@@ -16,15 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
 
-from shared.edges.auth import (
-    Authenticator,
-    AuthError,
-    AuthSource,
-    AuthUnavailableError,
-    Caller,
-    HttpJwks,
-    caller_key,
-)
+from shared.domain.callers import AuthSource, Caller, caller_key
+from shared.edges.auth import Authenticator, AuthError, AuthUnavailableError, HttpJwks
 from shared.edges.http_api import error_response, status_of
 from shared.errors import SettingsError
 from shared.settings import Settings, load_settings

@@ -31,7 +31,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import PyJWK
 
-from shared.edges.auth import Authenticator, AuthError, AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
+from shared.edges.auth import Authenticator, AuthError
 from shared.settings import load_settings
 
 pytestmark = pytest.mark.unit

@@ -29,10 +29,12 @@ from shared.usecases.calls import (
     send_budget,
     worth_retrying,
 )
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import FakeClock
 from tests.fakes.deliveries import FakeDeliveries
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import Clock, FakeApns, device, sample, settings
+from tests.unit.chat_fakes import device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +63,7 @@ class World:
     deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
     inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
-    clock: Clock = field(default_factory=lambda: Clock(RANG_AT + timedelta(seconds=2)))
+    clock: FakeClock = field(default_factory=lambda: FakeClock(RANG_AT + timedelta(seconds=2)))
     settings: Settings = field(default_factory=settings)
 
     async def handle(self, event: Any) -> PushSummary:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.edges.auth import AuthSource, Caller
+from shared.domain.callers import AuthSource, Caller
 from shared.edges.http_api import status_of
 from shared.errors import RefusalError
 from shared.settings import Settings
@@ -24,8 +24,9 @@ from shared.usecases.delivery_log import (
     parse_query,
     purge_deliveries,
 )
+from tests.fakes.clock import T0, FakeClock
 from tests.fakes.deliveries import FakeDeliveries
-from tests.unit.chat_fakes import T0, Clock, settings
+from tests.unit.chat_fakes import settings
 
 pytestmark = pytest.mark.unit
 
@@ -118,6 +119,6 @@ async def test_admin_reads_each_device_outcome() -> None:
 
 async def test_purge_removes_records_past_the_retention() -> None:
     store = await logged()
-    clock = Clock(T0 + timedelta(days=8))
+    clock = FakeClock(T0 + timedelta(days=8))
     report = await purge_deliveries(store, settings(delivery_retention_days=7), clock)
     assert (report.records, store.rows) == (1, {})

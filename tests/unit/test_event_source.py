@@ -17,12 +17,15 @@ from azure.functions.meta import Datum
 from devtools.settings_doc import sample_settings
 from shared.domain.devices import DeviceKind
 from shared.domain.events import EventSource
+from shared.edges.event_grid import event_json
 from shared.usecases.calls import handle_call_event
 from shared.usecases.chat import handle_chat_event
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import FakeClock
 from tests.fakes.deliveries import FakeDeliveries
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import Clock, FakeApns, device, sample, settings
+from tests.unit.chat_fakes import device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -37,13 +40,14 @@ RECEIVED_CE = sample("chat_message_received.cloudevents.json")
 CALL = sample("incoming_call.eventgrid.json")
 
 
-def as_trigger_input(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-    """The event as the worker hands it to the function (its own converter, either schema)."""
+def as_trigger_input(event: dict[str, Any]) -> dict[str, object]:
+    """The event as the trigger passes it on: decoded by the worker's own converter (either
+    schema), then turned back into its JSON by the edge."""
     datum = Datum(json.dumps(event), "json")
     decoded: func.EventGridEvent | func.CloudEvent = EventGridEventInConverter.decode(
         datum, trigger_metadata={}
     )
-    return decoded
+    return event_json(decoded)
 
 
 def sample_files() -> list[str]:
@@ -87,7 +91,8 @@ async def test_a_chat_event_of_another_resource_pushes_nobody(
     forged = as_trigger_input(copy.deepcopy(RECEIVED) | {"topic": THEIRS})
     summary = await handle_chat_event(
         forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
-        pushers={apns.topic: apns}, settings=settings(), clock=Clock(), source=EventSource(OURS),
+        pushers={apns.topic: apns}, settings=settings(), clock=FakeClock(),
+        source=EventSource(OURS),
     )  # fmt: skip
     assert (apns.sent, summary.note) == ([], "another source")
     assert "someone-elses" in caplog.text and RECEIVED["id"] in caplog.text
@@ -98,7 +103,7 @@ async def test_a_chat_event_of_ours_still_pushes() -> None:
     apns, registry = FakeApns(), FakeDeviceStore(device(user, 1))
     summary = await handle_chat_event(
         as_trigger_input(RECEIVED), devices=registry, deliveries=FakeDeliveries(),
-        inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=Clock(),
+        inbox=FakeInbox(), pushers={apns.topic: apns}, settings=settings(), clock=FakeClock(),
         source=EventSource(OURS),
     )  # fmt: skip
     assert (len(apns.sent), summary.delivered) == (1, 1)
@@ -109,7 +114,7 @@ async def test_a_call_of_another_resource_rings_nobody() -> None:
     apns = FakeApns()
     registry = FakeDeviceStore(device(callee, 1, kind=DeviceKind.VOIP))
     forged = as_trigger_input(copy.deepcopy(CALL) | {"topic": THEIRS})
-    ringing = Clock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
+    ringing = FakeClock(datetime.fromisoformat(CALL["eventTime"]) + timedelta(seconds=2))
     summary = await handle_call_event(
         forged, devices=registry, deliveries=FakeDeliveries(), inbox=FakeInbox(),
         pushers={apns.topic: apns}, settings=settings(), clock=ringing, source=EventSource(OURS),

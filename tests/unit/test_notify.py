@@ -21,10 +21,12 @@ from shared.settings import Settings
 from shared.storage.deliveries import DeliveryKind, DeliveryState
 from shared.storage.tables import StorageRejectedError
 from shared.usecases.chat import handle_chat_event
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import T0, FakeClock
 from tests.fakes.deliveries import FakeDeliveries
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import T0, Clock, FakeApns, device, sample, settings
+from tests.unit.chat_fakes import device, sample, settings
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +50,7 @@ class World:
     inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
     other_app: FakeApns = field(default_factory=lambda: FakeApns(topic=OTHER_APP))
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
     settings: Settings = field(default_factory=settings)
     alarm: ConfigAlarm | None = None
 

@@ -22,9 +22,10 @@ from shared.storage.inbox import (
     change_inbox,
 )
 from shared.storage.tables import StorageUnavailableError
+from tests.fakes.clock import T0
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import T0, device, sample
+from tests.unit.chat_fakes import device, sample
 from tests.unit.test_notify import MESSAGE, RECEIVED, THREAD, USER, World, event
 
 pytestmark = pytest.mark.unit

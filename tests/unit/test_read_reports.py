@@ -22,9 +22,11 @@ from shared.usecases.read_reports import (
     report_read,
     unread_counts,
 )
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import T0, FakeClock
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.inbox import FakeInbox
-from tests.unit.chat_fakes import T0, Clock, FakeApns, device, settings
+from tests.unit.chat_fakes import device, settings
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +46,7 @@ class World:
     )
     inbox: FakeInbox = field(default_factory=FakeInbox)
     apns: FakeApns = field(default_factory=FakeApns)
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
     settings: Settings = field(default_factory=settings)
 
     @property

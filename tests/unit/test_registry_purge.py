@@ -11,10 +11,10 @@ import pytest
 from shared.domain.devices import device_id_for
 from shared.storage.registry_purge import DayEntry, day_key, purge_stale_devices
 from shared.usecases.registration import RegistrationRules, register_device
+from tests.fakes.clock import FakeClock
 from tests.fakes.device_days import FakeDeviceDays
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.renewal_schedule import FakeRenewalSchedule
-from tests.token_fakes import FakeClock
 
 pytestmark = pytest.mark.unit
 

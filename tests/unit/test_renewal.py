@@ -38,10 +38,11 @@ from shared.usecases.renewal import (
 from shared.usecases.renewal.rules import decide
 from shared.usecases.renewal.shards import MAX_MESSAGE_BYTES, group_entries, split_shards
 from shared.usecases.renewal.sweep import sweep_range
+from tests.fakes.apns import FakeApns
+from tests.fakes.clock import T0, FakeClock
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.renewal_schedule import FakeRenewalSchedule
 from tests.fakes.renewal_sweeps import FakeSweepLog
-from tests.unit.chat_fakes import T0, Clock, FakeApns
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +71,7 @@ def token(n: int) -> str:
 class TimedApns(FakeApns):
     """FakeApns that also notes when (by the test clock) each push was sent."""
 
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
     times: list[tuple[str, datetime]] = field(default_factory=list)
 
     async def send(
@@ -85,7 +86,7 @@ class Renewal:
 
     def __init__(self, rules: RenewalRules = RULES) -> None:
         self.rules = rules
-        self.clock = Clock(T0)
+        self.clock = FakeClock(T0)
         self.devices = FakeDeviceStore()
         self.schedule = FakeRenewalSchedule()
         self.sweeps = FakeSweepLog()

@@ -39,10 +39,10 @@ from shared.usecases.token_proof import (
     VoipTokenHeldError,
     code_hash,
 )
+from tests.fakes.apns import FakeApns
 from tests.fakes.devices import FakeDeviceStore
 from tests.fakes.renewal_schedule import FakeRenewalSchedule
 from tests.fakes.token_proofs import FakeProofStore
-from tests.unit.chat_fakes import FakeApns
 
 pytestmark = pytest.mark.unit
 

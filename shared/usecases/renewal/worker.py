@@ -199,13 +199,16 @@ class _ShardRun:
         )
         answers = [b if isinstance(b, ApnsError) else next(sent) for b in built]
         settled = await settle(
-            [Answered(settling_of(x.item, s), a) for (x, s), a in zip(wake, answers, strict=True)],
+            [
+                Answered(x.item.key, settling_of(x.item, s), a)
+                for (x, s), a in zip(wake, answers, strict=True)
+            ],
             devices=self.devices,
             now=self.clock(),
             rules=replace(self.rules.outcomes, alarm=alarm),
             correlation=self.tag,
         )
-        return {x.item.key: o.state for (x, _), o in zip(wake, settled.outcomes, strict=True)}
+        return {key: outcome.state for key, outcome in settled.outcomes}
 
     async def give_back(self, looked: Looked) -> Looked:
         """Undo a wake's budget write after a retryable failure (nothing reached the device)."""

@@ -18,7 +18,7 @@ from shared.apns.notification import Environment, Notification, Priority, PushTy
 from shared.apns.payload import alert_payload, background_payload, encode_payload
 from shared.apns.response import Reason
 from shared.apns.token import TokenCredential
-from tests.unit.apns.fake_apns import Act, FakeApns, settle
+from tests.fakes.apns_server import Act, FakeApnsServer, let_traffic_flow
 from tests.unit.apns.keys import new_p8
 
 pytestmark = pytest.mark.unit
@@ -59,12 +59,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def fake() -> FakeApns:
-    return FakeApns()
+def fake() -> FakeApnsServer:
+    return FakeApnsServer()
 
 
 @pytest.fixture
-async def make(fake: FakeApns, clock: Clock) -> AsyncIterator[Any]:
+async def make(fake: FakeApnsServer, clock: Clock) -> AsyncIterator[Any]:
     clients: list[ApnsClient] = []
 
     def build(**overrides: Any) -> ApnsClient:
@@ -108,7 +108,7 @@ def jwt_of(headers: dict[str, str]) -> str:
 # --- a plain push -------------------------------------------------------------------------
 
 
-async def test_accepted_push_is_ok_with_the_apns_id(make: Any, fake: FakeApns) -> None:
+async def test_accepted_push_is_ok_with_the_apns_id(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     result = await client.send(
         alert(apns_id="0a0b0c0d-0000-4000-8000-000000000001"), environment=SANDBOX
@@ -124,7 +124,7 @@ async def test_accepted_push_is_ok_with_the_apns_id(make: Any, fake: FakeApns) -
 
 
 async def test_request_carries_a_valid_provider_token(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     await make().send(alert(), environment=SANDBOX)
     token = jwt_of(fake.received[0].headers)
@@ -133,7 +133,7 @@ async def test_request_carries_a_valid_provider_token(
     assert jwt.get_unverified_header(token)["kid"] == "KEY1234567"
 
 
-async def test_path_and_authorization_are_never_indexed(make: Any, fake: FakeApns) -> None:
+async def test_path_and_authorization_are_never_indexed(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     await client.send(alert(), environment=SANDBOX)
     await client.send(alert(), environment=SANDBOX)
@@ -142,7 +142,7 @@ async def test_path_and_authorization_are_never_indexed(make: Any, fake: FakeApn
     assert fake.received[1].headers["apns-topic"] == "com.example.chat"
 
 
-async def test_generated_apns_id_is_a_fresh_lowercase_uuid(make: Any, fake: FakeApns) -> None:
+async def test_generated_apns_id_is_a_fresh_lowercase_uuid(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     first = await client.send(alert(), environment=SANDBOX)
     second = await client.send(alert(), environment=SANDBOX)
@@ -151,7 +151,7 @@ async def test_generated_apns_id_is_a_fresh_lowercase_uuid(make: Any, fake: Fake
     assert first.apns_id == first.apns_id.lower()
 
 
-async def test_optional_headers_are_sent_when_set(make: Any, fake: FakeApns) -> None:
+async def test_optional_headers_are_sent_when_set(make: Any, fake: FakeApnsServer) -> None:
     n = alert(priority=Priority.CONSIDERATE, expiration=0, collapse_id="msg-1")
     await make().send(n, environment=SANDBOX)
     headers = fake.received[0].headers
@@ -162,24 +162,30 @@ async def test_optional_headers_are_sent_when_set(make: Any, fake: FakeApns) -> 
     )
 
 
-async def test_background_push_without_priority_goes_out_with_5(make: Any, fake: FakeApns) -> None:
+async def test_background_push_without_priority_goes_out_with_5(
+    make: Any, fake: FakeApnsServer
+) -> None:
     n = alert(push_type=PushType.BACKGROUND, payload=encode_payload(background_payload()))
     await make().send(n, environment=SANDBOX)
     assert fake.received[0].headers["apns-priority"] == "5"
 
 
-async def test_alert_without_priority_leaves_the_header_out(make: Any, fake: FakeApns) -> None:
+async def test_alert_without_priority_leaves_the_header_out(
+    make: Any, fake: FakeApnsServer
+) -> None:
     await make().send(alert(), environment=SANDBOX)
     assert "apns-priority" not in fake.received[0].headers
 
 
-async def test_invalid_notification_is_refused_before_sending(make: Any, fake: FakeApns) -> None:
+async def test_invalid_notification_is_refused_before_sending(
+    make: Any, fake: FakeApnsServer
+) -> None:
     with pytest.raises(NotificationError):
         await make().send(alert(device_token="xyz"), environment=SANDBOX)
     assert fake.received == [] and fake.opened_to == []
 
 
-async def test_environments_go_to_their_own_origins(make: Any, fake: FakeApns) -> None:
+async def test_environments_go_to_their_own_origins(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     await client.send(alert(), environment=Environment.PRODUCTION)
     await client.send(alert(), environment=Environment.SANDBOX)
@@ -187,7 +193,7 @@ async def test_environments_go_to_their_own_origins(make: Any, fake: FakeApns) -
     assert fake.received[0].headers[":authority"] == "production.test:2197"
 
 
-async def test_connection_opens_lazily_and_is_reused(make: Any, fake: FakeApns) -> None:
+async def test_connection_opens_lazily_and_is_reused(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     assert fake.opened_to == []
     for _ in range(3):
@@ -198,21 +204,23 @@ async def test_connection_opens_lazily_and_is_reused(make: Any, fake: FakeApns) 
 # --- rejections are values ----------------------------------------------------------------
 
 
-async def test_bad_device_token_is_a_permanent_value_not_retried(make: Any, fake: FakeApns) -> None:
+async def test_bad_device_token_is_a_permanent_value_not_retried(
+    make: Any, fake: FakeApnsServer
+) -> None:
     fake.then(Act(400, "BadDeviceToken"))
     result = await make().send(alert(), environment=SANDBOX)
     assert (result.status, result.reason, result.permanent) == (400, Reason.BAD_DEVICE_TOKEN, True)
     assert len(fake.received) == 1
 
 
-async def test_unregistered_carries_its_timestamp(make: Any, fake: FakeApns) -> None:
+async def test_unregistered_carries_its_timestamp(make: Any, fake: FakeApnsServer) -> None:
     fake.then(Act(410, "Unregistered", timestamp=1_700_000_000_000))
     result = await make().send(alert(), environment=SANDBOX)
     assert result.unregistered_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
 async def test_503_is_retried_after_a_jittered_back_off(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     fake.then(Act(503, "ServiceUnavailable"), Act(500, "InternalServerError"))
     result = await make(backoff_base=0.4).send(alert(), environment=SANDBOX)
@@ -224,7 +232,7 @@ async def test_503_is_retried_after_a_jittered_back_off(
 
 
 async def test_too_many_requests_returns_the_rejection_when_budget_ends(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     fake.then(*[Act(429, "TooManyRequests")] * 10)
     result = await make(backoff_base=1.0).send(alert(), environment=SANDBOX, budget=3.0)
@@ -233,7 +241,7 @@ async def test_too_many_requests_returns_the_rejection_when_budget_ends(
     assert result.attempts == len(fake.received) == 3
 
 
-async def test_attempts_are_capped(make: Any, fake: FakeApns) -> None:
+async def test_attempts_are_capped(make: Any, fake: FakeApnsServer) -> None:
     fake.then(*[Act(500, "InternalServerError")] * 10)
     result = await make(max_attempts=3, backoff_base=0.01).send(alert(), environment=SANDBOX)
     assert result.status == 500 and result.attempts == 3
@@ -243,7 +251,9 @@ async def test_attempts_are_capped(make: Any, fake: FakeApns) -> None:
 # --- HTTP/2 faults ------------------------------------------------------------------------
 
 
-async def test_refused_stream_is_resent_at_once(make: Any, fake: FakeApns, clock: Clock) -> None:
+async def test_refused_stream_is_resent_at_once(
+    make: Any, fake: FakeApnsServer, clock: Clock
+) -> None:
     fake.then(Act(kind="refuse"))
     result = await make().send(alert(), environment=SANDBOX)
     assert result.ok and result.attempts == 2
@@ -252,7 +262,7 @@ async def test_refused_stream_is_resent_at_once(make: Any, fake: FakeApns, clock
 
 
 async def test_goaway_resends_on_a_new_connection_and_logs_the_reason(
-    make: Any, fake: FakeApns, caplog: pytest.LogCaptureFixture
+    make: Any, fake: FakeApnsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.then(Act(kind="goaway", goaway_reason="Shutdown"))
     with caplog.at_level(logging.WARNING, logger="shared.apns.connection"):
@@ -263,16 +273,16 @@ async def test_goaway_resends_on_a_new_connection_and_logs_the_reason(
 
 
 async def test_streams_below_goaway_last_stream_still_get_their_answers(
-    make: Any, fake: FakeApns
+    make: Any, fake: FakeApnsServer
 ) -> None:
     client = make(connections=1)
     await client.send(alert(), environment=SANDBOX)  # stream 1
     fake.then(*[Act(kind="hold")] * 3)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(3)]
-    await settle()
+    await let_traffic_flow()
     assert [r.stream_id for _, r in fake.held] == [3, 5, 7]
     fake.goaway(last_stream_id=5, reason="Shutdown")
-    await settle()
+    await let_traffic_flow()
     fake.release(2)  # APNs answers the two streams it had accepted
     results = await asyncio.gather(*sends)
     assert [r.attempts for r in results] == [1, 1, 2]  # only stream 7 was resent
@@ -280,12 +290,14 @@ async def test_streams_below_goaway_last_stream_still_get_their_answers(
     assert fake.received[-1].headers["apns-id"] == fake.received[3].headers["apns-id"]
 
 
-async def test_connection_loss_fails_and_retries_every_stream(make: Any, fake: FakeApns) -> None:
+async def test_connection_loss_fails_and_retries_every_stream(
+    make: Any, fake: FakeApnsServer
+) -> None:
     client = make()
     await client.send(alert(), environment=SANDBOX)  # token proven: many streams allowed
     fake.then(*[Act(kind="hold")] * 5)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(5)]
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 5
     fake.held.clear()
     fake.connections[0].close()
@@ -295,17 +307,17 @@ async def test_connection_loss_fails_and_retries_every_stream(make: Any, fake: F
 
 
 async def test_stream_that_never_answers_times_out_and_recycles_the_connection(
-    make: Any, fake: FakeApns
+    make: Any, fake: FakeApnsServer
 ) -> None:
     fake.then(Act(kind="ignore"))
     result = await make(request_timeout=0.05).send(alert(), environment=SANDBOX)
     assert result.ok and result.attempts == 2
     assert [r.connection for r in fake.received] == [0, 1]
-    await settle()
+    await let_traffic_flow()
     assert not fake.connections[0].alive
 
 
-async def test_no_answer_within_budget_raises_unavailable(make: Any, fake: FakeApns) -> None:
+async def test_no_answer_within_budget_raises_unavailable(make: Any, fake: FakeApnsServer) -> None:
     fake.then(*[Act(kind="ignore")] * 10)
     client = make(request_timeout=0.02, backoff_base=1.0)
     with pytest.raises(ApnsUnavailable) as info:
@@ -315,7 +327,7 @@ async def test_no_answer_within_budget_raises_unavailable(make: Any, fake: FakeA
 
 
 async def test_connect_failures_back_off_then_succeed(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     fake.refuse_connects = 2
     result = await make().send(alert(), environment=SANDBOX)
@@ -324,7 +336,7 @@ async def test_connect_failures_back_off_then_succeed(
     assert len(clock.sleeps) == 2 and clock.sleeps[1] > clock.sleeps[0]
 
 
-async def test_unreachable_apns_raises_unavailable(make: Any, fake: FakeApns) -> None:
+async def test_unreachable_apns_raises_unavailable(make: Any, fake: FakeApnsServer) -> None:
     fake.refuse_connects = 100
     with pytest.raises(ApnsUnavailable):
         await make().send(alert(), environment=SANDBOX, budget=5.0)
@@ -334,7 +346,7 @@ async def test_unreachable_apns_raises_unavailable(make: Any, fake: FakeApns) ->
 
 
 async def test_expired_provider_token_retries_once_on_a_new_connection_with_a_new_token(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     client = make(idle_timeout=10_000.0, ping_after=10_000.0)
     await client.send(alert(), environment=SANDBOX)
@@ -347,14 +359,16 @@ async def test_expired_provider_token_retries_once_on_a_new_connection_with_a_ne
     assert jwt_of(first.headers) != jwt_of(second.headers)
 
 
-async def test_expired_provider_token_twice_is_returned(make: Any, fake: FakeApns) -> None:
+async def test_expired_provider_token_twice_is_returned(make: Any, fake: FakeApnsServer) -> None:
     fake.then(Act(403, "ExpiredProviderToken"), Act(403, "ExpiredProviderToken"))
     result = await make().send(alert(), environment=SANDBOX)
     assert result.reason is Reason.EXPIRED_PROVIDER_TOKEN and result.attempts == 2
     assert len(fake.received) == 2
 
 
-async def test_too_many_token_updates_retires_the_connection(make: Any, fake: FakeApns) -> None:
+async def test_too_many_token_updates_retires_the_connection(
+    make: Any, fake: FakeApnsServer
+) -> None:
     fake.then(Act(429, "TooManyProviderTokenUpdates"))
     result = await make().send(alert(), environment=SANDBOX)
     assert result.ok
@@ -362,7 +376,7 @@ async def test_too_many_token_updates_retires_the_connection(make: Any, fake: Fa
 
 
 async def test_token_is_reused_then_renewed_at_fifty_minutes(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     client = make(idle_timeout=10_000.0, ping_after=10_000.0)
     await client.send(alert(), environment=SANDBOX)
@@ -375,21 +389,21 @@ async def test_token_is_reused_then_renewed_at_fifty_minutes(
     assert {r.connection for r in fake.received} == {0}
 
 
-async def test_one_stream_until_apns_accepts_the_token(make: Any, fake: FakeApns) -> None:
+async def test_one_stream_until_apns_accepts_the_token(make: Any, fake: FakeApnsServer) -> None:
     client = make(connections=1)
     fake.then(*[Act(kind="hold")] * 20)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(20)]
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 1  # the first request goes out alone
     fake.release()
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 19  # the rest together, once APNs accepted the token
     fake.release()
     assert all(r.ok for r in await asyncio.gather(*sends))
 
 
 async def test_certificate_auth_sends_no_authorization(
-    make: Any, fake: FakeApns, tmp_path: Any
+    make: Any, fake: FakeApnsServer, tmp_path: Any
 ) -> None:
     from shared.apns.certificate import CertificateCredential
     from tests.unit.apns.keys import new_p12
@@ -404,43 +418,47 @@ async def test_certificate_auth_sends_no_authorization(
 # --- stream limits, flow control, bounded in-flight ----------------------------------------
 
 
-async def test_stream_limit_going_down_to_one_and_back_is_obeyed(make: Any, fake: FakeApns) -> None:
+async def test_stream_limit_going_down_to_one_and_back_is_obeyed(
+    make: Any, fake: FakeApnsServer
+) -> None:
     client = make(connections=1)
     await client.send(alert(), environment=SANDBOX)
     fake.set_max_streams(1)
-    await settle()
+    await let_traffic_flow()
     fake.max_open_seen = 0
     fake.then(*[Act(kind="hold")] * 10)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(10)]
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 1
     fake.set_max_streams(100)
-    await settle()
+    await let_traffic_flow()
     assert fake.release(1) == 1
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 9  # the other nine went out together once the limit rose
     fake.release()
     assert all(r.ok for r in await asyncio.gather(*sends))
 
 
-async def test_large_payloads_wait_for_window_updates(make: Any, fake: FakeApns) -> None:
+async def test_large_payloads_wait_for_window_updates(make: Any, fake: FakeApnsServer) -> None:
     fake.initial_window = 1000
     fake.withhold_window = True
     body = b'{"x":"' + b"a" * 5100 + b'"}'
     n = alert(push_type=PushType.VOIP, topic="com.example.chat.voip", payload=body)
     task = asyncio.create_task(make().send(n, environment=SANDBOX))
-    await settle()
+    await let_traffic_flow()
     assert fake.received == []  # 1000 of 5108 bytes sent; the rest waits for WINDOW_UPDATE
     fake.withhold_window = False
     for _ in range(6):
         fake.grant_window()
-        await settle()
+        await let_traffic_flow()
     result = await task
     assert result.ok
     assert fake.received[0].body == body
 
 
-async def test_many_large_payloads_exceed_the_connection_window(make: Any, fake: FakeApns) -> None:
+async def test_many_large_payloads_exceed_the_connection_window(
+    make: Any, fake: FakeApnsServer
+) -> None:
     client = make(connections=1)
     await client.send(alert(), environment=SANDBOX)
     body = b'{"x":"' + b"a" * 4000 + b'"}'
@@ -451,31 +469,33 @@ async def test_many_large_payloads_exceed_the_connection_window(make: Any, fake:
     assert all(r.body == body for r in fake.received[1:])
 
 
-async def test_in_flight_pushes_are_bounded(make: Any, fake: FakeApns) -> None:
+async def test_in_flight_pushes_are_bounded(make: Any, fake: FakeApnsServer) -> None:
     client = make(max_in_flight=3)
     await client.send(alert(), environment=SANDBOX)
     fake.then(*[Act(kind="hold")] * 10)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(10)]
-    await settle()
+    await let_traffic_flow()
     assert len(fake.held) == 3
     while fake.held:
         fake.release()
-        await settle()
+        await let_traffic_flow()
     assert all(r.ok for r in await asyncio.gather(*sends))
     assert fake.max_total_open == 3
 
 
-async def test_several_connections_are_opened_when_one_is_full(make: Any, fake: FakeApns) -> None:
+async def test_several_connections_are_opened_when_one_is_full(
+    make: Any, fake: FakeApnsServer
+) -> None:
     fake.max_streams = 2
     client = make(connections=3)
     await client.send(alert(), environment=SANDBOX)
     fake.then(*[Act(kind="hold")] * 6)
     sends = [asyncio.create_task(client.send(alert(), environment=SANDBOX)) for _ in range(6)]
-    await settle(60)
+    await let_traffic_flow(60)
     assert len(fake.connections) == 3
     while fake.held:
         fake.release()
-        await settle()
+        await let_traffic_flow()
     assert all(r.ok for r in await asyncio.gather(*sends))
 
 
@@ -483,7 +503,7 @@ async def test_several_connections_are_opened_when_one_is_full(make: Any, fake: 
 
 
 async def test_idle_connection_is_not_reused_past_the_idle_timeout(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     client = make(idle_timeout=100.0, ping_after=1000.0)
     await client.send(alert(), environment=SANDBOX)
@@ -495,23 +515,23 @@ async def test_idle_connection_is_not_reused_past_the_idle_timeout(
 
 
 async def test_housekeeping_pings_then_closes_idle_connections(
-    make: Any, fake: FakeApns, clock: Clock
+    make: Any, fake: FakeApnsServer, clock: Clock
 ) -> None:
     client = make(idle_timeout=100.0, ping_after=30.0)
     await client.send(alert(), environment=SANDBOX)
     pool = client._pools[SANDBOX]
     clock.advance(31)
     pool.housekeep()
-    await settle()
+    await let_traffic_flow()
     assert fake.connections[0].pings == 1 and fake.connections[0].alive
     clock.advance(70)
     pool.housekeep()
-    await settle()
+    await let_traffic_flow()
     assert not fake.connections[0].alive
 
 
 async def test_discarding_a_connection_again_and_again_is_harmless(
-    make: Any, fake: FakeApns
+    make: Any, fake: FakeApnsServer
 ) -> None:
     client = make(connections=1)
     await client.send(alert(), environment=SANDBOX)
@@ -522,13 +542,13 @@ async def test_discarding_a_connection_again_and_again_is_harmless(
     conn.abort("third")
     conn.close()
     fake.connections[0].close()  # the transport reports the loss as well
-    await settle()
+    await let_traffic_flow()
     assert (await client.send(alert(), environment=SANDBOX)).ok
     assert [r.connection for r in fake.received] == [0, 1]
     assert len(client._pools[SANDBOX]._conns) == 1
 
 
-async def test_send_many_returns_results_in_order(make: Any, fake: FakeApns) -> None:
+async def test_send_many_returns_results_in_order(make: Any, fake: FakeApnsServer) -> None:
     fake.then(Act(), Act(410, "Unregistered", timestamp=1), Act())
     tokens = ["aa" * 32, "bb" * 32, "cc" * 32]
     results = await make(connections=1).send_many(
@@ -537,24 +557,26 @@ async def test_send_many_returns_results_in_order(make: Any, fake: FakeApns) -> 
     assert [getattr(r, "status", None) for r in results] == [200, 410, 200]
 
 
-async def test_send_many_reports_unavailable_per_push(make: Any, fake: FakeApns) -> None:
+async def test_send_many_reports_unavailable_per_push(make: Any, fake: FakeApnsServer) -> None:
     fake.refuse_connects = 100
     results = await make().send_many([alert(), alert()], environment=SANDBOX, budget=1.0)
     assert all(isinstance(r, ApnsUnavailable) for r in results)
 
 
-async def test_closed_client_refuses_to_send(make: Any, fake: FakeApns) -> None:
+async def test_closed_client_refuses_to_send(make: Any, fake: FakeApnsServer) -> None:
     client = make()
     await client.send(alert(), environment=SANDBOX)
     await client.aclose()
     await client.aclose()
-    await settle()
+    await let_traffic_flow()
     assert not fake.connections[0].alive
     with pytest.raises(ApnsUnavailable):
         await client.send(alert(), environment=SANDBOX)
 
 
-def test_client_used_from_a_second_event_loop_reconnects(fake: FakeApns, clock: Clock) -> None:
+def test_client_used_from_a_second_event_loop_reconnects(
+    fake: FakeApnsServer, clock: Clock
+) -> None:
     client = ApnsClient(
         ApnsConfig(
             credential=CREDENTIAL,

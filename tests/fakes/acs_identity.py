@@ -1,37 +1,18 @@
-"""In-memory fakes for the token issuer: a clock and the ACS Identity API (the identities
-table's fake is :mod:`tests.fakes.identities`)."""
+"""The ACS Identity API in memory: the fake of the access-token use case's `AcsIdentities` port
+(the real adapter is :class:`shared.acs.identity.AcsIdentityClient`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from shared.acs.identity import AcsToken, AcsUnavailableError
 
 
-class FakeClock:
-    """A settable clock (UTC)."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-async def no_sleep(_seconds: float) -> None:
-    """Yield to other tasks without waiting (tests never sleep on the clock)."""
-    await asyncio.sleep(0)
-
-
 @dataclass
 class FakeAcs:
-    """The ACS Identity API in memory: counts identities, can fail or stall a creation."""
+    """Counts identities and tokens, and can fail or stall a creation."""
 
     endpoint: str = "https://fake.communication.azure.com"
     live: set[str] = field(default_factory=set)

@@ -1,9 +1,10 @@
-"""An in-memory HTTP/2 APNs stand-in for unit tests: real h2 framing, no sockets.
+"""An in-memory HTTP/2 APNs server for the APNs client's unit tests: real h2 framing, no sockets.
 
-The client's ``opener`` is replaced by :meth:`FakeApns.opener`, which wires the client protocol
-to a server-side ``h2`` connection through in-memory transports. Each request is answered by
-the next scripted :class:`Act` (default: 200), so a test says what APNs does and asserts what
-the client ends up with.
+The client's ``opener`` is replaced by :meth:`FakeApnsServer.opener`, which wires the client
+protocol to a server-side ``h2`` connection through in-memory transports. Each request is
+answered by the next scripted :class:`Act` (default: 200), so a test says what APNs does and
+asserts what the client ends up with. (The push use cases' tests fake the client itself, one
+level up: :mod:`tests.fakes.apns`.)
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class _Pipe(asyncio.Transport):
 
 
 class _ServerConnection:
-    def __init__(self, server: FakeApns, index: int, client: asyncio.Protocol) -> None:
+    def __init__(self, server: FakeApnsServer, index: int, client: asyncio.Protocol) -> None:
         self.server = server
         self.index = index
         self.client = client
@@ -172,7 +173,7 @@ def request_id(request: Received) -> bytes:
 
 
 @dataclass
-class FakeApns:
+class FakeApnsServer:
     """The fake APNs: scripted answers, a request log, and connection bookkeeping."""
 
     max_streams: int = 1000
@@ -189,7 +190,7 @@ class FakeApns:
     max_open_seen: int = 0
     max_total_open: int = 0
 
-    def then(self, *acts: Act) -> FakeApns:
+    def then(self, *acts: Act) -> FakeApnsServer:
         self.script.extend(acts)
         return self
 
@@ -286,7 +287,7 @@ class FakeApns:
             conn.flush()
 
 
-async def settle(rounds: int = 20) -> None:
+async def let_traffic_flow(rounds: int = 20) -> None:
     """Let in-memory traffic flow: a few loop turns (no wall-clock waiting)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
