@@ -28,6 +28,7 @@
     │   └── MalformedShardError             usecases.renewal: a queue message it did not write
     ├── TransientError                      an outage: a dependency did not answer; retry later
     │   ├── StorageUnavailableError         storage.tables
+    │   │   └── TableMissingError           storage.tables: the table was deleted (recreated)
     │   ├── RegistrationContendedError      storage.devices: the row kept changing
     │   ├── AcsUnavailableError             acs.identity
     │   ├── AuthUnavailableError            edges.auth: the identity provider's keys

@@ -23,11 +23,12 @@ builds each request directly: one signature, one request on a kept-alive connect
   usually a connection the server closed while idle), then after a jittered back-off. Like the
   SDK's retries, a retried create can meet its own first attempt (409) and a retried
   conditional write its own new ETag (412): callers already treat those as "re-read".
-- Errors are :mod:`shared.storage.tables`' (404 EntityNotFoundError, 409 EntityExistsError, 412
-  EntityChangedError, other 4xx StorageRejectedError; no answer, 408/429/5xx after the retries,
-  401/403, and 409 TableBeingDeleted StorageUnavailableError). Messages name the table, the
-  operation and the service's error code, never a key (keys hold user ids). A delete of a
-  missing entity succeeds, as with the SDK.
+- Errors are :mod:`shared.storage.tables`' (404 EntityNotFoundError, but 404 TableNotFound
+  TableMissingError; 409 EntityExistsError, 412 EntityChangedError, other 4xx
+  StorageRejectedError; no answer, 408/429/5xx after the retries, 401/403, and 409
+  TableBeingDeleted StorageUnavailableError). Messages name the table, the operation and the
+  service's error code, never a key (keys hold user ids). A delete of a missing entity (or in
+  a missing table) succeeds, as with the SDK.
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ from shared.storage.table_wire import (
     substitute,
 )
 from shared.storage.tables import (
+    TABLE_NOT_FOUND,
     EntityChangedError,
     EntityExistsError,
     EntityNotFoundError,
     MatchConditions,
     StorageRejectedError,
     StorageUnavailableError,
+    TableMissingError,
     UpdateMode,
 )
 
@@ -512,6 +515,8 @@ ends: an outage, not a conflict, so it is StorageUnavailableError and callers re
 def failure(status: int, code: str, what: str) -> Exception:
     """Our storage error for an error status (``code`` is the service's error code)."""
     detail = f"{status} {code}".strip()
+    if status == 404 and code == TABLE_NOT_FOUND:
+        return TableMissingError(f"{what}: table missing, created again on next use ({detail})")
     if status == 404:
         return EntityNotFoundError(f"{what}: not found ({detail})")
     if status == 409 and code == TABLE_BEING_DELETED:
@@ -577,7 +582,8 @@ class TableClient:
     async def get_entity(
         self, partition_key: str, row_key: str, *, select: Sequence[str] | None = None
     ) -> Entity:
-        """One entity (point read). Raises EntityNotFoundError and as :meth:`TableService.send`."""
+        """One entity (point read). Raises EntityNotFoundError, TableMissingError and as
+        :meth:`TableService.send`."""
         query = "?$select=" + ",".join(select) if select else ""
         what = self._what("read")
         answer = await self._service.send(
@@ -695,9 +701,9 @@ class TableClient:
         as one entity-group transaction; each one's ETag, in order.
 
         All or nothing: raises the failed operation's error (EntityExistsError,
-        EntityChangedError, EntityNotFoundError, StorageRejectedError), StorageRejectedError
-        before sending when the transaction breaks a service limit (100 operations, one
-        partition, 4 MiB), and as :meth:`TableService.send`.
+        EntityChangedError, EntityNotFoundError, TableMissingError, StorageRejectedError),
+        StorageRejectedError before sending when the transaction breaks a service limit (100
+        operations, one partition, 4 MiB), and as :meth:`TableService.send`.
         """
         if not operations:
             return []

@@ -6,7 +6,8 @@ builds on this module and on the :class:`TableClient` port it defines.
 - :class:`Tables` connects from ``STORAGE_CONNECTION`` (a connection string, e.g. Azurite's, or
   a table endpoint URL reached with the app's managed identity) and hands out table clients that
   share kept-alive connections. Tables (``<TABLE_PREFIX><name>``) are created idempotently, once
-  per process. ``STORAGE_CLIENT`` picks the client: ``lean``
+  per process, and again on the next use after the service said one is gone (deleted while the
+  app runs: :class:`TableMissingError`). ``STORAGE_CLIENT`` picks the client: ``lean``
   (:mod:`shared.storage.table_client`, ours, the default) or ``sdk`` (azure-data-tables,
   :mod:`shared.storage.tables_sdk`); both answer the same
   calls with the same results and errors.
@@ -28,7 +29,9 @@ builds on this module and on the :class:`TableClient` port it defines.
       ├── StorageRejectedError          any other 4xx: a bug or oversized data; no retry helps
       └── TransientError
           └── StorageUnavailableError   no answer, a 408/429/5xx, credentials that failed, or
-                                        a table still being deleted (409 TableBeingDeleted)
+              │                         a table still being deleted (409 TableBeingDeleted)
+              └── TableMissingError     404 TableNotFound: the table was deleted; recreated
+                                        on the next use
 
 - :func:`round_trips` counts the HTTP requests sent to storage by this process (retries
   included); benchmarks read it.
@@ -41,14 +44,14 @@ import logging
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.errors import PushRelayError, TransientError
 from shared.settings import StorageClient
-from shared.storage.table_wire import Edm, Entity, Typed
+from shared.storage.table_wire import Edm, Entity, Typed, parse_error
 
 if TYPE_CHECKING:
     from shared.storage.table_client import ClientOptions
@@ -89,6 +92,53 @@ class StorageUnavailableError(TransientError):
     """Storage did not answer, answered 408/429/5xx, or refused our credentials."""
 
 
+class TableMissingError(StorageUnavailableError):
+    """404 TableNotFound: the table is gone (deleted while the app runs, an account restored).
+
+    Never EntityNotFoundError: adapters read that as "this row is absent" and would carry on
+    as if the data were. An outage of the table instead: the client :class:`Tables` handed out
+    creates the table again on its next call, and the caller retries (Event Grid redelivers,
+    the HTTP edge answers 503 with Retry-After).
+    """
+
+
+TABLE_NOT_FOUND: Final = "TableNotFound"
+"""The service's error code for a request to a table that does not exist (404; in a
+transaction, the failed operation's answer says it, e.g. ``0:The table specified does not
+exist.``)."""
+
+
+def says_table_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` says the table does not exist: ours, or the SDK's 404 TableNotFound."""
+    if isinstance(exc, TableMissingError):
+        return True
+    return getattr(exc, "status_code", None) == 404 and _service_code(exc) == TABLE_NOT_FOUND
+
+
+def _service_code(exc: BaseException) -> str:
+    """The service's error code an SDK error carries.
+
+    The SDK sets ``error_code`` (a ``TableErrorCode``, or in a transaction's error the plain
+    string) on the errors it decodes; its ``create_entity`` re-raises the undecoded one
+    (azure-data-tables 12.7, ``aio/_table_client_async.py``), so the code is read from the
+    answer it holds.
+    """
+    code = getattr(exc, "error_code", None)
+    if code is not None:
+        return str(getattr(code, "value", code))
+    response = getattr(exc, "response", None)
+    if response is None:
+        return ""
+    unread: tuple[type[BaseException], ...] = (ValueError, *_sdk_errors())
+    try:
+        body = response.body()
+    except unread:  # an answer not read: no code to be had
+        return ""
+    return parse_error(
+        body if isinstance(body, bytes) else b"", response.headers.get("x-ms-error-code")
+    ).code
+
+
 def _sdk_errors() -> tuple[type[BaseException], ...]:
     """The azure-core errors :func:`storage_errors` maps: none until the SDK has been loaded
     (the lean client raises ours already, and importing azure-core for nothing costs a cold
@@ -104,8 +154,8 @@ def storage_errors(what: str) -> Iterator[None]:
     """Map the Tables SDK's errors raised inside the block to ours (``what`` names the operation).
 
     Our own storage errors (the lean client's) pass through as they are. Raises
-    EntityExistsError, EntityChangedError, EntityNotFoundError, StorageRejectedError or
-    StorageUnavailableError, each ``from`` the library error.
+    EntityExistsError, EntityChangedError, EntityNotFoundError, StorageRejectedError,
+    TableMissingError or StorageUnavailableError, each ``from`` the library error.
     """
     try:
         yield
@@ -117,10 +167,13 @@ def _from_sdk(what: str, exc: BaseException) -> PushRelayError:
     from azure.core import exceptions as sdk
     from azure.data.tables import TableTransactionError
 
-    code = getattr(exc, "error_code", None)
-    if getattr(code, "value", code) == "TableBeingDeleted":
+    if _service_code(exc) == "TableBeingDeleted":
         # Azure answers 409 for 40 s or more after a table's deletion: an outage of that table.
         return StorageUnavailableError(f"{what}: table being deleted, retry later (409)")
+    if says_table_missing(exc):
+        # Before ResourceNotFoundError (which the SDK raises for it too): a missing table is
+        # an outage, never an absent entity.
+        return TableMissingError(f"{what}: table missing, created again on next use (404)")
     if isinstance(exc, sdk.ResourceModifiedError):
         return EntityChangedError(f"{what}: entity changed (412)")
     if isinstance(exc, sdk.ResourceExistsError):
@@ -475,7 +528,8 @@ def _is_url(text: str) -> bool:
 
 
 class Tables:
-    """The storage account: hands out table clients (shared connections), creating tables once.
+    """The storage account: hands out table clients (shared connections), creating tables once,
+    and again after one was deleted under the running app (:class:`KeptTable`).
 
     Build with :meth:`connect`; close with :meth:`aclose`.
     """
@@ -484,7 +538,7 @@ class Tables:
         self._backend = backend
         self._prefix = prefix
         self.client = client
-        self._ready: dict[str, TableClient] = {}
+        self._kept: dict[str, KeptTable] = {}
 
     @classmethod
     def connect(
@@ -519,24 +573,181 @@ class Tables:
         return self._prefix + table
 
     async def table(self, table: str) -> TableClient:
-        """A client for ``<prefix><table>``, creating the table on first use in this process.
+        """A client for ``<prefix><table>``, creating the table on first use in this process
+        (and again if a call of the client answered that the table is gone).
 
         Raises StorageUnavailableError or StorageRejectedError when the table cannot be created.
         """
-        client = self._ready.get(table)
-        if client is not None:
-            return client
-        full = self.name(table)
-        with storage_errors(f"create table {full}"):
-            await self._backend.create_table(full)
-        log.debug("table %s ready", full)
-        # Concurrent first uses may both create; keep one client.
-        return self._ready.setdefault(table, self._backend.table(full))
+        kept = self._kept.get(table)
+        if kept is None:
+            # One client per table, whoever asks first (no await since the lookup).
+            kept = self._kept[table] = KeptTable(self._backend, self.name(table))
+        if not kept.created:
+            await kept.create()
+        return kept
 
     async def aclose(self) -> None:
         """Close the shared connections and the credential."""
-        self._ready.clear()
+        self._kept.clear()
         await self._backend.aclose()
+
+
+def _table_failures() -> tuple[type[BaseException], ...]:
+    # Evaluated only when a call raised: what may say "no such table" (ours, or the SDK's
+    # errors, which the adapters map with storage_errors).
+    return (TableMissingError, *_sdk_errors())
+
+
+class KeptTable:
+    """The table client :class:`Tables` hands out: the backend's, and the table's existence.
+
+    Adapters keep the client they were given for the life of the process (``shared.wiring``
+    builds each adapter once), but the table can go while the app runs: an operator cleaning
+    up, a storage account restored. A call the service answers 404 TableNotFound raises as it
+    is (TableMissingError once mapped: transient, so Event Grid redelivers and the HTTP edge
+    answers 503) and marks the table missing; the next call, through this client or
+    :meth:`Tables.table`, creates the table first. While Azure is still deleting the old table
+    (40 s or more), that create answers 409 TableBeingDeleted, StorageUnavailableError: the
+    callers retry later, and the table is created once the name is free.
+    """
+
+    def __init__(self, backend: TableBackend, name: str) -> None:
+        self._backend = backend
+        self._client = backend.table(name)
+        self.table_name = name
+        self.created = False
+
+    async def create(self) -> None:
+        """Create the table (idempotent: concurrent first uses may both create).
+
+        Raises StorageUnavailableError or StorageRejectedError.
+        """
+        with storage_errors(f"create table {self.table_name}"):
+            await self._backend.create_table(self.table_name)
+        log.debug("table %s ready", self.table_name)
+        self.created = True
+
+    def _failed(self, exc: BaseException) -> None:
+        if says_table_missing(exc) and self.created:
+            self.created = False
+            log.warning("table %s does not exist: creating it again on next use", self.table_name)
+
+    async def get_entity(
+        self, partition_key: str, row_key: str, *, select: Sequence[str] | None = None
+    ) -> Entity:
+        """One entity. Raises EntityNotFoundError (as the backend client does)."""
+        if not self.created:
+            await self.create()
+        try:
+            return await self._client.get_entity(partition_key, row_key, select=select)
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
+    def query_entities(
+        self,
+        query_filter: str,
+        *,
+        parameters: Mapping[str, object] | None = None,
+        select: Sequence[str] | None = None,
+        results_per_page: int | None = None,
+    ) -> AsyncIterator[Entity]:
+        """Entities matching ``query_filter`` (``@name`` parameters substituted)."""
+        return self._entities(
+            lambda: self._client.query_entities(
+                query_filter,
+                parameters=parameters,
+                select=select,
+                results_per_page=results_per_page,
+            )
+        )
+
+    def list_entities(
+        self, *, select: Sequence[str] | None = None, results_per_page: int | None = None
+    ) -> AsyncIterator[Entity]:
+        """Every entity of the table (a scan: tools and tests only)."""
+        return self._entities(
+            lambda: self._client.list_entities(select=select, results_per_page=results_per_page)
+        )
+
+    async def _entities(self, query: Callable[[], AsyncIterator[Entity]]) -> AsyncIterator[Entity]:
+        if not self.created:
+            await self.create()
+        try:
+            async for entity in query():
+                yield entity
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
+    async def create_entity(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert. Raises EntityExistsError."""
+        if not self.created:
+            await self.create()
+        try:
+            return await self._client.create_entity(entity)
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
+    async def upsert_entity(
+        self, entity: Mapping[str, Any], mode: UpdateMode = UpdateMode.MERGE
+    ) -> dict[str, Any]:
+        """Insert or merge/replace."""
+        if not self.created:
+            await self.create()
+        try:
+            return await self._client.upsert_entity(entity, mode)
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
+    async def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        mode: UpdateMode = UpdateMode.MERGE,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> dict[str, Any]:
+        """Merge/replace an existing entity. Raises EntityNotFoundError, EntityChangedError."""
+        if not self.created:
+            await self.create()
+        try:
+            return await self._client.update_entity(
+                entity, mode, etag=etag, match_condition=match_condition
+            )
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
+    async def delete_entity(
+        self,
+        partition_key: str,
+        row_key: str,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> None:
+        """Delete (absent is fine, a missing table too: both clients take any 404 as done).
+        Raises EntityChangedError."""
+        if not self.created:
+            await self.create()
+        await self._client.delete_entity(
+            partition_key, row_key, etag=etag, match_condition=match_condition
+        )
+
+    async def submit_transaction(
+        self, operations: Sequence[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        """One entity-group transaction, all or nothing."""
+        if not self.created:
+            await self.create()
+        try:
+            return await self._client.submit_transaction(operations)
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
 
 
 def lean_options() -> ClientOptions:

@@ -11,6 +11,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.data.tables.aio import TableServiceClient
 
 from devtools.acs_identity_service import AcsIdentityService
 from devtools.azurite import Azurite
@@ -39,15 +40,10 @@ def functions() -> dict[str, Fn]:
     return {f.get_function_name(): f.get_user_function() for f in app_functions(app)}
 
 
-@pytest.fixture
-async def app(
-    azurite: Azurite,
-    table_prefix: str,
-    idp: DevIdentityProvider,
-    acs: AcsIdentityService,
-    functions: dict[str, Fn],
-) -> AsyncIterator[dict[str, Fn]]:
-    env = {
+def app_env(
+    azurite: Azurite, table_prefix: str, idp: DevIdentityProvider, acs: AcsIdentityService
+) -> dict[str, str]:
+    return {
         "STORAGE_CONNECTION": azurite.connection_string,
         "TABLE_PREFIX": table_prefix,
         "APNS_APPS": APNS_APPS,
@@ -57,6 +53,31 @@ async def app(
         "MAX_REQUEST_BODY_BYTES": "2048",
         **idp.settings,
     }
+
+
+@pytest.fixture
+async def app(
+    azurite: Azurite,
+    table_prefix: str,
+    idp: DevIdentityProvider,
+    acs: AcsIdentityService,
+    functions: dict[str, Fn],
+) -> AsyncIterator[dict[str, Fn]]:
+    container = wiring.reset(app_env(azurite, table_prefix, idp, acs))
+    yield functions
+    await container.aclose()
+
+
+@pytest.fixture
+async def app_on_each_client(
+    azurite: Azurite,
+    table_prefix: str,
+    idp: DevIdentityProvider,
+    acs: AcsIdentityService,
+    functions: dict[str, Fn],
+    storage_client: str,
+) -> AsyncIterator[dict[str, Fn]]:
+    env = {**app_env(azurite, table_prefix, idp, acs), "STORAGE_CLIENT": storage_client}
     container = wiring.reset(env)
     yield functions
     await container.aclose()
@@ -140,6 +161,28 @@ async def test_a_device_is_registered_listed_and_deleted(
     assert (await delete(app, alice, device_id)).status_code == 204
     assert await listing(app, alice) == []
     assert await stored_devices() == []
+
+
+async def test_a_devices_table_deleted_under_the_app_is_503_then_the_table_is_back(
+    app_on_each_client: dict[str, Fn], idp: DevIdentityProvider, azurite: Azurite
+) -> None:
+    app = app_on_each_client
+    alice = bearer(idp, "alice")
+    assert (await put(app, alice, registration())).status_code == 200
+    # An operator deletes the table while the app runs.
+    name = (await wiring.container().tables()).name("devices")
+    async with TableServiceClient.from_connection_string(azurite.connection_string) as account:
+        await account.delete_table(name)
+
+    # Not an empty list (the device was never removed), not a 502: retry later.
+    response = await app["list_devices"](request("GET", "devices", alice))
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert error(response)["error"] == "service_unavailable"
+    # The retry finds the table created again (empty), and a registration lands in it.
+    assert await listing(app, alice) == []
+    assert (await put(app, alice, registration())).status_code == 200
+    assert [d["deviceId"] for d in await listing(app, alice)] == [device_id_for(TOKEN)]
 
 
 async def test_a_listing_carries_neither_key_nor_full_token(

@@ -12,9 +12,10 @@ with the request the SDK sent, which the service accepted.
 
 What a recording cannot show is said where it matters: the signature (recordings sanitize the
 ``Authorization`` header; the signer is checked against openssl and the SDK in
-``test_table_wire.py``), throttling (no recording holds a 503 ServerBusy), and a table being
-deleted (no recording either: that fixture takes the code and message from the published
-"Table Storage error codes" and "Delete Table" references, in the error shape the recordings show).
+``test_table_wire.py``), throttling (no recording holds a 503 ServerBusy), a table being
+deleted, and a table missing outside a transaction (no recording either: those fixtures take the
+code and message from the published "Table Storage error codes" and "Delete Table" references,
+in the error shape the recordings show).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from shared.settings import StorageClient
 from shared.storage import tables
 from shared.storage.table_client import (
     API_VERSION,
@@ -559,12 +561,16 @@ def test_a_stale_etag_in_a_transaction_is_entity_changed_though_no_operation_is_
     assert_same_changeset(http.sent[0], exchange)
 
 
-def test_a_transaction_on_a_missing_table_is_not_found() -> None:
+def test_a_transaction_on_a_missing_table_is_a_missing_table_not_an_absent_entity() -> None:
     (exchange,) = recording("batch_table_not_found.json")
     service, http = service_for([exchange])
     ops = _operations_of(exchange)
-    with pytest.raises(tables.EntityNotFoundError) as raised:
+    with pytest.raises(tables.TableMissingError) as raised:
         run(lambda: service.table(_batch_table(exchange)).submit_transaction(ops))
+    # Adapters read EntityNotFoundError as "the row is absent" (a claim lost, a device gone);
+    # a missing table is an outage of that table instead.
+    assert not isinstance(raised.value, tables.EntityNotFoundError)
+    assert isinstance(raised.value, tables.StorageUnavailableError)
     assert "(operation 0)" in str(raised.value)
     assert "404 TableNotFound" in str(raised.value)
     assert_same_changeset(http.sent[0], exchange)
@@ -614,6 +620,75 @@ def test_writing_to_a_table_being_deleted_is_unavailable_not_entity_exists() -> 
     entity = entity_from(exchange.body or "")
     with pytest.raises(tables.StorageUnavailableError, match="TableBeingDeleted"):
         run(lambda: service.table(table_of(exchange)).create_entity(entity))
+
+
+def _table_not_found() -> Mapping[str, Any]:
+    doc = json.loads((FIXTURES / "table_not_found.json").read_text(encoding="utf-8"))
+    answer: Mapping[str, Any] = doc["answer"]
+    return answer
+
+
+def test_a_point_read_on_a_missing_table_is_a_missing_table_not_an_absent_entity() -> None:
+    (exchange,) = recording("point_read_not_found.json")
+    service, _http = service_for([_with_answer(exchange, _table_not_found())])
+    with pytest.raises(tables.TableMissingError, match="404 TableNotFound") as raised:
+        run(lambda: service.table(table_of(exchange)).get_entity("pk14f82a4c", "rk14f82a4c"))
+    assert not isinstance(raised.value, tables.EntityNotFoundError)
+
+
+def test_a_query_on_a_missing_table_is_a_missing_table() -> None:
+    first, *_rest = recording("query_continuation.json")
+    service, _http = service_for([_with_answer(first, _table_not_found())])
+
+    async def read() -> list[Any]:
+        table = service.table("querytableadca2e0d")
+        return [entity async for entity in table.list_entities(results_per_page=2)]
+
+    with pytest.raises(tables.TableMissingError, match="404 TableNotFound"):
+        run(read)
+
+
+def test_the_table_is_created_again_on_the_next_call_after_it_went_missing() -> None:
+    # Through Tables, as the adapters get their clients: the recorded TableNotFound answer to a
+    # transaction, then the next call on the same client creates the table before its request.
+    (created,) = recording("create_table_exists.json")
+    (missing,) = recording("batch_table_not_found.json")
+    (read,) = recording("point_read.json")
+    service, http = service_for([created, missing, created, read])
+    ops = _operations_of(missing)
+    name = _batch_table(missing)
+
+    async def go() -> None:
+        store = tables.Tables(service, "", StorageClient.LEAN)
+        table = await store.table(name)
+        with pytest.raises(tables.TableMissingError):
+            await table.submit_transaction(ops)
+        await table.get_entity("pk", "rk")
+
+    run(go)
+    sent = [(s.method, urlsplit(s.target).path) for s in http.sent]
+    assert sent == [
+        ("POST", "/Tables"),
+        ("POST", "/$batch"),
+        ("POST", "/Tables"),
+        ("GET", f"/{name}(PartitionKey='pk',RowKey='rk')"),
+    ]
+    assert json.loads(http.sent[2].body) == {"TableName": name}
+
+
+def test_a_missing_entity_leaves_the_table_alone() -> None:
+    (created,) = recording("create_table_exists.json")
+    (absent,) = recording("point_read_not_found.json")
+    service, http = service_for([created, absent, absent])
+
+    async def go() -> None:
+        table = await tables.Tables(service, "", StorageClient.LEAN).table("t")
+        for _ in range(2):
+            with pytest.raises(tables.EntityNotFoundError):
+                await table.get_entity("pk", "rk")
+
+    run(go)
+    assert [s.method for s in http.sent] == ["POST", "GET", "GET"]
 
 
 def test_every_fixture_names_its_source_in_the_readme() -> None:
