@@ -44,10 +44,18 @@ import logging
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from shared.errors import PushRelayError, TransientError
 from shared.settings import StorageClient
@@ -57,6 +65,7 @@ if TYPE_CHECKING:
     from shared.storage.table_client import ClientOptions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH: Final = 100
 """Operations in one entity-group transaction (all in one partition)."""
@@ -627,6 +636,16 @@ class KeptTable:
         log.debug("table %s ready", self.table_name)
         self.created = True
 
+    async def _call(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` on the table, created first if need be; a missing table is marked."""
+        if not self.created:
+            await self.create()
+        try:
+            return await send()
+        except _table_failures() as exc:
+            self._failed(exc)
+            raise
+
     def _failed(self, exc: BaseException) -> None:
         if says_table_missing(exc) and self.created:
             self.created = False
@@ -636,13 +655,9 @@ class KeptTable:
         self, partition_key: str, row_key: str, *, select: Sequence[str] | None = None
     ) -> Entity:
         """One entity. Raises EntityNotFoundError (as the backend client does)."""
-        if not self.created:
-            await self.create()
-        try:
-            return await self._client.get_entity(partition_key, row_key, select=select)
-        except _table_failures() as exc:
-            self._failed(exc)
-            raise
+        return await self._call(
+            lambda: self._client.get_entity(partition_key, row_key, select=select)
+        )
 
     def query_entities(
         self,
@@ -682,25 +697,13 @@ class KeptTable:
 
     async def create_entity(self, entity: Mapping[str, Any]) -> dict[str, Any]:
         """Insert. Raises EntityExistsError."""
-        if not self.created:
-            await self.create()
-        try:
-            return await self._client.create_entity(entity)
-        except _table_failures() as exc:
-            self._failed(exc)
-            raise
+        return await self._call(lambda: self._client.create_entity(entity))
 
     async def upsert_entity(
         self, entity: Mapping[str, Any], mode: UpdateMode = UpdateMode.MERGE
     ) -> dict[str, Any]:
         """Insert or merge/replace."""
-        if not self.created:
-            await self.create()
-        try:
-            return await self._client.upsert_entity(entity, mode)
-        except _table_failures() as exc:
-            self._failed(exc)
-            raise
+        return await self._call(lambda: self._client.upsert_entity(entity, mode))
 
     async def update_entity(
         self,
@@ -711,15 +714,11 @@ class KeptTable:
         match_condition: MatchConditions | None = None,
     ) -> dict[str, Any]:
         """Merge/replace an existing entity. Raises EntityNotFoundError, EntityChangedError."""
-        if not self.created:
-            await self.create()
-        try:
-            return await self._client.update_entity(
+        return await self._call(
+            lambda: self._client.update_entity(
                 entity, mode, etag=etag, match_condition=match_condition
             )
-        except _table_failures() as exc:
-            self._failed(exc)
-            raise
+        )
 
     async def delete_entity(
         self,
@@ -741,13 +740,7 @@ class KeptTable:
         self, operations: Sequence[tuple[Any, ...]]
     ) -> list[dict[str, Any]]:
         """One entity-group transaction, all or nothing."""
-        if not self.created:
-            await self.create()
-        try:
-            return await self._client.submit_transaction(operations)
-        except _table_failures() as exc:
-            self._failed(exc)
-            raise
+        return await self._call(lambda: self._client.submit_transaction(operations))
 
 
 def lean_options() -> ClientOptions:
