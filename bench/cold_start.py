@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             "scenarios": results,
         }
         args.out.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"wrote {args.out.relative_to(REPO)}")
+        shown = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
+        print(f"wrote {shown}")
     return 0
 
 
