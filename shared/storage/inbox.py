@@ -589,11 +589,10 @@ def _shell_from_json(
 
 def _thread_from_json(body: Mapping[str, Any]) -> _Stored:
     """A schema 2 thread, its id lists checked but kept as text."""
-    unread, deleted = body.get("u"), body.get("d")
     return _Stored(
         _shell_from_json(body),
-        "" if unread is None else _checked_ids(unread),
-        "" if deleted is None else _checked_ids(deleted),
+        _checked_ids(body["u"]) if "u" in body else "",
+        _checked_ids(body["d"]) if "d" in body else "",
     )
 
 
