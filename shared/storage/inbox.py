@@ -647,13 +647,18 @@ _FIXED_CHARS: Final = 200
 def size_bound(inbox: Inbox) -> int:
     """An upper bound of ``len(encode_inbox(inbox))``, counted without encoding it.
 
-    Encoding prints every stored id; this counts them. Thread ids and the quiet hours' time zone
-    are bounded as if every character were escaped (six characters each).
+    Encoding prints every id; this counts them, or takes the length of a thread's id lists as
+    read (they are written back as they are). Thread ids and the quiet hours' time zone are
+    bounded as if every character were escaped (six characters each).
     """
     quiet = inbox.preferences.quiet_hours
     total = _FIXED_CHARS + (0 if quiet is None else 100 + 6 * len(quiet.time_zone))
     for thread_id, entry in _Threads.of(inbox.threads).entries():
-        total += 6 * len(thread_id) + 2 + _THREAD_CHARS + _ID_CHARS * sum(_id_counts(entry))
+        if isinstance(entry, _Stored):  # printed as read: its length is known
+            ids = len(entry.unread_text) + len(entry.deleted_text)
+        else:
+            ids = _ID_CHARS * (len(entry.unread) + len(entry.deleted))
+        total += 6 * len(thread_id) + 2 + _THREAD_CHARS + ids
     return total
 
 
