@@ -22,13 +22,24 @@ A concurrent change (412, or 409 on the first write) is re-read and re-applied; 
 pure function of the state (:class:`Inbox`), so a redelivered event, a stale read report or a late
 membership event changes nothing.
 
-Per thread the row keeps the ids of its counted unread messages (at most
+**The stored form.** Per thread the row keeps the ids of its counted unread messages (at most
 :data:`MAX_TRACKED_PER_THREAD`; older ones fold into a block, see :class:`ThreadState`), the read
 marker, tombstones of messages deleted before they were counted (so a late ``ChatMessageReceived``
 cannot count them), membership (left, and when), the thread's alert preference and mute, and when
 it last changed. A thread with nothing unread and no preference is dropped
 :data:`IDLE_KEEP` after its last change, longer than Event Grid retries an event (24 hours at
 most), so a redelivery can never find its marker gone.
+
+An id list is stored as its first id and the steps between the ids. Schema 1 (``"v": 1``) wrote
+each list as a JSON array of numbers, and every event decoded every thread's ids into
+:class:`ThreadState` objects and printed them again: a recipient with an unread backlog in
+threads they never open cost milliseconds per event. Schema 2 writes each list as one string,
+the steps in decimal joined by commas (``"u": "1772366400000,4211,90"``); a row is read with
+each thread's lists checked (one regular-expression match each, so an unreadable row still
+fails at read) but kept as text, a thread's ids are decoded only when that thread is asked for,
+the badge, pruning and fitting answer from each thread's summary (its counts and flags), and
+the threads an event did not change are written back as they were read. Schema 1 rows are
+still read, and are written back as schema 2 on their next change.
 
 Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient).
 """
