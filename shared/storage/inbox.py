@@ -22,13 +22,24 @@ A concurrent change (412, or 409 on the first write) is re-read and re-applied; 
 pure function of the state (:class:`Inbox`), so a redelivered event, a stale read report or a late
 membership event changes nothing.
 
-Per thread the row keeps the ids of its counted unread messages (at most
+**The stored form.** Per thread the row keeps the ids of its counted unread messages (at most
 :data:`MAX_TRACKED_PER_THREAD`; older ones fold into a block, see :class:`ThreadState`), the read
 marker, tombstones of messages deleted before they were counted (so a late ``ChatMessageReceived``
 cannot count them), membership (left, and when), the thread's alert preference and mute, and when
 it last changed. A thread with nothing unread and no preference is dropped
 :data:`IDLE_KEEP` after its last change, longer than Event Grid retries an event (24 hours at
 most), so a redelivery can never find its marker gone.
+
+An id list is stored as its first id and the steps between the ids. Schema 1 (``"v": 1``) wrote
+each list as a JSON array of numbers, and every event decoded every thread's ids into
+:class:`ThreadState` objects and printed them again: a recipient with an unread backlog in
+threads they never open cost milliseconds per event. Schema 2 writes each list as one string,
+the steps in decimal joined by commas (``"u": "1772366400000,4211,90"``); a row is read with
+each thread's lists checked (one regular-expression match each, so an unreadable row still
+fails at read) but kept as text, a thread's ids are decoded only when that thread is asked for,
+the badge, pruning and fitting answer from each thread's summary (its counts and flags), and
+the threads an event did not change are written back as they were read. Schema 1 rows are
+still read, and are written back as schema 2 on their next change.
 
 Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient).
 """
@@ -43,10 +54,11 @@ import json
 import logging
 import operator
 import random
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Collection, ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from shared.domain.quiet_hours import QuietHours
 from shared.errors import ConflictError, PushRelayError, TransientError
@@ -63,7 +75,7 @@ log = logging.getLogger(__name__)
 
 INBOX_TABLE: Final = "inbox"
 INBOX_ROW: Final = "inbox"
-SCHEMA: Final = 1
+SCHEMA: Final = 2
 MAX_TRACKED_PER_THREAD: Final = 1000
 """Unread message ids kept per thread; older unread messages are counted as a block."""
 MAX_TOMBSTONES: Final = 200
@@ -215,6 +227,140 @@ def _insert(keys: tuple[int, ...], order: int) -> tuple[int, ...]:
     return (*keys[:at], order, *keys[at:])
 
 
+class _Stored:
+    """A thread as read from the row: its fields decoded, its id lists still as stored.
+
+    Every chat event reads the whole row but changes one thread: the others answer the badge,
+    pruning and fitting from this summary and go back to the row as they came. The ids are
+    decoded (once) only when the thread itself is asked for.
+    """
+
+    __slots__ = ("_state", "deleted_text", "shell", "tombstones", "tracked", "unread_text")
+
+    def __init__(self, shell: ThreadState, unread_text: str, deleted_text: str) -> None:
+        self.shell = shell  # every field but ``unread`` and ``deleted``
+        self.unread_text = unread_text
+        self.deleted_text = deleted_text
+        self.tracked = unread_text.count(",") + 1 if unread_text else 0
+        self.tombstones = deleted_text.count(",") + 1 if deleted_text else 0
+        self._state: ThreadState | None = None
+
+    @property
+    def unread_count(self) -> int:
+        """:attr:`ThreadState.unread_count`."""
+        return 0 if self.shell.left else self.shell.folded + self.tracked
+
+    @property
+    def left(self) -> bool:
+        """:attr:`ThreadState.left`."""
+        return self.shell.left
+
+    @property
+    def touched(self) -> int:
+        """:attr:`ThreadState.touched`."""
+        return self.shell.touched
+
+    def silenced(self, now: datetime) -> bool:
+        """:meth:`ThreadState.silenced`."""
+        return self.shell.silenced(now)
+
+    def is_idle(self, now: datetime) -> bool:
+        """:meth:`ThreadState.is_idle`."""
+        return (
+            self.unread_count == 0
+            and not self.shell.silenced(now)
+            and now.timestamp() - self.shell.touched > IDLE_KEEP.total_seconds()
+        )
+
+    def state(self) -> ThreadState:
+        """The thread, its ids decoded (cannot fail: :func:`_checked_ids` read them)."""
+        if self._state is None:
+            self._state = replace(
+                self.shell,
+                unread=_keys(self.unread_text) if self.unread_text else (),
+                deleted=_keys(self.deleted_text) if self.deleted_text else (),
+            )
+        return self._state
+
+
+_Entry = ThreadState | _Stored
+
+
+def _decoded(entry: _Entry) -> ThreadState:
+    return entry if isinstance(entry, ThreadState) else entry.state()
+
+
+def _id_counts(entry: _Entry) -> tuple[int, int]:
+    """How many unread ids and tombstones the thread holds."""
+    if isinstance(entry, ThreadState):
+        return len(entry.unread), len(entry.deleted)
+    return entry.tracked, entry.tombstones
+
+
+def _same(a: _Entry, b: _Entry) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, _Stored) and isinstance(b, _Stored) and a.shell == b.shell:
+        # Stored ids are canonical (no leading zeros, no empty list), so text equality decides.
+        return (a.unread_text, a.deleted_text) == (b.unread_text, b.deleted_text)
+    return _decoded(a) == _decoded(b)
+
+
+class _Threads(Mapping[str, ThreadState]):
+    """:attr:`Inbox.threads`: a mapping that decodes a stored thread only when it is read."""
+
+    __slots__ = ("_entries",)
+    __hash__ = None  # type: ignore[assignment]  # mutable values inside, as a dict's
+
+    def __init__(self, entries: dict[str, _Entry]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, thread_id: str) -> ThreadState:
+        return _decoded(self._entries[thread_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, thread_id: object) -> bool:
+        return thread_id in self._entries
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        theirs = other._entries if isinstance(other, _Threads) else dict(other)
+        mine = self._entries
+        return mine.keys() == theirs.keys() and all(_same(e, theirs[t]) for t, e in mine.items())
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def entries(self) -> ItemsView[str, _Entry]:
+        """Each thread's summary (a state, or a stored thread answering the same questions)."""
+        return self._entries.items()
+
+    def entry(self, thread_id: str) -> _Entry:
+        """One thread's summary (an empty thread if there is none)."""
+        return self._entries.get(thread_id, _EMPTY_THREAD)
+
+    def with_state(self, thread_id: str, state: ThreadState) -> _Threads:
+        """These threads, ``thread_id`` set to ``state``."""
+        entries = dict(self._entries)
+        entries[thread_id] = state
+        return _Threads(entries)
+
+    def without(self, thread_ids: Collection[str]) -> _Threads:
+        """These threads but ``thread_ids``."""
+        return _Threads({t: e for t, e in self._entries.items() if t not in thread_ids})
+
+    @classmethod
+    def of(cls, threads: Mapping[str, ThreadState]) -> _Threads:
+        """``threads`` as a :class:`_Threads` (itself if it is one)."""
+        return threads if isinstance(threads, _Threads) else cls(dict(threads))
+
+
 @dataclass(frozen=True, slots=True)
 class Inbox:
     """A user's inbox. Every change returns a new one (unchanged when there is nothing to do)."""
@@ -222,21 +368,31 @@ class Inbox:
     preferences: Preferences = Preferences()
     threads: Mapping[str, ThreadState] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, _Threads):
+            object.__setattr__(self, "threads", _Threads(dict(self.threads)))
+
+    @property
+    def _table(self) -> _Threads:
+        return cast(_Threads, self.threads)  # made one by __post_init__
+
     def thread(self, thread_id: str) -> ThreadState:
         """The state of one thread (an empty one if the inbox has none)."""
         return self.threads.get(thread_id, _EMPTY_THREAD)
 
     def counts(self, thread_id: str, now: datetime) -> bool:
         """Whether the thread's unread messages count towards the badge at ``now``."""
-        state = self.thread(thread_id)
+        state = self._table.entry(thread_id)
         return not state.left and (self.preferences.count_muted or not state.silenced(now))
 
     def badge(self, now: datetime) -> int:
         """The number on the app icon at ``now``."""
+        # From each thread's summary: no thread's ids are decoded (every chat event asks).
+        count_muted = self.preferences.count_muted
         return sum(
             s.unread_count
-            for t, s in self.threads.items()
-            if s.unread_count and self.counts(t, now)
+            for _, s in self._table.entries()
+            if s.unread_count and not s.left and (count_muted or not s.silenced(now))
         )
 
     def quiet(self, now: datetime) -> bool:
@@ -247,9 +403,8 @@ class Inbox:
     # --- changes ------------------------------------------------------------------------------
 
     def _with(self, thread_id: str, state: ThreadState, now: datetime) -> Inbox:
-        threads = dict(self.threads)
-        threads[thread_id] = replace(state, touched=int(now.timestamp()))
-        return replace(self, threads=threads)
+        touched = replace(state, touched=int(now.timestamp()))
+        return replace(self, threads=self._table.with_state(thread_id, touched))
 
     def received(self, thread_id: str, order: int, now: datetime) -> Inbox:
         """Count a new message, unless it was seen already or the user left the thread."""
@@ -322,7 +477,7 @@ class Inbox:
             return self
         new = replace(state, alerts=alerts, muted_until=muted_until)
         if new.silenced(now) and not state.silenced(now):
-            held = sum(1 for s in self.threads.values() if s.silenced(now))
+            held = sum(1 for _, s in self._table.entries() if s.silenced(now))
             if held >= MAX_THREAD_PREFERENCES:
                 raise InboxFullError()
         return self._with(thread_id, new, now)
@@ -333,10 +488,10 @@ class Inbox:
 
     def pruned(self, now: datetime) -> Inbox:
         """Drop the threads that are idle at ``now``."""
-        idle = [t for t, s in self.threads.items() if s.is_idle(now)]
+        idle = [t for t, s in self._table.entries() if s.is_idle(now)]
         if not idle:
             return self
-        return replace(self, threads={t: s for t, s in self.threads.items() if t not in idle})
+        return replace(self, threads=self._table.without(idle))
 
 
 # --- the stored form ---------------------------------------------------------------------------
@@ -347,31 +502,71 @@ def _deltas(keys: tuple[int, ...]) -> list[int]:
     return list(map(operator.sub, keys, (0, *keys[:-1])))
 
 
-def _undelta(values: object) -> tuple[int, ...]:
-    """The keys of :func:`_deltas`' list. Raises TypeError/ValueError on anything else.
+def _ids_text(keys: tuple[int, ...]) -> str:
+    """Ascending keys as stored: :func:`_deltas` in decimal, joined by commas."""
+    return ",".join(map(str, _deltas(keys)))
 
-    Every chat event reads and rewrites the whole inbox, so this runs over every id the row
-    holds (up to MAX_TRACKED_PER_THREAD per thread): each step is one C-level pass (map, min,
-    accumulate) rather than a Python loop per id, several times faster for a thread holding
-    hundreds.
+
+def _keys(text: str) -> tuple[int, ...]:
+    """The keys of :func:`_ids_text` (a text :func:`_checked_ids` accepted)."""
+    return tuple(itertools.accumulate(map(int, text.split(","))))
+
+
+_IDS: Final = re.compile(r"[1-9][0-9]{0,18}+(?:,[1-9][0-9]{0,18}+)*+")
+"""Positive steps without leading zeros (so strictly ascending keys), each of at most 19 digits."""
+_IDS_NEAR: Final = re.compile(r"[1-9][0-9]{0,18}+(?:,[1-9][0-9]{0,11}+)*+")
+"""The same with steps below 10**12 ms (31 years): every stored list of real message ids."""
+_NEAR_STEP: Final = 10**12 - 1
+
+
+def _checked_ids(text: object) -> str:
+    """``text`` if it is a stored id list whose keys lie in 1..2**63-1.
+
+    Raises TypeError/ValueError otherwise. This runs over every id the row holds, so it stays in
+    C: one regular-expression match and, for steps below 10**12, a bound of the last key from the
+    first (each further id takes two characters at least) instead of adding the steps up.
     """
+    if type(text) is not str:
+        raise TypeError("not an id list")
+    if _IDS_NEAR.fullmatch(text):
+        comma = text.find(",")
+        first = int(text if comma < 0 else text[:comma])
+        if first + len(text) // 2 * _NEAR_STEP <= _MAX_ORDER:
+            return text
+    elif not _IDS.fullmatch(text):
+        raise ValueError("not ascending ids")
+    if _keys(text)[-1] > _MAX_ORDER:
+        raise ValueError("ids out of range")
+    return text
+
+
+def _undelta(values: object) -> tuple[int, ...]:
+    """The keys of :func:`_deltas`' list (schema 1). Raises TypeError/ValueError otherwise."""
     if type(values) is not list:
         raise TypeError("not a list")
     if not set(map(type, values)) <= {int}:  # bool is an int subclass, and not a key
         raise TypeError("not an integer")
     if min(values[1:], default=1) <= 0:
         raise ValueError("keys out of order")  # strictly ascending: every step positive
-    return tuple(itertools.accumulate(values))
+    keys = tuple(itertools.accumulate(values))
+    if keys and not 0 < keys[0] <= keys[-1] <= _MAX_ORDER:
+        # Never written (message_order bounds every key); schema 2 could not store them.
+        raise ValueError("keys out of range")
+    return keys
 
 
-def _thread_json(state: ThreadState) -> dict[str, Any]:
+def _thread_json(entry: _Entry) -> dict[str, Any]:
+    if isinstance(entry, _Stored):
+        state, unread, deleted = entry.shell, entry.unread_text, entry.deleted_text
+    else:
+        state, unread, deleted = entry, _ids_text(entry.unread), _ids_text(entry.deleted)
     body: dict[str, Any] = {"at": state.touched}
     optional: dict[str, Any] = {
-        "u": _deltas(state.unread) if state.unread else None,
+        "u": unread or None,
         "f": state.folded or None,
         "fu": state.folded_up_to or None,
         "r": state.read_up_to or None,
-        "d": _deltas(state.deleted) if state.deleted else None,
+        "d": deleted or None,
         "l": 1 if state.left else None,
         "m": state.membership_at or None,
         "a": state.alerts.value if state.alerts is not Alerts.ALL else None,
@@ -382,17 +577,19 @@ def _thread_json(state: ThreadState) -> dict[str, Any]:
     return body
 
 
-def _thread_from_json(body: Mapping[str, Any]) -> ThreadState:
+def _shell_from_json(
+    body: Mapping[str, Any], unread: tuple[int, ...] = (), deleted: tuple[int, ...] = ()
+) -> ThreadState:
     muted = body.get("mu")
     muted_until = (
         None if muted is None else FOREVER if muted == -1 else datetime.fromtimestamp(muted, UTC)
     )
     return ThreadState(
-        unread=_undelta(body.get("u", [])),
+        unread=unread,
         folded=int(body.get("f", 0)),
         folded_up_to=int(body.get("fu", 0)),
         read_up_to=int(body.get("r", 0)),
-        deleted=_undelta(body.get("d", [])),
+        deleted=deleted,
         left=bool(body.get("l", 0)),
         membership_at=int(body.get("m", 0)),
         alerts=Alerts(body.get("a", Alerts.ALL.value)),
@@ -401,37 +598,56 @@ def _thread_from_json(body: Mapping[str, Any]) -> ThreadState:
     )
 
 
+def _thread_from_json(body: Mapping[str, Any]) -> _Stored:
+    """A schema 2 thread, its id lists checked but kept as text."""
+    return _Stored(
+        _shell_from_json(body),
+        _checked_ids(body["u"]) if "u" in body else "",
+        _checked_ids(body["d"]) if "d" in body else "",
+    )
+
+
+def _thread_from_json_v1(body: Mapping[str, Any]) -> ThreadState:
+    """A schema 1 thread (id lists as JSON arrays of steps), decoded whole."""
+    return _shell_from_json(body, _undelta(body.get("u", [])), _undelta(body.get("d", [])))
+
+
 def encode_inbox(inbox: Inbox) -> str:
-    """The inbox as compact JSON (what the row stores)."""
+    """The inbox as compact JSON (what the row stores): threads read and unchanged as they came."""
     prefs = inbox.preferences
     body: dict[str, Any] = {"v": SCHEMA}
     if prefs.count_muted:
         body["cm"] = True
     if prefs.quiet_hours is not None:
         body["q"] = prefs.quiet_hours.as_json()
-    body["t"] = {t: _thread_json(s) for t, s in inbox.threads.items()}
+    body["t"] = {t: _thread_json(s) for t, s in _Threads.of(inbox.threads).entries()}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def decode_inbox(text: str) -> Inbox:
-    """The inbox of :func:`encode_inbox`'s JSON. Raises UnreadableInboxError otherwise."""
+    """The inbox of :func:`encode_inbox`'s JSON, of this schema or the first.
+
+    Every field and id list is checked here, so a thread decoded later cannot fail. Raises
+    UnreadableInboxError for anything else.
+    """
     try:
         body = json.loads(text)
-        if not isinstance(body, dict) or body.get("v") != SCHEMA:
-            raise ValueError("not an inbox of this schema")
+        if not isinstance(body, dict) or body.get("v") not in (1, SCHEMA):
+            raise ValueError("not an inbox of a known schema")
         quiet = body.get("q")
         prefs = Preferences(
             count_muted=bool(body.get("cm", False)),
             quiet_hours=None if quiet is None else QuietHours.from_stored(quiet),
         )
-        threads = {str(t): _thread_from_json(s) for t, s in dict(body.get("t", {})).items()}
+        read = _thread_from_json if body["v"] == SCHEMA else _thread_from_json_v1
+        threads: dict[str, _Entry] = {str(t): read(s) for t, s in dict(body.get("t", {})).items()}
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise UnreadableInboxError(f"unreadable inbox row: {type(exc).__name__}") from exc
-    return Inbox(prefs, threads)
+    return Inbox(prefs, _Threads(threads))
 
 
 _ID_CHARS: Final = 21
-"""At most per stored id: a delta of up to 19 digits (ids are below 2**63) and a comma."""
+"""At most per stored id: a step of up to 19 digits (keys are below 2**63) and a comma."""
 _THREAD_CHARS: Final = 300
 """At most per thread beside its id and ids: nine short keys, eight numbers of at most 20
 characters, a flag and an alert value, with the JSON punctuation."""
@@ -442,14 +658,18 @@ _FIXED_CHARS: Final = 200
 def size_bound(inbox: Inbox) -> int:
     """An upper bound of ``len(encode_inbox(inbox))``, counted without encoding it.
 
-    Encoding prints every stored id; this counts them. Thread ids and the quiet hours' time zone
-    are bounded as if every character were escaped (six characters each).
+    Encoding prints every id; this counts them, or takes the length of a thread's id lists as
+    read (they are written back as they are). Thread ids and the quiet hours' time zone are
+    bounded as if every character were escaped (six characters each).
     """
     quiet = inbox.preferences.quiet_hours
     total = _FIXED_CHARS + (0 if quiet is None else 100 + 6 * len(quiet.time_zone))
-    for thread_id, state in inbox.threads.items():
-        ids = len(state.unread) + len(state.deleted)
-        total += 6 * len(thread_id) + 2 + _THREAD_CHARS + _ID_CHARS * ids
+    for thread_id, entry in _Threads.of(inbox.threads).entries():
+        if isinstance(entry, _Stored):  # printed as read: its length is known
+            ids = len(entry.unread_text) + len(entry.deleted_text)
+        else:
+            ids = _ID_CHARS * (len(entry.unread) + len(entry.deleted))
+        total += 6 * len(thread_id) + 2 + _THREAD_CHARS + ids
     return total
 
 
@@ -465,20 +685,20 @@ def fit_inbox(inbox: Inbox, now: datetime, limit: int = MAX_STATE_CHARS) -> Inbo
         # Nearly every inbox: the store encodes it once, for the write, instead of twice.
         return inbox
     while len(encode_inbox(inbox)) > limit:
+        threads = _Threads.of(inbox.threads)
         bare = sorted(
             (s.touched, t)
-            for t, s in inbox.threads.items()
-            if s.unread_count == 0 and not s.deleted and not s.silenced(now)
+            for t, s in threads.entries()
+            if s.unread_count == 0 and not _id_counts(s)[1] and not s.silenced(now)
         )
-        threads = dict(inbox.threads)
         if bare:
-            for _, thread_id in bare[: max(1, len(bare) // 2)]:
-                del threads[thread_id]
+            threads = threads.without({t for _, t in bare[: max(1, len(bare) // 2)]})
         else:
-            thread_id, state = max(threads.items(), key=lambda item: len(item[1].unread))
+            thread_id, entry = max(threads.entries(), key=lambda item: _id_counts(item[1])[0])
+            state = _decoded(entry)
             if len(state.unread) < 2:
                 raise InboxFullError()
-            threads[thread_id] = state.fold(len(state.unread) // 2)
+            threads = threads.with_state(thread_id, state.fold(len(state.unread) // 2))
         inbox = replace(inbox, threads=threads)
     return inbox
 

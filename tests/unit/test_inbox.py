@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import shared.storage.inbox as inbox_module
 from shared.domain.quiet_hours import CallsInQuietHours, QuietHours
 from shared.storage.inbox import (
     FOREVER,
@@ -243,7 +244,7 @@ def test_the_stored_form_round_trips() -> None:
     [
         "not json",
         "[]",
-        '{"v": 2, "t": {}}',
+        '{"v": 3, "t": {}}',
         '{"v": 1, "t": {"x": {"u": [5, -1], "at": 0}}}',
         '{"v": 1, "t": {"x": {"u": [5, 0], "at": 0}}}',
         '{"v": 1, "t": {"x": {"d": [5, 3, -2], "at": 0}}}',
@@ -435,6 +436,12 @@ def test_the_size_bound_is_never_below_the_stored_size(box: Inbox) -> None:
     assert len(encode_inbox(box)) <= size_bound(box)
 
 
+@given(inboxes)
+def test_the_size_bound_of_a_row_as_read_is_never_below_its_stored_size(box: Inbox) -> None:
+    read = decode_inbox(encode_inbox(box))
+    assert len(encode_inbox(read)) <= size_bound(read)
+
+
 def test_the_size_bound_holds_for_the_largest_values_and_escaped_ids() -> None:
     top = 2**63 - 1
     state = ThreadState(
@@ -456,3 +463,190 @@ def test_an_inbox_surely_within_the_limit_is_not_encoded_to_fit(
 
     monkeypatch.setattr("shared.storage.inbox.encode_inbox", refuse)
     assert fit_inbox(box, NOW) is box
+
+
+# --- the stored form: schema 2, schema 1 rows, threads decoded only when read -------------------
+
+V1_ROW = json.dumps(
+    {
+        "v": 1,
+        "cm": True,
+        "t": {
+            T1: {"at": 100, "u": [M, 1, 5], "f": 3, "fu": M - 10, "r": M - 20, "d": [M + 9]},
+            T2: {"at": 200, "l": 1, "m": M, "r": M + 4, "a": "none", "mu": -1},
+        },
+    }
+)
+
+
+def test_a_schema_1_row_is_read() -> None:
+    box = decode_inbox(V1_ROW)
+    assert (box.preferences.count_muted, box.thread(T1), box.thread(T2)) == (
+        True,
+        ThreadState(
+            unread=(M, M + 1, M + 6), folded=3, folded_up_to=M - 10, read_up_to=M - 20,
+            deleted=(M + 9,), touched=100,
+        ),
+        ThreadState(
+            read_up_to=M + 4, left=True, membership_at=M, alerts=Alerts.NONE,
+            muted_until=FOREVER, touched=200,
+        ),
+    )  # fmt: skip
+
+
+def test_a_schema_1_row_is_written_back_as_schema_2() -> None:
+    body = json.loads(encode_inbox(decode_inbox(V1_ROW).received(T1, M + 7, NOW)))
+    assert (body["v"], body["t"][T1]["u"], body["t"][T1]["d"], body["t"][T2].get("u")) == (
+        2,
+        f"{M},1,5,1",
+        f"{M + 9}",
+        None,
+    )
+
+
+def test_schema_2_stores_each_id_list_as_text() -> None:
+    box = inbox_with(M, M + 3, M + 10).deleted(T1, M + 20, NOW)
+    assert json.loads(encode_inbox(box))["t"][T1] == {
+        "at": int(NOW.timestamp()),
+        "u": f"{M},3,7",
+        "d": f"{M + 20}",
+    }
+
+
+def test_a_row_read_and_unchanged_is_written_back_as_it_was() -> None:
+    text = encode_inbox(muted(inbox_with(M, M + 1).received(T2, M + 5, NOW).read(T2, M, NOW)))
+    assert encode_inbox(decode_inbox(text)) == text
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        "",
+        "0",
+        "5,0",
+        "05",
+        "5,07",
+        "5,-1",
+        "-5",
+        "5,,6",
+        ",5",
+        "5,",
+        "5, 6",
+        "5;6",
+        "1.5",
+        "٥",
+        "12345678901234567890",  # 20 digits: above every key
+        "9223372036854775807,1",  # past 2**63 - 1
+        "9000000000000000000,300000000000000000",
+        [5],
+        5,
+        None,
+    ],
+)
+def test_a_schema_2_row_with_malformed_ids_is_unreadable(ids: object) -> None:
+    for key in ("u", "d"):
+        with pytest.raises(UnreadableInboxError):
+            decode_inbox(json.dumps({"v": 2, "t": {T1: {"at": 0, key: ids}}}))
+
+
+def test_the_largest_ids_are_readable() -> None:
+    top = 2**63 - 1
+    box = Inbox(threads={T1: ThreadState(unread=(1, top), deleted=(top,), touched=5)})
+    assert decode_inbox(encode_inbox(box)).thread(T1).unread == (1, top)
+
+
+def test_a_stored_folded_block_still_counts() -> None:
+    box = fit_inbox(inbox_with(*range(M, M + 20)), NOW, limit=100)
+    read = decode_inbox(encode_inbox(box))
+    assert (box.thread(T1).folded > 0, read.badge(NOW), read.thread(T1).unread_count) == (
+        True,
+        20,
+        20,
+    )
+
+
+def test_a_change_to_one_thread_decodes_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    box = Inbox()
+    for n in range(5):
+        for k in range(20):
+            box = box.received(f"19:{n}@thread.v2", M + k, NOW).deleted(
+                f"19:{n}@thread.v2", M + 100 + k, NOW
+            )
+    stored = decode_inbox(encode_inbox(box))
+    decoded: list[str] = []
+    real = inbox_module._keys
+
+    def counting(text: str) -> tuple[int, ...]:
+        decoded.append(text)
+        return real(text)
+
+    monkeypatch.setattr(inbox_module, "_keys", counting)
+    after = stored.received("19:2@thread.v2", M + 50, NOW)
+    assert after != stored
+    fitted = fit_inbox(after.pruned(NOW), NOW)
+    text = encode_inbox(fitted)
+    assert (after.badge(NOW), stored.badge(NOW), len(decoded)) == (101, 100, 2)  # T2's u and d
+    assert decode_inbox(text) == fitted
+
+
+def test_an_unchanged_row_compares_equal_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = encode_inbox(inbox_with(M, M + 1).received(T2, M, NOW))
+    monkeypatch.setattr(inbox_module, "_keys", None)  # any decode would fail
+    assert decode_inbox(text) == decode_inbox(text)
+
+
+# --- property: a lazily read inbox behaves as a fully decoded one -------------------------------
+
+THREAD_IDS = [T1, T2, "19:cccc@thread.v2"]
+lazy_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["received"] * 4 + ["deleted", "read", "left", "joined", "mute", "unmute"]),
+        st.sampled_from(THREAD_IDS),
+        st.integers(0, 30),
+        st.integers(0, 5),  # days after NOW
+    ),
+    max_size=40,
+)
+
+
+def apply(box: Inbox, op: tuple[str, str, int, int]) -> Inbox:
+    kind, thread, n, days = op
+    now = NOW + timedelta(days=days)
+    if kind in ("received", "deleted", "read"):
+        return getattr(box, kind)(thread, M + n * 1_000_003, now)  # steps of 7 digits
+    if kind in ("left", "joined"):
+        return getattr(box, kind)(thread, NOW + timedelta(minutes=n), now)
+    until = now + timedelta(days=n) if kind == "mute" else None
+    return box.with_thread_preference(thread, Alerts.ALL, until, now)
+
+
+def fully_decoded(box: Inbox) -> Inbox:
+    return Inbox(box.preferences, {t: box.threads[t] for t in box.threads})
+
+
+def step(box: Inbox, op: tuple[str, str, int, int], now: datetime, limit: int) -> Inbox | None:
+    """One change as change_inbox writes it, fitted to a small row (None: InboxFullError)."""
+    try:
+        return fit_inbox(apply(box, op).pruned(now), now, limit=limit)
+    except InboxFullError:
+        return None
+
+
+@given(lazy_ops, st.booleans(), st.integers(100, 400))
+def test_a_lazily_read_inbox_behaves_as_a_decoded_one(
+    events: list[tuple[str, str, int, int]], count_muted: bool, limit: int
+) -> None:
+    lazy = decoded = Inbox(Preferences(count_muted=count_muted))
+    for op in events:
+        now = NOW + timedelta(days=op[3])
+        lazy_after, decoded_after = step(lazy, op, now, limit), step(decoded, op, now, limit)
+        assert (lazy_after is None) == (decoded_after is None)
+        lazy, decoded = lazy_after or lazy, decoded_after or decoded
+        assert encode_inbox(lazy) == encode_inbox(decoded)
+        lazy, decoded = decode_inbox(encode_inbox(lazy)), fully_decoded(decoded)
+        assert lazy.badge(now) == decoded.badge(now)
+        assert [lazy.counts(t, now) for t in THREAD_IDS] == [
+            decoded.counts(t, now) for t in THREAD_IDS
+        ]
+        assert len(encode_inbox(lazy)) <= min(size_bound(lazy), size_bound(decoded))
+    assert (dict(lazy.threads), lazy) == (dict(decoded.threads), decoded)
