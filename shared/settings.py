@@ -227,6 +227,13 @@ class Settings:
     device_stale_days: int = _setting(
         "DEVICE_STALE_DAYS", 30, "Registrations not renewed for this many days are purged."
     )
+    inbox_row_schema: int = _setting(
+        "INBOX_ROW_SCHEMA",
+        1,
+        "How inbox rows are written: 1, what versions before schema 2 read (safe to roll back), "
+        "or 2, id lists as text, decoded per thread (a recipient's unread backlog no longer "
+        "costs every chat event); set 2 once no instance runs an older version. Both are read.",
+    )
     max_devices_per_user: int = _setting(
         "MAX_DEVICES_PER_USER",
         10,
@@ -383,6 +390,8 @@ def _check(s: Settings) -> None:
         raise SettingsError(
             "setting LIBRARY_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )
+    if s.inbox_row_schema not in (1, 2):
+        raise SettingsError("setting INBOX_ROW_SCHEMA must be 1 or 2")
     for name, value in (
         ("APNS_CONNECTIONS", s.apns_connections),
         ("RENEWAL_MAX_PER_HOUR", s.renewal_max_per_hour),

@@ -269,7 +269,8 @@ class Container:
         async def build() -> TableInboxStore:
             from shared.storage.inbox import INBOX_TABLE, TableInboxStore
 
-            return TableInboxStore(await (await self.tables()).table(INBOX_TABLE))
+            table = await (await self.tables()).table(INBOX_TABLE)
+            return TableInboxStore(table, write_schema=self.settings.inbox_row_schema)
 
         return await self._once("inbox", build)
 

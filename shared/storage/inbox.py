@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 INBOX_TABLE: Final = "inbox"
 INBOX_ROW: Final = "inbox"
 SCHEMA: Final = 2
+WRITABLE_SCHEMAS: Final = (1, 2)
+"""What a row may be written as (``INBOX_ROW_SCHEMA``); both are always read."""
 MAX_TRACKED_PER_THREAD: Final = 1000
 """Unread message ids kept per thread; older unread messages are counted as a block."""
 MAX_TOMBSTONES: Final = 200
@@ -555,18 +557,22 @@ def _undelta(values: object) -> tuple[int, ...]:
     return keys
 
 
-def _thread_json(entry: _Entry) -> dict[str, Any]:
+def _thread_json(entry: _Entry, schema: int = SCHEMA) -> dict[str, Any]:
     if isinstance(entry, _Stored):
         state, unread, deleted = entry.shell, entry.unread_text, entry.deleted_text
     else:
         state, unread, deleted = entry, _ids_text(entry.unread), _ids_text(entry.deleted)
+    u: str | list[int] = unread
+    d: str | list[int] = deleted
+    if schema == 1:  # the same deltas, as JSON lists
+        u, d = _as_list(unread), _as_list(deleted)
     body: dict[str, Any] = {"at": state.touched}
     optional: dict[str, Any] = {
-        "u": unread or None,
+        "u": u or None,
         "f": state.folded or None,
         "fu": state.folded_up_to or None,
         "r": state.read_up_to or None,
-        "d": deleted or None,
+        "d": d or None,
         "l": 1 if state.left else None,
         "m": state.membership_at or None,
         "a": state.alerts.value if state.alerts is not Alerts.ALL else None,
@@ -575,6 +581,11 @@ def _thread_json(entry: _Entry) -> dict[str, Any]:
         optional["mu"] = -1 if state.muted_until == FOREVER else int(state.muted_until.timestamp())
     body.update({k: v for k, v in optional.items() if v is not None})
     return body
+
+
+def _as_list(text: str) -> list[int]:
+    """A stored id text (:func:`_ids_text`) as schema 1's JSON list of the same deltas."""
+    return list(map(int, text.split(","))) if text else []
 
 
 def _shell_from_json(
@@ -612,15 +623,21 @@ def _thread_from_json_v1(body: Mapping[str, Any]) -> ThreadState:
     return _shell_from_json(body, _undelta(body.get("u", [])), _undelta(body.get("d", [])))
 
 
-def encode_inbox(inbox: Inbox) -> str:
-    """The inbox as compact JSON (what the row stores): threads read and unchanged as they came."""
+def encode_inbox(inbox: Inbox, schema: int = SCHEMA) -> str:
+    """The inbox as compact JSON (what the row stores): threads read and unchanged as they came.
+
+    ``schema`` 1 writes the id lists as JSON lists, what versions before schema 2 can read
+    (``INBOX_ROW_SCHEMA``): the same length, none of the speed.
+    """
+    if schema not in WRITABLE_SCHEMAS:
+        raise ValueError(f"inbox schema {schema} cannot be written")
     prefs = inbox.preferences
-    body: dict[str, Any] = {"v": SCHEMA}
+    body: dict[str, Any] = {"v": schema}
     if prefs.count_muted:
         body["cm"] = True
     if prefs.quiet_hours is not None:
         body["q"] = prefs.quiet_hours.as_json()
-    body["t"] = {t: _thread_json(s) for t, s in _Threads.of(inbox.threads).entries()}
+    body["t"] = {t: _thread_json(s, schema) for t, s in _Threads.of(inbox.threads).entries()}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -785,8 +802,12 @@ class TableInboxStore:
     :class:`UnreadableInboxError`.
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, *, write_schema: int = 1) -> None:
+        """``write_schema``: what rows are written as (``INBOX_ROW_SCHEMA``; both are read)."""
+        if write_schema not in WRITABLE_SCHEMAS:
+            raise ValueError(f"inbox schema {write_schema} cannot be written")
         self._table = table
+        self._schema = write_schema
 
     async def read(self, user_id: str) -> InboxSnapshot:
         """One point read."""
@@ -799,7 +820,7 @@ class TableInboxStore:
 
     async def write(self, user_id: str, prior: InboxSnapshot, inbox: Inbox) -> InboxSnapshot | None:
         """Create the row, or replace it under ``prior``'s ETag: one round trip."""
-        entity = _entity(user_id, encode_inbox(inbox))
+        entity = _entity(user_id, encode_inbox(inbox, self._schema), self._schema)
         try:
             answer = await write_if_unchanged(
                 self._table, entity, prior.etag, what="write an inbox"
@@ -810,12 +831,12 @@ class TableInboxStore:
         return InboxSnapshot(inbox, None if etag is None else str(etag))
 
 
-def _entity(user_id: str, text: str) -> dict[str, Any]:
+def _entity(user_id: str, text: str, schema: int) -> dict[str, Any]:
     parts = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
     entity: dict[str, Any] = {
         "PartitionKey": encode_key(user_id),
         "RowKey": INBOX_ROW,
-        "schema": SCHEMA,
+        "schema": schema,
         "chunks": len(parts),
     }
     entity.update({f"s{n}": part for n, part in enumerate(parts)})

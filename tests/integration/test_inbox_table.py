@@ -31,7 +31,7 @@ THREAD = "19:6e5d6ca1d75044a49a36a7965ec4a906@thread.v2"
 M = 1_772_366_400_000
 
 
-@pytest.fixture(params=["table", "sdk table", "fake"])
+@pytest.fixture(params=["table", "table writing schema 2", "sdk table", "fake"])
 async def store(
     request: pytest.FixtureRequest, azurite: Azurite, table_prefix: str
 ) -> AsyncIterator[InboxStore]:
@@ -41,7 +41,8 @@ async def store(
     client = "sdk" if request.param == "sdk table" else "lean"
     tables = Tables.connect(azurite.connection_string, table_prefix, client)
     try:
-        yield TableInboxStore(await tables.table("inbox"))
+        schema = 2 if "schema 2" in request.param else 1
+        yield TableInboxStore(await tables.table("inbox"), write_schema=schema)
     finally:
         await tables.aclose()
 
