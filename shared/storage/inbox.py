@@ -38,8 +38,10 @@ the steps in decimal joined by commas (``"u": "1772366400000,4211,90"``); a row 
 each thread's lists checked (one regular-expression match each, so an unreadable row still
 fails at read) but kept as text, a thread's ids are decoded only when that thread is asked for,
 the badge, pruning and fitting answer from each thread's summary (its counts and flags), and
-the threads an event did not change are written back as they were read. Schema 1 rows are
-still read, and are written back as schema 2 on their next change.
+the threads an event did not change are written back as they were read. Both schemas are
+always read; which one is written is ``INBOX_ROW_SCHEMA`` (:class:`TableInboxStore`), 1 by
+default because versions before schema 2 cannot read a schema 2 row (a deployment must be able
+to roll back): written as schema 1, a row is read back whole, as before.
 
 Storage errors are :mod:`shared.storage.tables`' (``StorageUnavailableError`` is transient).
 """
