@@ -560,14 +560,16 @@ def _undelta(values: object) -> tuple[int, ...]:
 
 
 def _thread_json(entry: _Entry, schema: int = SCHEMA) -> dict[str, Any]:
+    u: str | list[int]
+    d: str | list[int]
     if isinstance(entry, _Stored):
-        state, unread, deleted = entry.shell, entry.unread_text, entry.deleted_text
+        state, u, d = entry.shell, entry.unread_text, entry.deleted_text
+        if schema == 1:  # the same deltas, as JSON lists
+            u, d = _as_list(entry.unread_text), _as_list(entry.deleted_text)
+    elif schema == 1:
+        state, u, d = entry, _deltas(entry.unread), _deltas(entry.deleted)
     else:
-        state, unread, deleted = entry, _ids_text(entry.unread), _ids_text(entry.deleted)
-    u: str | list[int] = unread
-    d: str | list[int] = deleted
-    if schema == 1:  # the same deltas, as JSON lists
-        u, d = _as_list(unread), _as_list(deleted)
+        state, u, d = entry, _ids_text(entry.unread), _ids_text(entry.deleted)
     body: dict[str, Any] = {"at": state.touched}
     optional: dict[str, Any] = {
         "u": u or None,
