@@ -50,7 +50,6 @@ later).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import logging
@@ -60,6 +59,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from shared.errors import PushRelayError
+from shared.overlap import both
 from shared.storage.tables import (
     MAX_BATCH,
     EntityChangedError,
@@ -484,9 +484,7 @@ class TableDeliveryStore:
         fresh = [new_claim(key, d, now=now, lease=lease, event_id=event_id) for d in devices]
         created: list[DeliveryRecord] | BaseException
         if self._index_needed(key, now):
-            created, indexed = await asyncio.gather(
-                self._create_all(fresh), self._touch_index(key, now), return_exceptions=True
-            )
+            created, indexed = await both(self._create_all(fresh), self._touch_index(key, now))
             if isinstance(indexed, BaseException):
                 raise indexed
         else:
